@@ -1,0 +1,284 @@
+//! The dead-letter envelope: the original payload and headers plus the `Sluice-*` headers
+//! below, so a dead-lettered message can be inspected and replayed without losing anything.
+//!
+//! | header | meaning |
+//! |---|---|
+//! | `Sluice-Source` | `topic/<name>` or `queue/<name>` |
+//! | `Sluice-Source-Subject` | subject the message was originally published to |
+//! | `Sluice-Partition` | partition number (0 for queues) |
+//! | `Sluice-Offset` | stream sequence in that partition |
+//! | `Sluice-Group` | consumer group that gave up |
+//! | `Sluice-Attempts` | deliveries made (including crashed ones) |
+//! | `Sluice-Last-Error` | the handler's last error (truncated to 1 KiB) |
+//! | `Sluice-First-Failure`, `Sluice-Last-Failure` | RFC 3339 times |
+//! | `Sluice-Original-Id` | the original message id (`Nats-Msg-Id`), or `<stream>:<offset>` |
+//!
+//! The DLQ publish carries `Nats-Msg-Id = dlq:<group>:<original id>`, so a worker that crashes
+//! between dead-lettering and acknowledging does not dead-letter twice.
+
+use async_nats::HeaderMap;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::config::SourceKind;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Header names of the envelope.
+pub mod headers {
+    /// `topic/<name>` or `queue/<name>`.
+    pub const SOURCE: &str = "Sluice-Source";
+    /// Subject the message was originally published to.
+    pub const SOURCE_SUBJECT: &str = "Sluice-Source-Subject";
+    /// Partition number.
+    pub const PARTITION: &str = "Sluice-Partition";
+    /// Offset (stream sequence) in the partition.
+    pub const OFFSET: &str = "Sluice-Offset";
+    /// The group that dead-lettered the message.
+    pub const GROUP: &str = "Sluice-Group";
+    /// Deliveries made.
+    pub const ATTEMPTS: &str = "Sluice-Attempts";
+    /// Last error text.
+    pub const LAST_ERROR: &str = "Sluice-Last-Error";
+    /// First failure time (RFC 3339).
+    pub const FIRST_FAILURE: &str = "Sluice-First-Failure";
+    /// Last failure time (RFC 3339).
+    pub const LAST_FAILURE: &str = "Sluice-Last-Failure";
+    /// The original message id.
+    pub const ORIGINAL_ID: &str = "Sluice-Original-Id";
+    /// Set on a replayed message: the DLQ sequence it came from.
+    pub const REPLAY_OF: &str = "Sluice-Replay-Of";
+    /// JetStream's de-duplication id header.
+    pub const NATS_MSG_ID: &str = "Nats-Msg-Id";
+    /// The message key (used for partitioning), set by Sluice producers.
+    pub const KEY: &str = "Sluice-Key";
+
+    /// Every envelope header (removed again on replay).
+    pub const ENVELOPE: [&str; 10] = [
+        SOURCE,
+        SOURCE_SUBJECT,
+        PARTITION,
+        OFFSET,
+        GROUP,
+        ATTEMPTS,
+        LAST_ERROR,
+        FIRST_FAILURE,
+        LAST_FAILURE,
+        ORIGINAL_ID,
+    ];
+}
+
+/// Longest error text kept in `Sluice-Last-Error`.
+pub const MAX_ERROR_LEN: usize = 1024;
+
+/// Why and from where a message was dead-lettered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Topic or queue it came from.
+    pub source_kind: SourceKind,
+    /// Name of that topic or queue.
+    pub source_name: String,
+    /// Subject it was published to.
+    pub source_subject: String,
+    /// Partition (0 for queues).
+    pub partition: u32,
+    /// Offset in the partition stream.
+    pub offset: u64,
+    /// Group that gave up.
+    pub group: String,
+    /// Deliveries made.
+    pub attempts: u64,
+    /// The handler's last error.
+    pub last_error: String,
+    /// When the first delivery failed.
+    pub first_failure: OffsetDateTime,
+    /// When the last delivery failed.
+    pub last_failure: OffsetDateTime,
+    /// The original message id.
+    pub original_id: String,
+}
+
+impl DeadLetter {
+    /// The `Nats-Msg-Id` of the DLQ publish: stable per (group, original message).
+    pub fn dlq_message_id(&self) -> String {
+        format!("dlq:{}:{}", self.group, self.original_id)
+    }
+
+    /// The original headers plus the envelope headers; any earlier envelope is replaced.
+    pub fn encode(&self, original: Option<&HeaderMap>) -> HeaderMap {
+        let mut out = HeaderMap::new();
+        if let Some(original) = original {
+            for (name, values) in original.iter() {
+                let name_str: &str = name.as_ref();
+                if headers::ENVELOPE.contains(&name_str) || name_str == headers::NATS_MSG_ID {
+                    continue;
+                }
+                for value in values {
+                    out.append(name_str, value.as_str());
+                }
+            }
+        }
+        let source = match self.source_kind {
+            SourceKind::Topic => format!("topic/{}", self.source_name),
+            SourceKind::Queue => format!("queue/{}", self.source_name),
+        };
+        out.insert(headers::SOURCE, source.as_str());
+        out.insert(headers::SOURCE_SUBJECT, self.source_subject.as_str());
+        out.insert(headers::PARTITION, self.partition.to_string().as_str());
+        out.insert(headers::OFFSET, self.offset.to_string().as_str());
+        out.insert(headers::GROUP, self.group.as_str());
+        out.insert(headers::ATTEMPTS, self.attempts.to_string().as_str());
+        out.insert(headers::LAST_ERROR, header_safe(&self.last_error).as_str());
+        out.insert(headers::FIRST_FAILURE, rfc3339(self.first_failure).as_str());
+        out.insert(headers::LAST_FAILURE, rfc3339(self.last_failure).as_str());
+        out.insert(headers::ORIGINAL_ID, self.original_id.as_str());
+        out.insert(headers::NATS_MSG_ID, self.dlq_message_id().as_str());
+        out
+    }
+
+    /// Reads the envelope back from a DLQ message's headers.
+    pub fn decode(h: &HeaderMap) -> Result<Self> {
+        let get = |name: &str| -> Result<String> {
+            h.get(name).map(|v| v.as_str().to_string()).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Decode,
+                    format!("dead-letter message has no {name} header: it was not written by Sluice"),
+                )
+            })
+        };
+        let num = |name: &str| -> Result<u64> {
+            get(name)?.parse::<u64>().map_err(|e| {
+                Error::with_source(ErrorKind::Decode, format!("bad {name} header"), e)
+            })
+        };
+        let time = |name: &str| -> Result<OffsetDateTime> {
+            OffsetDateTime::parse(&get(name)?, &Rfc3339)
+                .map_err(|e| Error::with_source(ErrorKind::Decode, format!("bad {name} header"), e))
+        };
+        let source = get(headers::SOURCE)?;
+        let (source_kind, source_name) = match source.split_once('/') {
+            Some(("topic", name)) => (SourceKind::Topic, name.to_string()),
+            Some(("queue", name)) => (SourceKind::Queue, name.to_string()),
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::Decode,
+                    format!("bad {} header {source:?}: expected topic/<name> or queue/<name>", headers::SOURCE),
+                ));
+            }
+        };
+        let partition = u32::try_from(num(headers::PARTITION)?).map_err(|e| {
+            Error::with_source(ErrorKind::Decode, "bad Sluice-Partition header", e)
+        })?;
+        Ok(Self {
+            source_kind,
+            source_name,
+            source_subject: get(headers::SOURCE_SUBJECT)?,
+            partition,
+            offset: num(headers::OFFSET)?,
+            group: get(headers::GROUP)?,
+            attempts: num(headers::ATTEMPTS)?,
+            last_error: get(headers::LAST_ERROR)?,
+            first_failure: time(headers::FIRST_FAILURE)?,
+            last_failure: time(headers::LAST_FAILURE)?,
+            original_id: get(headers::ORIGINAL_ID)?,
+        })
+    }
+}
+
+/// The original headers of a DLQ message, without the envelope, with the original
+/// message id restored: what a replay publishes.
+pub fn original_headers(dlq_headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (name, values) in dlq_headers.iter() {
+        let name_str: &str = name.as_ref();
+        if headers::ENVELOPE.contains(&name_str) || name_str == headers::NATS_MSG_ID {
+            continue;
+        }
+        for value in values {
+            out.append(name_str, value.as_str());
+        }
+    }
+    if let Some(id) = dlq_headers.get(headers::ORIGINAL_ID) {
+        out.insert(headers::NATS_MSG_ID, id.as_str());
+    }
+    out
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+/// Header values may not hold CR/LF; long texts are cut at a char boundary.
+fn header_safe(text: &str) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+        .collect();
+    if flat.len() <= MAX_ERROR_LEN {
+        return flat;
+    }
+    let mut cut = MAX_ERROR_LEN;
+    while !flat.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    flat[..cut].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn sample() -> DeadLetter {
+        DeadLetter {
+            source_kind: SourceKind::Topic,
+            source_name: "orders".into(),
+            source_subject: "sluice.t.default.orders.2".into(),
+            partition: 2,
+            offset: 42,
+            group: "billing".into(),
+            attempts: 5,
+            last_error: "card declined".into(),
+            first_failure: datetime!(2026-11-26 10:00:00 UTC),
+            last_failure: datetime!(2026-11-26 10:00:31.5 UTC),
+            original_id: "order-17".into(),
+        }
+    }
+
+    #[test]
+    fn round_trip_keeps_envelope_and_original_headers() {
+        let mut original = HeaderMap::new();
+        original.insert("traceparent", "00-abc-def-01");
+        original.insert(headers::NATS_MSG_ID, "order-17");
+        original.append("X-Tag", "a");
+        original.append("X-Tag", "b");
+        let dl = sample();
+        let encoded = dl.encode(Some(&original));
+        assert_eq!(DeadLetter::decode(&encoded).unwrap(), dl);
+        assert_eq!(encoded.get("traceparent").unwrap().as_str(), "00-abc-def-01");
+        assert_eq!(
+            encoded.get(headers::NATS_MSG_ID).unwrap().as_str(),
+            "dlq:billing:order-17"
+        );
+        let replay = original_headers(&encoded);
+        assert_eq!(replay.get(headers::NATS_MSG_ID).unwrap().as_str(), "order-17");
+        assert_eq!(replay.get_all("X-Tag").count(), 2);
+        assert!(replay.get(headers::GROUP).is_none());
+    }
+
+    #[test]
+    fn multiline_and_long_errors_are_header_safe() {
+        let mut dl = sample();
+        dl.last_error = format!("line1\nline2\r\n{}", "é".repeat(2000));
+        let encoded = dl.encode(None);
+        let back = DeadLetter::decode(&encoded).unwrap();
+        assert!(!back.last_error.contains('\n'));
+        assert!(back.last_error.len() <= MAX_ERROR_LEN);
+    }
+
+    #[test]
+    fn foreign_messages_fail_to_decode_with_a_clear_kind() {
+        let err = DeadLetter::decode(&HeaderMap::new()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Decode);
+        assert!(err.to_string().contains("Sluice-Source"));
+    }
+}
