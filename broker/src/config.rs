@@ -271,6 +271,14 @@ pub struct GroupConfig {
     /// Idempotency-key retention for exactly-once, in milliseconds.
     #[serde(default = "default_idempotency_ttl_ms")]
     pub idempotency_ttl_ms: u64,
+    /// How long a silent member keeps a partition's pin (the server's priority timeout), in
+    /// milliseconds: the failover time after a crash.
+    #[serde(default = "default_pin_timeout_ms")]
+    pub pin_timeout_ms: u64,
+}
+
+fn default_pin_timeout_ms() -> u64 {
+    2_000
 }
 
 fn default_concurrency() -> u32 {
@@ -296,6 +304,7 @@ impl GroupConfig {
             ack_wait_ms: 30_000,
             max_concurrency: default_concurrency(),
             idempotency_ttl_ms: default_idempotency_ttl_ms(),
+            pin_timeout_ms: default_pin_timeout_ms(),
         }
     }
 
@@ -335,6 +344,12 @@ impl GroupConfig {
                 self.namespace, self.group, self.source.name
             ));
         }
+        if self.pin_timeout_ms < 1_000 {
+            return fail(format!(
+                "group {}/{}: pin timeout must be at least 1s",
+                self.namespace, self.group
+            ));
+        }
         if self.max_concurrency == 0 {
             return fail(format!(
                 "group {}/{}: maxConcurrency must be at least 1",
@@ -342,6 +357,23 @@ impl GroupConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The group as a resource reference (validated names).
+    pub fn group_ref(&self) -> Result<crate::names::ResourceRef> {
+        crate::names::ResourceRef::new(self.namespace.clone(), self.group.clone())
+    }
+
+    /// The source topic or queue as a resource reference.
+    pub fn source_ref(&self) -> Result<crate::names::ResourceRef> {
+        crate::names::ResourceRef::new(self.namespace.clone(), self.source.name.clone())
+    }
+
+    /// JetStream's `max_deliver`: one delivery more than `maxAttempts`, so the SDK sees the
+    /// message once more and dead-letters it without calling the handler (this is what makes
+    /// attempts that crashed the worker count).
+    pub fn max_deliver(&self) -> i64 {
+        i64::from(self.retry.max_attempts) + 1
     }
 
     /// Encodes as the JSON stored in the config channel.

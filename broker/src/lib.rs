@@ -4,15 +4,41 @@
 //! - [`names`]: deterministic, collision-free names for streams, subjects, consumers, buckets.
 //! - [`partitioner`]: Kafka-compatible key -> partition (murmur2).
 //! - [`config`]: the shared shapes, including [`GroupConfig`].
+//! - [`client`]: [`Broker`], a connection to one JetStream broker.
+//! - [`provision`]: idempotent ensure/delete of topic, queue and DLQ streams.
+//! - [`group`]: group consumers and the group-config channel.
+//! - [`inspect`]: partition offsets, group lag, DLQ depth.
 //! - [`dlq`]: the dead-letter envelope.
+//! - [`embedded`]: a real nats-server as a child process (for `sluice dev` and tests).
+//!
+//! ```no_run
+//! # async fn run() -> sluice_broker::Result<()> {
+//! use sluice_broker::{Broker, ConnectOptions, ResourceRef, config::TopicSettings};
+//! let broker = Broker::connect(&ConnectOptions::from_url_list("nats://127.0.0.1:4222")).await?;
+//! let orders = ResourceRef::new("default", "orders")?;
+//! let changes = broker
+//!     .ensure_topic(&orders, &TopicSettings { partitions: 3, ..Default::default() })
+//!     .await?;
+//! println!("created {:?}", changes.created);
+//! # Ok(()) }
+//! ```
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod client;
 pub mod config;
 pub mod dlq;
+pub mod embedded;
 pub mod error;
+pub mod group;
+pub mod inspect;
 pub mod names;
 pub mod partitioner;
+pub mod provision;
 
+pub use client::{Broker, ConnectOptions};
 pub use config::GroupConfig;
 pub use error::{Error, ErrorKind, Result};
+pub use group::{ConfigUpdate, GroupConfigStore};
+pub use inspect::{DlqStatus, GroupLag, PartitionLag, PartitionStatus};
 pub use names::ResourceRef;
+pub use provision::Changes;

@@ -1,0 +1,179 @@
+//! Connecting to the broker: one [`Broker`] handle per JetStream cluster, shared by the
+//! provisioning, inspection and config-channel calls.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use tracing::instrument;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// How to reach a broker.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// One or more `nats://host:port` URLs.
+    pub urls: Vec<String>,
+    /// User name, when the broker requires credentials.
+    pub user: Option<String>,
+    /// Password for `user`.
+    pub password: Option<String>,
+    /// Connection name shown in the server's monitoring.
+    pub name: String,
+    /// Timeout of one JetStream API request.
+    pub request_timeout: Duration,
+    /// Timeout of the initial connection.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            urls: vec!["nats://127.0.0.1:4222".into()],
+            user: None,
+            password: None,
+            name: "sluice".into(),
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// Options for the comma-separated URL list of `SLUICE_BROKER_URL`.
+    pub fn from_url_list(list: &str) -> Self {
+        Self {
+            urls: parse_url_list(list),
+            ..Default::default()
+        }
+    }
+
+    /// Builds the async-nats options (credentials, name, timeouts, unlimited reconnects).
+    pub fn to_nats_options(&self) -> async_nats::ConnectOptions {
+        let mut opts = async_nats::ConnectOptions::new()
+            .name(&self.name)
+            .connection_timeout(self.connect_timeout)
+            .request_timeout(Some(self.request_timeout))
+            .retry_on_initial_connect();
+        if let (Some(user), Some(password)) = (&self.user, &self.password) {
+            opts = opts.user_and_password(user.clone(), password.clone());
+        }
+        opts
+    }
+}
+
+/// Splits `nats://a:4222, nats://b:4222` into trimmed, non-empty URLs.
+pub fn parse_url_list(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// A connection to one JetStream broker.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    client: async_nats::Client,
+    js: jetstream::Context,
+}
+
+impl Broker {
+    /// Connects and checks that JetStream is enabled, failing fast when the broker is down.
+    #[instrument(skip(options), fields(urls = ?options.urls))]
+    pub async fn connect(options: &ConnectOptions) -> Result<Self> {
+        if options.urls.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidSpec,
+                "no broker URL given: set SLUICE_BROKER_URL to one or more nats:// URLs",
+            ));
+        }
+        let mut addrs = Vec::with_capacity(options.urls.len());
+        for url in &options.urls {
+            let addr: async_nats::ServerAddr = url.parse().map_err(|e| {
+                Error::with_source(
+                    ErrorKind::InvalidSpec,
+                    format!("invalid broker URL {url:?}: use nats://host:port"),
+                    e,
+                )
+            })?;
+            addrs.push(addr);
+        }
+        let connect = options.to_nats_options().connect(addrs);
+        // retry_on_initial_connect returns at once; JetStream's first answer proves reachability.
+        let client = connect.await.map_err(|e| {
+            Error::with_source(
+                ErrorKind::Unavailable,
+                format!("failed to connect to broker at {}", options.urls.join(",")),
+                e,
+            )
+        })?;
+        let broker = Self::from_client(client);
+        let probe = tokio::time::timeout(
+            options.connect_timeout + options.request_timeout,
+            broker.js.query_account(),
+        )
+        .await;
+        match probe {
+            Ok(Ok(_)) => Ok(broker),
+            Ok(Err(e)) => Err(Error::with_source(
+                ErrorKind::Unavailable,
+                format!(
+                    "broker at {} did not answer a JetStream request (is JetStream enabled and are the credentials right?)",
+                    options.urls.join(",")
+                ),
+                e,
+            )),
+            Err(_) => Err(Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "broker at {} did not answer within {:?}: check that it runs and is reachable",
+                    options.urls.join(","),
+                    options.connect_timeout + options.request_timeout
+                ),
+            )),
+        }
+    }
+
+    /// Wraps an existing connection.
+    pub fn from_client(client: async_nats::Client) -> Self {
+        let js = jetstream::new(client.clone());
+        Self { client, js }
+    }
+
+    /// The core NATS client.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The JetStream context.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_lists_are_split_and_trimmed() {
+        assert_eq!(
+            parse_url_list(" nats://a:1 ,nats://b:2,, "),
+            vec!["nats://a:1".to_string(), "nats://b:2".to_string()]
+        );
+    }
+
+    #[tokio::test]
+    async fn unreachable_broker_is_reported_as_unavailable() {
+        let port = crate::embedded::free_port().unwrap();
+        let err = Broker::connect(&ConnectOptions {
+            urls: vec![format!("nats://127.0.0.1:{port}")],
+            connect_timeout: Duration::from_millis(300),
+            request_timeout: Duration::from_millis(300),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable);
+    }
+}

@@ -1,0 +1,414 @@
+//! Consumer groups on the broker: one durable pull consumer per topic partition (pinned-client
+//! priority group, so the server lets one member pull a partition at a time) or one shared
+//! consumer on a queue stream; and the group-config channel, a KV bucket holding every group's
+//! [`GroupConfig`] under `<namespace>.<group>`.
+//!
+//! Consumer settings: explicit acks; `ack_wait` = the visibility timeout; `max_deliver` =
+//! `maxAttempts + 1` (see [`GroupConfig::max_deliver`]); `backoff` = the retry schedule, each
+//! step at least `ack_wait` (JetStream also uses the schedule to time redelivery after an ack
+//! timeout, so a step shorter than the visibility timeout would redeliver work still running).
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, PriorityPolicy};
+use async_nats::jetstream::kv;
+use futures::StreamExt;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tracing::{info, instrument, warn};
+
+use crate::client::Broker;
+use crate::config::{GroupConfig, SourceKind, StartFrom};
+use crate::error::{Error, ErrorKind, Result, broker_err};
+use crate::names;
+use crate::provision::Changes;
+
+/// The consumer config of a group on one stream (partition or queue).
+pub fn consumer_config(cfg: &GroupConfig) -> Result<consumer::pull::Config> {
+    cfg.validate()?;
+    let ack_wait = Duration::from_millis(cfg.ack_wait_ms);
+    let backoff: Vec<Duration> = cfg
+        .retry
+        .backoff
+        .schedule(cfg.retry.max_attempts + 1)
+        .into_iter()
+        .map(|d| d.max(ack_wait))
+        .collect();
+    let deliver_policy = match &cfg.start_from {
+        StartFrom::Earliest => DeliverPolicy::All,
+        StartFrom::Latest => DeliverPolicy::New,
+        StartFrom::Time(text) => DeliverPolicy::ByStartTime {
+            start_time: OffsetDateTime::parse(text, &Rfc3339).map_err(|e| {
+                Error::with_source(
+                    ErrorKind::InvalidSpec,
+                    format!(
+                        "group {}/{}: startFrom time {text:?} is not an RFC 3339 time like 2026-01-31T12:00:00Z",
+                        cfg.namespace, cfg.group
+                    ),
+                    e,
+                )
+            })?,
+        },
+    };
+    let group = cfg.group_ref()?;
+    let mut config = consumer::pull::Config {
+        durable_name: Some(names::group_consumer(&group)),
+        description: Some(format!("Sluice consumer group {group}")),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait,
+        max_deliver: cfg.max_deliver(),
+        backoff,
+        deliver_policy,
+        max_ack_pending: 10_000,
+        ..Default::default()
+    };
+    if cfg.source.kind == SourceKind::Topic {
+        config.priority_policy = PriorityPolicy::PinnedClient;
+        config.priority_groups = vec![names::PRIORITY_GROUP.to_string()];
+        config.priority_timeout = Duration::from_millis(cfg.pin_timeout_ms);
+    }
+    Ok(config)
+}
+
+/// The streams a group consumes: every partition stream of a topic, or the queue stream.
+pub fn group_streams(cfg: &GroupConfig) -> Result<Vec<String>> {
+    let source = cfg.source_ref()?;
+    Ok(match cfg.source.kind {
+        SourceKind::Topic => (0..cfg.source.partitions)
+            .map(|p| names::topic_stream(&source, p))
+            .collect(),
+        SourceKind::Queue => vec![names::queue_stream(&source)],
+    })
+}
+
+fn consumer_drift(
+    current: &consumer::Config,
+    desired: &consumer::pull::Config,
+) -> Vec<&'static str> {
+    let mut fields = Vec::new();
+    if current.ack_wait != desired.ack_wait {
+        fields.push("ackWait");
+    }
+    if current.max_deliver != desired.max_deliver {
+        fields.push("maxDeliver");
+    }
+    if current.backoff != desired.backoff {
+        fields.push("backoff");
+    }
+    if current.max_ack_pending != desired.max_ack_pending {
+        fields.push("maxAckPending");
+    }
+    if current.priority_timeout != desired.priority_timeout
+        && desired.priority_policy == PriorityPolicy::PinnedClient
+    {
+        fields.push("priorityTimeout");
+    }
+    fields
+}
+
+impl Broker {
+    /// Ensures a group's consumers on every stream it reads and publishes its config to the
+    /// config channel. The source must exist; where the group starts (`startFrom`) only applies
+    /// when a consumer is created.
+    #[instrument(skip(self, cfg), fields(group = %format!("{}/{}", cfg.namespace, cfg.group)))]
+    pub async fn ensure_group(&self, cfg: &GroupConfig) -> Result<Changes> {
+        let desired = consumer_config(cfg)?;
+        let durable = desired.durable_name.clone().unwrap_or_default();
+        let mut changes = Changes::default();
+        for stream_name in group_streams(cfg)? {
+            let stream = match self.jetstream().get_stream(&stream_name).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let err = broker_err(format!("failed to look up stream {stream_name}"), e);
+                    if err.kind() == ErrorKind::NotFound {
+                        return Err(Error::new(
+                            ErrorKind::NotFound,
+                            format!(
+                                "group {}/{}: its source {} has no stream {stream_name} yet: create the {} first (or wait for it to become Ready)",
+                                cfg.namespace,
+                                cfg.group,
+                                cfg.source.name,
+                                match cfg.source.kind {
+                                    SourceKind::Topic => "Topic",
+                                    SourceKind::Queue => "Queue",
+                                }
+                            ),
+                        ));
+                    }
+                    return Err(err);
+                }
+            };
+            let object = format!("{stream_name}/{durable}");
+            let current = match stream.consumer_info(&durable).await {
+                Ok(info) => Some(info.config),
+                Err(e) => {
+                    let err = broker_err(format!("failed to read consumer {object}"), e);
+                    if err.kind() == ErrorKind::NotFound {
+                        None
+                    } else {
+                        return Err(err);
+                    }
+                }
+            };
+            match current {
+                None => {
+                    stream.create_consumer(desired.clone()).await.map_err(|e| {
+                        broker_err(format!("failed to create consumer {object}"), e)
+                    })?;
+                    info!(consumer = %object, "consumer created");
+                    changes.created.push(object);
+                }
+                Some(current) => {
+                    let fields = consumer_drift(&current, &desired);
+                    if fields.is_empty() {
+                        changes.unchanged.push(object);
+                    } else {
+                        // Keep the start position the consumer was created with.
+                        let mut update = desired.clone();
+                        update.deliver_policy = current.deliver_policy;
+                        stream.update_consumer(update).await.map_err(|e| {
+                            broker_err(
+                                format!(
+                                    "failed to update consumer {object} ({})",
+                                    fields.join(", ")
+                                ),
+                                e,
+                            )
+                        })?;
+                        info!(consumer = %object, ?fields, "consumer updated");
+                        changes.updated.push(object);
+                    }
+                }
+            }
+        }
+        changes.merge(self.publish_group_config(cfg).await?);
+        Ok(changes)
+    }
+
+    /// Deletes a group's consumers (their positions are lost) and its config entry.
+    #[instrument(skip(self, cfg), fields(group = %format!("{}/{}", cfg.namespace, cfg.group)))]
+    pub async fn delete_group(&self, cfg: &GroupConfig) -> Result<()> {
+        let durable = names::group_consumer(&cfg.group_ref()?);
+        for stream_name in group_streams(cfg)? {
+            let stream = match self.jetstream().get_stream(&stream_name).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let err = broker_err(format!("failed to look up stream {stream_name}"), e);
+                    if err.kind() == ErrorKind::NotFound {
+                        continue;
+                    }
+                    return Err(err);
+                }
+            };
+            if let Err(e) = stream.delete_consumer(&durable).await {
+                let err = broker_err(
+                    format!("failed to delete consumer {stream_name}/{durable}"),
+                    e,
+                );
+                if err.kind() != ErrorKind::NotFound {
+                    return Err(err);
+                }
+            }
+        }
+        let store = self.group_config_store().await?;
+        store.remove(&cfg.namespace, &cfg.group).await
+    }
+
+    /// Writes the group's config to the config channel when it differs.
+    pub async fn publish_group_config(&self, cfg: &GroupConfig) -> Result<Changes> {
+        let store = self.group_config_store().await?;
+        let key = names::group_config_key(&cfg.group_ref()?);
+        let mut changes = Changes::default();
+        let object = format!("{}/{key}", names::GROUP_CONFIG_BUCKET);
+        match store.get(&cfg.namespace, &cfg.group).await {
+            Ok(Some(current)) if current == *cfg => changes.unchanged.push(object),
+            Ok(existing) => {
+                store.put(cfg).await?;
+                if existing.is_some() {
+                    changes.updated.push(object);
+                } else {
+                    changes.created.push(object);
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Decode => {
+                warn!(error = %e, "replacing undecodable group config");
+                store.put(cfg).await?;
+                changes.updated.push(object);
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(changes)
+    }
+
+    /// Opens (creating if needed) the group-config KV bucket.
+    pub async fn group_config_store(&self) -> Result<GroupConfigStore> {
+        let kv = match self
+            .jetstream()
+            .get_key_value(names::GROUP_CONFIG_BUCKET)
+            .await
+        {
+            Ok(kv) => kv,
+            Err(_) => self
+                .jetstream()
+                .create_key_value(kv::Config {
+                    bucket: names::GROUP_CONFIG_BUCKET.to_string(),
+                    description: "Sluice consumer-group configuration, written by the operator"
+                        .into(),
+                    history: 5,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| {
+                    broker_err(
+                        format!("failed to create KV bucket {}", names::GROUP_CONFIG_BUCKET),
+                        e,
+                    )
+                })?,
+        };
+        Ok(GroupConfigStore { kv })
+    }
+}
+
+/// The group-config channel: read, write and watch [`GroupConfig`]s.
+#[derive(Debug, Clone)]
+pub struct GroupConfigStore {
+    kv: kv::Store,
+}
+
+/// A change seen on the config channel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigUpdate {
+    /// The group's config was written.
+    Put(Box<GroupConfig>),
+    /// The group's config was removed (the group was deleted).
+    Removed,
+}
+
+impl GroupConfigStore {
+    fn key(namespace: &str, group: &str) -> Result<String> {
+        Ok(names::group_config_key(&names::ResourceRef::new(
+            namespace, group,
+        )?))
+    }
+
+    /// The group's current config, `None` when none was published.
+    pub async fn get(&self, namespace: &str, group: &str) -> Result<Option<GroupConfig>> {
+        let key = Self::key(namespace, group)?;
+        let entry = self
+            .kv
+            .get(&key)
+            .await
+            .map_err(|e| broker_err(format!("failed to read group config {key}"), e))?;
+        entry
+            .map(|bytes| GroupConfig::from_json(&bytes))
+            .transpose()
+    }
+
+    /// Writes a config.
+    pub async fn put(&self, cfg: &GroupConfig) -> Result<u64> {
+        let key = names::group_config_key(&cfg.group_ref()?);
+        self.kv
+            .put(&key, cfg.to_json()?.into())
+            .await
+            .map_err(|e| broker_err(format!("failed to write group config {key}"), e))
+    }
+
+    /// Removes a group's config.
+    pub async fn remove(&self, namespace: &str, group: &str) -> Result<()> {
+        let key = Self::key(namespace, group)?;
+        self.kv
+            .delete(&key)
+            .await
+            .map_err(|e| broker_err(format!("failed to remove group config {key}"), e))
+    }
+
+    /// Watches one group's config: the current value first (if any), then every change.
+    /// Undecodable entries are skipped with a warning.
+    pub async fn watch(
+        &self,
+        namespace: &str,
+        group: &str,
+    ) -> Result<impl futures::Stream<Item = ConfigUpdate> + Send + 'static> {
+        let key = Self::key(namespace, group)?;
+        let watch = self
+            .kv
+            .watch_with_history(&key)
+            .await
+            .map_err(|e| broker_err(format!("failed to watch group config {key}"), e))?;
+        Ok(watch.filter_map(|entry| async move {
+            match entry {
+                Ok(entry) => match entry.operation {
+                    kv::Operation::Put => match GroupConfig::from_json(&entry.value) {
+                        Ok(cfg) => Some(ConfigUpdate::Put(Box::new(cfg))),
+                        Err(e) => {
+                            warn!(error = %e, key = %entry.key, "skipping undecodable group config");
+                            None
+                        }
+                    },
+                    kv::Operation::Delete | kv::Operation::Purge => Some(ConfigUpdate::Removed),
+                },
+                Err(e) => {
+                    warn!(error = %e, "group config watch error");
+                    None
+                }
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SourceRef;
+
+    fn cfg() -> GroupConfig {
+        GroupConfig::new(
+            "default",
+            "billing",
+            SourceRef {
+                kind: SourceKind::Topic,
+                name: "orders".into(),
+                partitions: 3,
+            },
+        )
+    }
+
+    #[test]
+    fn topic_consumers_are_pinned_with_backoff_and_one_extra_delivery() {
+        let mut c = cfg();
+        c.retry.max_attempts = 4;
+        c.ack_wait_ms = 5_000;
+        c.retry.backoff.initial_ms = 1_000;
+        c.retry.backoff.max_ms = 20_000;
+        let config = consumer_config(&c).unwrap();
+        assert_eq!(config.max_deliver, 5);
+        assert_eq!(config.priority_policy, PriorityPolicy::PinnedClient);
+        assert_eq!(config.priority_groups, vec!["sluice".to_string()]);
+        let secs: Vec<u64> = config.backoff.iter().map(Duration::as_secs).collect();
+        assert_eq!(secs, vec![5, 5, 5, 8]);
+        assert_eq!(config.durable_name.as_deref(), Some("G__billing"));
+    }
+
+    #[test]
+    fn queue_consumers_are_shared() {
+        let mut c = cfg();
+        c.source.kind = SourceKind::Queue;
+        c.source.partitions = 1;
+        let config = consumer_config(&c).unwrap();
+        assert_ne!(config.priority_policy, PriorityPolicy::PinnedClient);
+        assert_eq!(
+            group_streams(&c).unwrap(),
+            vec!["SLUICE_Q__default__orders"]
+        );
+    }
+
+    #[test]
+    fn bad_start_time_is_invalid_spec() {
+        let mut c = cfg();
+        c.start_from = StartFrom::Time("yesterday".into());
+        assert_eq!(
+            consumer_config(&c).unwrap_err().kind(),
+            ErrorKind::InvalidSpec
+        );
+    }
+}

@@ -1,0 +1,446 @@
+//! Idempotent provisioning of streams: "ensure" creates what is missing, updates what drifted
+//! and reports what it did in [`Changes`]. Impossible changes (shrinking a topic, changing a
+//! stream's retention kind or storage) fail with [`ErrorKind::NotSupported`] before anything is
+//! touched. Deleting is always a separate, explicit call.
+
+use std::time::Duration;
+
+use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
+use tracing::{info, instrument};
+
+use crate::client::Broker;
+use crate::config::{DlqSettings, QueueSettings, Retention, StorageKind, TopicSettings};
+use crate::error::{Error, ErrorKind, Result, broker_err};
+use crate::names::{self, ResourceRef};
+
+/// What an ensure call did, by object name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Objects created.
+    pub created: Vec<String>,
+    /// Objects updated in place.
+    pub updated: Vec<String>,
+    /// Objects that already matched.
+    pub unchanged: Vec<String>,
+}
+
+impl Changes {
+    /// Whether nothing was created or updated.
+    pub fn is_noop(&self) -> bool {
+        self.created.is_empty() && self.updated.is_empty()
+    }
+
+    /// Adds another call's changes.
+    pub fn merge(&mut self, other: Changes) {
+        self.created.extend(other.created);
+        self.updated.extend(other.updated);
+        self.unchanged.extend(other.unchanged);
+    }
+}
+
+/// Metadata key Sluice stamps on its streams.
+pub const META_KIND: &str = "sluice.dev/kind";
+/// Metadata key with the owning resource (`<namespace>/<name>`).
+pub const META_RESOURCE: &str = "sluice.dev/resource";
+
+pub(crate) fn valid_replicas(replicas: u32, what: &ResourceRef) -> Result<usize> {
+    match replicas {
+        1 | 3 | 5 => Ok(replicas as usize),
+        other => Err(Error::new(
+            ErrorKind::InvalidSpec,
+            format!("{what}: replicas must be 1, 3 or 5, got {other}"),
+        )),
+    }
+}
+
+fn storage_type(kind: StorageKind) -> StorageType {
+    match kind {
+        StorageKind::File => StorageType::File,
+        StorageKind::Memory => StorageType::Memory,
+    }
+}
+
+fn apply_retention(config: &mut stream::Config, retention: &Retention) {
+    config.max_age = Duration::from_millis(retention.max_age_ms.unwrap_or(0));
+    config.max_bytes = retention.max_bytes.unwrap_or(-1);
+    config.max_messages = retention.max_messages.unwrap_or(-1);
+}
+
+fn metadata(kind: &str, resource: &ResourceRef) -> std::collections::HashMap<String, String> {
+    [
+        (META_KIND.to_string(), kind.to_string()),
+        (META_RESOURCE.to_string(), resource.to_string()),
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// The stream of topic partition `partition`.
+pub fn topic_stream_config(
+    topic: &ResourceRef,
+    partition: u32,
+    settings: &TopicSettings,
+) -> Result<stream::Config> {
+    let mut config = stream::Config {
+        name: names::topic_stream(topic, partition),
+        subjects: vec![names::topic_subject(topic, partition)],
+        retention: RetentionPolicy::Limits,
+        discard: DiscardPolicy::Old,
+        storage: storage_type(settings.storage),
+        num_replicas: valid_replicas(settings.replicas, topic)?,
+        duplicate_window: Duration::from_millis(settings.duplicate_window_ms),
+        allow_direct: true,
+        description: Some(format!("Sluice topic {topic}, partition {partition}")),
+        metadata: metadata("topic", topic),
+        ..Default::default()
+    };
+    apply_retention(&mut config, &settings.retention);
+    Ok(config)
+}
+
+/// The work-queue stream of a queue, with one source per partition of each source topic.
+pub fn queue_stream_config(
+    queue: &ResourceRef,
+    settings: &QueueSettings,
+) -> Result<stream::Config> {
+    let mut sources = Vec::new();
+    for source in &settings.sources {
+        let topic = queue.sibling(source.topic.clone())?;
+        for p in 0..source.partitions {
+            sources.push(stream::Source {
+                name: names::topic_stream(&topic, p),
+                ..Default::default()
+            });
+        }
+    }
+    Ok(stream::Config {
+        name: names::queue_stream(queue),
+        subjects: vec![names::queue_subject(queue)],
+        retention: RetentionPolicy::WorkQueue,
+        discard: DiscardPolicy::Old,
+        storage: storage_type(settings.storage),
+        num_replicas: valid_replicas(settings.replicas, queue)?,
+        duplicate_window: Duration::from_millis(settings.duplicate_window_ms),
+        max_age: Duration::from_millis(settings.max_age_ms.unwrap_or(0)),
+        max_bytes: -1,
+        max_messages: -1,
+        sources: if sources.is_empty() {
+            None
+        } else {
+            Some(sources)
+        },
+        allow_direct: true,
+        description: Some(format!("Sluice queue {queue}")),
+        metadata: metadata("queue", queue),
+        ..Default::default()
+    })
+}
+
+/// The stream of a dead-letter queue.
+pub fn dlq_stream_config(dlq: &ResourceRef, settings: &DlqSettings) -> Result<stream::Config> {
+    let mut config = stream::Config {
+        name: names::dlq_stream(dlq),
+        subjects: vec![names::dlq_subject(dlq)],
+        retention: RetentionPolicy::Limits,
+        discard: DiscardPolicy::Old,
+        storage: StorageType::File,
+        num_replicas: valid_replicas(settings.replicas, dlq)?,
+        duplicate_window: Duration::from_secs(600),
+        allow_direct: true,
+        description: Some(format!("Sluice dead-letter queue {dlq}")),
+        metadata: metadata("deadletterqueue", dlq),
+        ..Default::default()
+    };
+    apply_retention(&mut config, &settings.retention);
+    Ok(config)
+}
+
+/// The fields Sluice manages, for drift detection (server-filled defaults are ignored).
+fn drift(current: &stream::Config, desired: &stream::Config) -> Vec<&'static str> {
+    let mut fields = Vec::new();
+    if current.subjects != desired.subjects {
+        fields.push("subjects");
+    }
+    if current.max_age != desired.max_age {
+        fields.push("maxAge");
+    }
+    if current.max_bytes != desired.max_bytes {
+        fields.push("maxBytes");
+    }
+    if current.max_messages != desired.max_messages {
+        fields.push("maxMessages");
+    }
+    if current.duplicate_window != desired.duplicate_window {
+        fields.push("duplicateWindow");
+    }
+    if current.num_replicas != desired.num_replicas {
+        fields.push("replicas");
+    }
+    let source_names = |c: &stream::Config| -> Vec<String> {
+        let mut v: Vec<String> = c.sources.iter().flatten().map(|s| s.name.clone()).collect();
+        v.sort();
+        v
+    };
+    if source_names(current) != source_names(desired) {
+        fields.push("sources");
+    }
+    fields
+}
+
+impl Broker {
+    /// Reads a stream's config, `None` when it does not exist.
+    pub(crate) async fn stream_config(&self, name: &str) -> Result<Option<stream::Config>> {
+        match self.jetstream().get_stream(name).await {
+            Ok(mut s) => match s.info().await {
+                Ok(info) => Ok(Some(info.config.clone())),
+                Err(e) => Err(broker_err(format!("failed to read stream {name}"), e)),
+            },
+            Err(e) => {
+                let err = broker_err(format!("failed to look up stream {name}"), e);
+                if err.kind() == ErrorKind::NotFound {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// Checks a desired stream against the existing one: `Ok(None)` to create, `Ok(Some(fields))`
+    /// with the drifted fields, or NotSupported for changes JetStream cannot make.
+    async fn plan_stream(
+        &self,
+        desired: &stream::Config,
+        owner: &ResourceRef,
+    ) -> Result<Option<Vec<&'static str>>> {
+        let Some(current) = self.stream_config(&desired.name).await? else {
+            return Ok(None);
+        };
+        if current.retention != desired.retention {
+            return Err(Error::new(
+                ErrorKind::NotSupported,
+                format!(
+                    "{owner}: stream {} has retention {:?} but {:?} is wanted; JetStream cannot change a stream's retention kind: delete the resource (deletionPolicy: Delete) and create it again, or use a new name",
+                    desired.name, current.retention, desired.retention
+                ),
+            ));
+        }
+        if current.storage != desired.storage {
+            return Err(Error::new(
+                ErrorKind::NotSupported,
+                format!(
+                    "{owner}: stream {} uses {:?} storage but {:?} is wanted; JetStream cannot change storage in place: recreate the resource under a new name",
+                    desired.name, current.storage, desired.storage
+                ),
+            ));
+        }
+        Ok(Some(drift(&current, desired)))
+    }
+
+    async fn apply_stream(
+        &self,
+        desired: stream::Config,
+        plan: Option<Vec<&'static str>>,
+        changes: &mut Changes,
+    ) -> Result<()> {
+        let name = desired.name.clone();
+        match plan {
+            None => {
+                self.jetstream()
+                    .create_stream(desired)
+                    .await
+                    .map_err(|e| broker_err(format!("failed to create stream {name}"), e))?;
+                info!(stream = %name, "stream created");
+                changes.created.push(name);
+            }
+            Some(fields) if fields.is_empty() => changes.unchanged.push(name),
+            Some(fields) => {
+                self.jetstream().update_stream(desired).await.map_err(|e| {
+                    broker_err(
+                        format!("failed to update stream {name} ({})", fields.join(", ")),
+                        e,
+                    )
+                })?;
+                info!(stream = %name, ?fields, "stream updated");
+                changes.updated.push(name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ensures one stream per partition of a topic. Shrinking is refused before anything changes.
+    #[instrument(skip(self, settings), fields(topic = %topic, partitions = settings.partitions))]
+    pub async fn ensure_topic(
+        &self,
+        topic: &ResourceRef,
+        settings: &TopicSettings,
+    ) -> Result<Changes> {
+        if settings.partitions == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidSpec,
+                format!("{topic}: partitions must be at least 1"),
+            ));
+        }
+        let beyond = names::topic_stream(topic, settings.partitions);
+        if self.stream_config(&beyond).await?.is_some() {
+            let existing = self.topic_partition_count(topic).await?;
+            return Err(Error::new(
+                ErrorKind::NotSupported,
+                format!(
+                    "{topic}: has {existing} partitions and partitions can only grow, not shrink to {}: set partitions back to {existing} or more, or create a new topic",
+                    settings.partitions
+                ),
+            ));
+        }
+        let mut plans = Vec::with_capacity(settings.partitions as usize);
+        for p in 0..settings.partitions {
+            let desired = topic_stream_config(topic, p, settings)?;
+            let plan = self.plan_stream(&desired, topic).await?;
+            plans.push((desired, plan));
+        }
+        let mut changes = Changes::default();
+        for (desired, plan) in plans {
+            self.apply_stream(desired, plan, &mut changes).await?;
+        }
+        Ok(changes)
+    }
+
+    /// Counts the contiguous partition streams of a topic that exist on the broker.
+    pub async fn topic_partition_count(&self, topic: &ResourceRef) -> Result<u32> {
+        let mut count = 0;
+        while self
+            .stream_config(&names::topic_stream(topic, count))
+            .await?
+            .is_some()
+        {
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Ensures a queue's work-queue stream (and its sources from topics).
+    #[instrument(skip(self, settings), fields(queue = %queue))]
+    pub async fn ensure_queue(
+        &self,
+        queue: &ResourceRef,
+        settings: &QueueSettings,
+    ) -> Result<Changes> {
+        let desired = queue_stream_config(queue, settings)?;
+        let plan = self.plan_stream(&desired, queue).await?;
+        let mut changes = Changes::default();
+        self.apply_stream(desired, plan, &mut changes).await?;
+        Ok(changes)
+    }
+
+    /// Ensures a dead-letter queue's stream.
+    #[instrument(skip(self, settings), fields(dlq = %dlq))]
+    pub async fn ensure_dlq(&self, dlq: &ResourceRef, settings: &DlqSettings) -> Result<Changes> {
+        let desired = dlq_stream_config(dlq, settings)?;
+        let plan = self.plan_stream(&desired, dlq).await?;
+        let mut changes = Changes::default();
+        self.apply_stream(desired, plan, &mut changes).await?;
+        Ok(changes)
+    }
+
+    async fn delete_stream_if_exists(&self, name: &str) -> Result<bool> {
+        match self.jetstream().delete_stream(name).await {
+            Ok(_) => {
+                info!(stream = %name, "stream deleted");
+                Ok(true)
+            }
+            Err(e) => {
+                let err = broker_err(format!("failed to delete stream {name}"), e);
+                if err.kind() == ErrorKind::NotFound {
+                    Ok(false)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// Deletes every partition stream of a topic and its messages. Returns how many existed.
+    #[instrument(skip(self), fields(topic = %topic))]
+    pub async fn delete_topic(&self, topic: &ResourceRef) -> Result<u32> {
+        let mut deleted = 0;
+        while self
+            .delete_stream_if_exists(&names::topic_stream(topic, deleted))
+            .await?
+        {
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes a queue's stream and its messages. Returns whether it existed.
+    #[instrument(skip(self), fields(queue = %queue))]
+    pub async fn delete_queue(&self, queue: &ResourceRef) -> Result<bool> {
+        self.delete_stream_if_exists(&names::queue_stream(queue))
+            .await
+    }
+
+    /// Deletes a dead-letter queue's stream and its messages. Returns whether it existed.
+    #[instrument(skip(self), fields(dlq = %dlq))]
+    pub async fn delete_dlq(&self, dlq: &ResourceRef) -> Result<bool> {
+        self.delete_stream_if_exists(&names::dlq_stream(dlq)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_config_maps_settings() {
+        let topic = ResourceRef::new("prod", "orders").unwrap();
+        let settings = TopicSettings {
+            partitions: 3,
+            replicas: 3,
+            retention: Retention {
+                max_age_ms: Some(3_600_000),
+                max_bytes: Some(1 << 20),
+                max_messages: None,
+            },
+            duplicate_window_ms: 60_000,
+            storage: StorageKind::File,
+        };
+        let c = topic_stream_config(&topic, 2, &settings).unwrap();
+        assert_eq!(c.name, "SLUICE_T__prod__orders__2");
+        assert_eq!(c.subjects, vec!["sluice.t.prod.orders.2"]);
+        assert_eq!(c.num_replicas, 3);
+        assert_eq!(c.max_age, Duration::from_secs(3600));
+        assert_eq!(c.max_bytes, 1 << 20);
+        assert_eq!(c.max_messages, -1);
+        assert_eq!(c.retention, RetentionPolicy::Limits);
+    }
+
+    #[test]
+    fn replicas_other_than_1_3_5_are_invalid() {
+        let topic = ResourceRef::new("prod", "orders").unwrap();
+        let settings = TopicSettings {
+            replicas: 2,
+            ..Default::default()
+        };
+        let err = topic_stream_config(&topic, 0, &settings).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidSpec);
+    }
+
+    #[test]
+    fn queue_sources_cover_every_partition() {
+        let queue = ResourceRef::new("prod", "encode").unwrap();
+        let settings = QueueSettings {
+            sources: vec![crate::config::QueueSource {
+                topic: "uploads".into(),
+                partitions: 2,
+            }],
+            ..Default::default()
+        };
+        let c = queue_stream_config(&queue, &settings).unwrap();
+        let names: Vec<_> = c.sources.unwrap().into_iter().map(|s| s.name).collect();
+        assert_eq!(
+            names,
+            vec!["SLUICE_T__prod__uploads__0", "SLUICE_T__prod__uploads__1"]
+        );
+        assert_eq!(c.retention, RetentionPolicy::WorkQueue);
+    }
+}
