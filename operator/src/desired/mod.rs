@@ -10,6 +10,7 @@ pub mod dlq;
 pub mod group;
 pub mod queue;
 pub mod topic;
+pub mod worker;
 
 pub use crate::crd::InvalidField;
 
