@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod crdgen;
 pub mod desired;
