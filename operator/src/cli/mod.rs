@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod crds;
+pub mod operator;
 
 /// Sluice: message queues and event streams on Kubernetes.
 #[derive(Debug, Parser)]
@@ -19,11 +20,14 @@ pub struct Cli {
 pub enum Command {
     /// Write the CustomResourceDefinitions as YAML.
     Crds(crds::CrdsArgs),
+    /// Run the controllers (Topic, Queue, DeadLetterQueue, ConsumerGroup).
+    Operator(operator::OperatorArgs),
 }
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crds(args) => crds::run(&args),
+        Command::Operator(args) => operator::run(args).await,
     }
 }
