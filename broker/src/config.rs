@@ -215,7 +215,9 @@ impl Backoff {
     /// The schedule JetStream redelivers with: the delay after each of the first
     /// `max_attempts - 1` failures (JetStream wants at most `max_deliver` entries).
     pub fn schedule(&self, max_attempts: u32) -> Vec<Duration> {
-        (1..max_attempts.max(1)).map(|a| self.delay_after(a)).collect()
+        (1..max_attempts.max(1))
+            .map(|a| self.delay_after(a))
+            .collect()
     }
 }
 
@@ -315,7 +317,10 @@ impl GroupConfig {
         if self.retry.backoff.initial_ms > self.retry.backoff.max_ms {
             return fail(format!(
                 "group {}/{}: backoff initial delay ({} ms) exceeds its maximum ({} ms)",
-                self.namespace, self.group, self.retry.backoff.initial_ms, self.retry.backoff.max_ms
+                self.namespace,
+                self.group,
+                self.retry.backoff.initial_ms,
+                self.retry.backoff.max_ms
             ));
         }
         if self.ack_wait_ms < 1_000 {
@@ -341,9 +346,8 @@ impl GroupConfig {
 
     /// Encodes as the JSON stored in the config channel.
     pub fn to_json(&self) -> Result<Vec<u8>> {
-        serde_json::to_vec(self).map_err(|e| {
-            Error::with_source(ErrorKind::Decode, "failed to encode group config", e)
-        })
+        serde_json::to_vec(self)
+            .map_err(|e| Error::with_source(ErrorKind::Decode, "failed to encode group config", e))
     }
 
     /// Decodes the JSON stored in the config channel.

@@ -141,14 +141,16 @@ impl DeadLetter {
             h.get(name).map(|v| v.as_str().to_string()).ok_or_else(|| {
                 Error::new(
                     ErrorKind::Decode,
-                    format!("dead-letter message has no {name} header: it was not written by Sluice"),
+                    format!(
+                        "dead-letter message has no {name} header: it was not written by Sluice"
+                    ),
                 )
             })
         };
         let num = |name: &str| -> Result<u64> {
-            get(name)?.parse::<u64>().map_err(|e| {
-                Error::with_source(ErrorKind::Decode, format!("bad {name} header"), e)
-            })
+            get(name)?
+                .parse::<u64>()
+                .map_err(|e| Error::with_source(ErrorKind::Decode, format!("bad {name} header"), e))
         };
         let time = |name: &str| -> Result<OffsetDateTime> {
             OffsetDateTime::parse(&get(name)?, &Rfc3339)
@@ -161,13 +163,15 @@ impl DeadLetter {
             _ => {
                 return Err(Error::new(
                     ErrorKind::Decode,
-                    format!("bad {} header {source:?}: expected topic/<name> or queue/<name>", headers::SOURCE),
+                    format!(
+                        "bad {} header {source:?}: expected topic/<name> or queue/<name>",
+                        headers::SOURCE
+                    ),
                 ));
             }
         };
-        let partition = u32::try_from(num(headers::PARTITION)?).map_err(|e| {
-            Error::with_source(ErrorKind::Decode, "bad Sluice-Partition header", e)
-        })?;
+        let partition = u32::try_from(num(headers::PARTITION)?)
+            .map_err(|e| Error::with_source(ErrorKind::Decode, "bad Sluice-Partition header", e))?;
         Ok(Self {
             source_kind,
             source_name,
@@ -204,7 +208,8 @@ pub fn original_headers(dlq_headers: &HeaderMap) -> HeaderMap {
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string())
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 /// Header values may not hold CR/LF; long texts are cut at a char boundary.
@@ -254,13 +259,19 @@ mod tests {
         let dl = sample();
         let encoded = dl.encode(Some(&original));
         assert_eq!(DeadLetter::decode(&encoded).unwrap(), dl);
-        assert_eq!(encoded.get("traceparent").unwrap().as_str(), "00-abc-def-01");
+        assert_eq!(
+            encoded.get("traceparent").unwrap().as_str(),
+            "00-abc-def-01"
+        );
         assert_eq!(
             encoded.get(headers::NATS_MSG_ID).unwrap().as_str(),
             "dlq:billing:order-17"
         );
         let replay = original_headers(&encoded);
-        assert_eq!(replay.get(headers::NATS_MSG_ID).unwrap().as_str(), "order-17");
+        assert_eq!(
+            replay.get(headers::NATS_MSG_ID).unwrap().as_str(),
+            "order-17"
+        );
         assert_eq!(replay.get_all("X-Tag").count(), 2);
         assert!(replay.get(headers::GROUP).is_none());
     }

@@ -85,7 +85,9 @@ pub fn validate_label(value: &str, what: &str) -> Result<()> {
 pub fn validate_subdomain(value: &str, what: &str) -> Result<()> {
     let ok = !value.is_empty()
         && value.len() <= 253
-        && value.split('.').all(|label| validate_label(label, what).is_ok());
+        && value
+            .split('.')
+            .all(|label| validate_label(label, what).is_ok());
     if ok {
         Ok(())
     } else {
@@ -332,7 +334,13 @@ mod tests {
 
     #[test]
     fn invalid_kubernetes_names_are_rejected_with_a_hint() {
-        for (ns, name) in [("Default", "x"), ("ns", "a_b"), ("ns", ""), ("ns", "a..b"), ("-x", "y")] {
+        for (ns, name) in [
+            ("Default", "x"),
+            ("ns", "a_b"),
+            ("ns", ""),
+            ("ns", "a..b"),
+            ("-x", "y"),
+        ] {
             let err = ResourceRef::new(ns, name).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidSpec);
             assert!(err.to_string().contains("invalid"), "{err}");
