@@ -1,1 +1,3 @@
 //! sluice-operator
+
+pub mod broker_cluster;
