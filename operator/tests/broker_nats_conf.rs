@@ -3,6 +3,8 @@
 //! anonymous access, and the workers' permissions are enough for JetStream streams, pull
 //! consumers and KV buckets but not for deleting streams.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers outside #[test] fns
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Stdio;
