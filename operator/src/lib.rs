@@ -1,3 +1,4 @@
 //! sluice-operator
 
 pub mod autoscale;
+pub mod broker_cluster;
