@@ -1,0 +1,382 @@
+#!/usr/bin/env python3
+"""Tests of the Helm chart charts/sluice with real Helm (helm-python-sdk: Helm v4's Go code).
+
+Run from anywhere:  python3 .ci/chart_test.py
+Needs: pip install helm-python-sdk pyyaml. No cluster, no network.
+
+Checks: lint without errors; schema rejects bad values; renders with default values and with
+variants (defaultBroker, serviceMonitor, networkPolicy, watchNamespaces); RBAC is
+least-privilege (no `*`, `<plural>/status` and `<plural>/finalizers` for each Sluice kind);
+every pod spec meets the restricted Pod Security Standard; charts/sluice/crds/ equals crds/.
+Prints "N passed, N failed" and exits non-zero on any failure.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import helm_python as helm
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "charts" / "sluice"
+PLURALS = ["brokers", "topics", "queues", "consumergroups", "deadletterqueues"]
+RELEASE = "sluice"
+NAMESPACE = "sluice-system"
+KUBE_VERSION = "v1.28.0"  # the oldest API server Sluice supports
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "defaultBroker": {"defaultBroker": {"enabled": True, "replicas": 5, "storage": {"size": "20Gi", "class": "fast"}}},
+    "serviceMonitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+    "networkPolicy": {
+        "networkPolicy": {
+            "enabled": True,
+            "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
+        }
+    },
+    "watchNamespaces": {"watchNamespaces": ["team-a", "team-b"]},
+    "everything": {
+        "defaultBroker": {"enabled": True},
+        "serviceMonitor": {"enabled": True},
+        "networkPolicy": {"enabled": True},
+        "watchNamespaces": ["team-a"],
+        "otel": {"endpoint": "http://otel-collector:4317"},
+        "replicaCount": 2,
+    },
+}
+
+_results: list[tuple[str, str | None]] = []
+
+
+def check(name: str) -> Callable[[Callable[[], None]], Callable[[], None]]:
+    """Registers and runs a test; an AssertionError or any exception is a failure."""
+
+    def run(fn: Callable[[], None]) -> Callable[[], None]:
+        try:
+            fn()
+            _results.append((name, None))
+            print(f"PASS {name}")
+        except AssertionError as e:
+            _results.append((name, str(e) or "assertion failed"))
+            print(f"FAIL {name}: {e}")
+        except Exception:  # noqa: BLE001 - report, keep going
+            _results.append((name, traceback.format_exc()))
+            print(f"FAIL {name}:\n{traceback.format_exc()}")
+        return fn
+
+    return run
+
+
+def render(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """Renders the chart and returns every object of every manifest (NOTES.txt excluded)."""
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema(values)
+        manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    objects: list[dict[str, Any]] = []
+    for path, text in manifests.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                assert "kind" in doc and "apiVersion" in doc, f"{path}: object without kind/apiVersion: {doc}"
+                objects.append(doc)
+    return objects
+
+
+def notes(values: dict[str, Any]) -> str:
+    with helm.Chart.load(CHART) as chart:
+        manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return next(text for path, text in manifests.items() if path.endswith("NOTES.txt"))
+
+
+def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def rbac_rules(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for o in objects:
+        if o["kind"] in ("ClusterRole", "Role"):
+            for rule in o.get("rules") or []:
+                out.append((f"{o['kind']}/{o['metadata']['name']}", rule))
+    return out
+
+
+def pod_specs(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    kinds = {"Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"}
+    specs = [(f"{o['kind']}/{o['metadata']['name']}", o["spec"]["template"]["spec"]) for o in objects if o["kind"] in kinds]
+    specs += [(f"Pod/{o['metadata']['name']}", o["spec"]) for o in objects if o["kind"] == "Pod"]
+    return specs
+
+
+def assert_restricted(where: str, spec: dict[str, Any]) -> None:
+    """The restricted Pod Security Standard (the fields the chart controls)."""
+    psc = spec.get("securityContext") or {}
+    assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC"), f"{where}: host namespaces"
+    for v in spec.get("volumes") or []:
+        assert "hostPath" not in v, f"{where}: hostPath volume {v['name']}"
+    for c in (spec.get("initContainers") or []) + spec["containers"]:
+        csc = c.get("securityContext") or {}
+        cw = f"{where} container {c['name']}"
+        run_as_non_root = csc.get("runAsNonRoot", psc.get("runAsNonRoot"))
+        assert run_as_non_root is True, f"{cw}: runAsNonRoot must be true (got {run_as_non_root!r})"
+        run_as_user = csc.get("runAsUser", psc.get("runAsUser"))
+        assert run_as_user != 0, f"{cw}: runAsUser 0"
+        seccomp = (csc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")
+        assert seccomp in ("RuntimeDefault", "Localhost"), f"{cw}: seccompProfile.type must be RuntimeDefault (got {seccomp!r})"
+        assert csc.get("allowPrivilegeEscalation") is False, f"{cw}: allowPrivilegeEscalation must be false"
+        caps = csc.get("capabilities") or {}
+        assert caps.get("drop") == ["ALL"], f"{cw}: capabilities.drop must be [ALL] (got {caps.get('drop')!r})"
+        assert set(caps.get("add") or []) <= {"NET_BIND_SERVICE"}, f"{cw}: adds capabilities {caps.get('add')}"
+        assert csc.get("privileged") is not True, f"{cw}: privileged"
+        assert csc.get("readOnlyRootFilesystem") is True, f"{cw}: readOnlyRootFilesystem should be true"
+        for port in c.get("ports") or []:
+            assert "hostPort" not in port, f"{cw}: hostPort"
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@check("lint: no errors (default values, Kubernetes 1.28)")
+def _() -> None:
+    report = helm.lint(CHART, kube_version=KUBE_VERSION)
+    errors = report["errors"] + [m["error"] for m in report["messages"] if m["severity"] >= 3]
+    assert not errors, f"lint errors: {errors}"
+    assert report["total_charts_linted"] == 1, report
+
+
+@check("lint: no errors or warnings with every variant")
+def _() -> None:
+    for name, values in VARIANTS.items():
+        report = helm.lint(CHART, values, kube_version=KUBE_VERSION)
+        problems = report["errors"] + [m["error"] for m in report["messages"] if m["severity"] >= 2]
+        assert not problems, f"variant {name}: {problems}"
+
+
+@check("schema: rejects invalid values")
+def _() -> None:
+    bad = [
+        {"defaultBroker": {"replicas": 2}},
+        {"watchNamespaces": ["Not_A_Namespace"]},
+        {"image": {"repository": "x", "pullPolicy": "Sometimes"}},
+        {"unknownKey": True},
+        {"networkPolicy": {"natsPort": 70000}},
+    ]
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema({})
+        for values in bad:
+            try:
+                chart.validate_schema(values)
+            except helm.HelmValuesError:
+                continue
+            raise AssertionError(f"schema accepted {values}")
+
+
+@check("render: every variant renders, objects have names and the release namespace")
+def _() -> None:
+    for name, values in VARIANTS.items():
+        objects = render(values)
+        assert objects, f"variant {name} rendered nothing"
+        for o in objects:
+            assert o["metadata"].get("name"), f"variant {name}: {o['kind']} without a name"
+            if o["kind"] not in ("ClusterRole", "ClusterRoleBinding") and o["kind"] not in ("Role", "RoleBinding"):
+                assert o["metadata"].get("namespace") == NAMESPACE, f"variant {name}: {o['kind']}/{o['metadata']['name']} not in {NAMESPACE}"
+
+
+@check("render: defaults = Deployment, ServiceAccount, metrics Service, cluster-wide RBAC, no optional objects")
+def _() -> None:
+    objects = render({})
+    kinds = sorted(o["kind"] for o in objects)
+    for kind in ("Deployment", "ServiceAccount", "Service", "ClusterRole", "ClusterRoleBinding"):
+        assert kind in kinds, f"no {kind} in {kinds}"
+    for kind in ("Broker", "ServiceMonitor", "NetworkPolicy"):
+        assert kind not in kinds, f"{kind} rendered by default"
+    svc = of_kind(objects, "Service")[0]
+    assert svc["spec"]["ports"][0]["port"] == 8080 and svc["spec"]["ports"][0]["name"] == "http-metrics", svc
+
+
+@check("deployment: operator args, env, probes on /healthz and /readyz :8080, resources")
+def _() -> None:
+    dep = of_kind(render({}), "Deployment")[0]
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert c["args"] == ["operator"], c["args"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["RUST_LOG"]["value"], "RUST_LOG empty"
+    assert env["SLUICE_LEADER_ELECTION"]["value"] == "true", "leader election must be on by default"
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env, "OTLP endpoint set without a value"
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"http": 8080}, ports
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
+        get = c[probe]["httpGet"]
+        assert get["path"] == path and get["port"] in ("http", 8080), f"{probe}: {get}"
+    assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"], c["resources"]
+    assert c["image"].endswith(":0.1.0"), f"image tag should default to appVersion: {c['image']}"
+    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == of_kind(render({}), "ServiceAccount")[0]["metadata"]["name"]
+
+
+@check("deployment: watchNamespaces become repeated --namespace flags, OTLP endpoint is passed")
+def _() -> None:
+    c = of_kind(render(VARIANTS["everything"] | {"watchNamespaces": ["team-a", "team-b"]}), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert c["args"] == ["operator", "--namespace", "team-a", "--namespace", "team-b"], c["args"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4317", env
+
+
+@check("security: every pod spec meets the restricted Pod Security Standard (all variants)")
+def _() -> None:
+    for name, values in VARIANTS.items():
+        specs = pod_specs(render(values))
+        assert specs, f"variant {name}: no pod specs"
+        for where, spec in specs:
+            assert_restricted(f"variant {name}: {where}", spec)
+
+
+@check("rbac: no wildcard in apiGroups, resources, verbs or resourceNames (all variants)")
+def _() -> None:
+    for name, values in VARIANTS.items():
+        rules = rbac_rules(render(values))
+        assert rules, f"variant {name}: no RBAC rules"
+        for where, rule in rules:
+            for field in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
+                for item in rule.get(field) or []:
+                    assert "*" not in str(item), f"variant {name}: {where} has {field} {item!r}"
+
+
+def _grants(rules: list[tuple[str, dict[str, Any]]], group: str, resource: str, verb: str) -> bool:
+    return any(
+        group in r.get("apiGroups", []) and resource in r.get("resources", []) and verb in r.get("verbs", [])
+        for _, r in rules
+    )
+
+
+@check("rbac: sluice.dev kinds incl. /status and /finalizers, owned objects, events, leases, pods, CRDs")
+def _() -> None:
+    for name in ("default", "watchNamespaces"):
+        objects = render(VARIANTS[name])
+        rules = rbac_rules(objects)
+        for plural in PLURALS:
+            for verb in ("get", "list", "watch", "patch"):
+                assert _grants(rules, "sluice.dev", plural, verb), f"{name}: {plural} lacks {verb}"
+            assert _grants(rules, "sluice.dev", f"{plural}/status", "patch"), f"{name}: {plural}/status missing"
+            assert _grants(rules, "sluice.dev", f"{plural}/finalizers", "update"), f"{name}: {plural}/finalizers missing"
+        for group, resource in (
+            ("apps", "statefulsets"),
+            ("apps", "deployments"),
+            ("", "services"),
+            ("", "configmaps"),
+            ("", "secrets"),
+            ("policy", "poddisruptionbudgets"),
+        ):
+            for verb in ("get", "list", "watch", "create", "patch", "delete"):
+                assert _grants(rules, group, resource, verb), f"{name}: {group or 'core'}/{resource} lacks {verb}"
+        for verb in ("get", "list", "patch"):
+            assert _grants(rules, "", "pods", verb), f"{name}: pods lacks {verb}"
+        assert not _grants(rules, "", "pods", "delete"), f"{name}: the operator should not delete pods"
+        assert _grants(rules, "", "events", "create") and _grants(rules, "events.k8s.io", "events", "create"), name
+        for verb in ("get", "create", "update"):
+            assert _grants(rules, "coordination.k8s.io", "leases", verb), f"{name}: leases lacks {verb}"
+        for verb in ("get", "create", "patch"):
+            assert _grants(rules, "apiextensions.k8s.io", "customresourcedefinitions", verb), f"{name}: CRDs lack {verb}"
+        assert not _grants(rules, "apiextensions.k8s.io", "customresourcedefinitions", "delete"), "operator may delete CRDs"
+        crd_patch = [r for _, r in rules if "customresourcedefinitions" in r.get("resources", []) and "patch" in r["verbs"]]
+        assert all(sorted(r.get("resourceNames", [])) == sorted(f"{p}.sluice.dev" for p in PLURALS) for r in crd_patch), crd_patch
+
+
+@check("rbac: cluster-wide mode uses a ClusterRole, watchNamespaces one Role+RoleBinding per namespace")
+def _() -> None:
+    objects = render({})
+    bindings = of_kind(objects, "ClusterRoleBinding")
+    assert any(b["roleRef"]["name"] == RELEASE for b in bindings), bindings
+    assert [r["metadata"]["namespace"] for r in of_kind(objects, "Role")] == [NAMESPACE], "only the leader-election Role"
+
+    objects = render(VARIANTS["watchNamespaces"])
+    cluster_roles = {r["metadata"]["name"] for r in of_kind(objects, "ClusterRole")}
+    assert cluster_roles == {f"{RELEASE}-crds"}, f"namespaced mode must not grant cluster-wide access: {cluster_roles}"
+    role_ns = sorted(r["metadata"]["namespace"] for r in of_kind(objects, "Role") if r["metadata"]["name"] == RELEASE)
+    assert role_ns == ["team-a", "team-b"], role_ns
+    for rb in of_kind(objects, "RoleBinding"):
+        subject = rb["subjects"][0]
+        assert subject["kind"] == "ServiceAccount" and subject["namespace"] == NAMESPACE, rb
+
+
+@check("rbac: leader election lease Role only when enabled")
+def _() -> None:
+    objects = render({"leaderElection": {"enabled": False}})
+    assert not any("leader-election" in r["metadata"]["name"] for r in of_kind(objects, "Role")), "lease Role without leader election"
+    env = {e["name"]: e.get("value") for e in of_kind(objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SLUICE_LEADER_ELECTION"] == "false", env
+
+
+@check("defaultBroker: a sluice.dev/v1alpha1 Broker with the requested spec")
+def _() -> None:
+    brokers = of_kind(render(VARIANTS["defaultBroker"]), "Broker")
+    assert len(brokers) == 1, brokers
+    b = brokers[0]
+    assert b["apiVersion"] == "sluice.dev/v1alpha1", b["apiVersion"]
+    assert b["metadata"]["name"] == "main" and b["metadata"]["namespace"] == NAMESPACE, b["metadata"]
+    assert b["spec"]["replicas"] == 5, b["spec"]
+    assert b["spec"]["version"] == "2.15.1", b["spec"]
+    assert b["spec"]["storage"] == {"size": "20Gi", "class": "fast"}, b["spec"]
+    assert "main-credentials" in notes(VARIANTS["defaultBroker"]), "NOTES should say where the credentials are"
+
+
+@check("serviceMonitor: scrapes the metrics Service's port at /metrics")
+def _() -> None:
+    objects = render(VARIANTS["serviceMonitor"])
+    sm = of_kind(objects, "ServiceMonitor")
+    assert len(sm) == 1, sm
+    svc = of_kind(objects, "Service")[0]
+    assert sm[0]["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items(), "selector does not match the Service"
+    assert sm[0]["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"]
+    assert sm[0]["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert sm[0]["metadata"]["labels"]["release"] == "prom"
+
+
+@check("networkPolicy: selects the operator, ingress only on 8080, egress DNS/API/NATS")
+def _() -> None:
+    objects = render(VARIANTS["networkPolicy"])
+    np = of_kind(objects, "NetworkPolicy")
+    assert len(np) == 1, np
+    spec = np[0]["spec"]
+    dep = of_kind(objects, "Deployment")[0]
+    assert spec["podSelector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    assert sorted(spec["policyTypes"]) == ["Egress", "Ingress"]
+    assert [p["port"] for r in spec["ingress"] for p in r["ports"]] == [8080], spec["ingress"]
+    assert spec["ingress"][0]["from"] == [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
+    egress_ports = sorted({p["port"] for r in spec["egress"] for p in r["ports"]})
+    assert egress_ports == [53, 443, 4222, 6443], egress_ports
+
+
+@check("crds: charts/sluice/crds/ equals crds/ when both exist")
+def _() -> None:
+    chart_crds, repo_crds = CHART / "crds", ROOT / "crds"
+    if not (chart_crds.is_dir() and repo_crds.is_dir()):
+        print(f"  note: crds/ ({repo_crds.is_dir()}) or charts/sluice/crds/ ({chart_crds.is_dir()}) missing; nothing to compare")
+        return
+    cmp = filecmp.dircmp(repo_crds, chart_crds)
+    assert not cmp.left_only, f"in crds/ only: {cmp.left_only}"
+    assert not cmp.right_only, f"in charts/sluice/crds/ only: {cmp.right_only}"
+    _, mismatch, errors = filecmp.cmpfiles(repo_crds, chart_crds, cmp.common_files, shallow=False)
+    assert not mismatch and not errors, f"differ: {mismatch + errors}; regenerate both from the Rust types"
+    with helm.Chart.load(CHART) as chart:
+        names = {yaml.safe_load(c["data"])["metadata"]["name"] for c in chart.crds}
+    expected = {f"{p}.sluice.dev" for p in PLURALS}
+    assert expected <= names, f"chart CRDs {names} lack {expected - names}"
+
+
+def main() -> int:
+    failed = [n for n, err in _results if err is not None]
+    passed = len(_results) - len(failed)
+    print(f"\n{passed} passed, {len(failed)} failed")
+    for n in failed:
+        print(f"  failed: {n}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

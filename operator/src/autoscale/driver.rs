@@ -1,0 +1,184 @@
+//! The runtime side: [`ScaleTarget`] (what the Kubernetes and `sluice dev` runtimes implement),
+//! [`LagSource`] (where snapshots come from) and [`Autoscaler`], which owns the
+//! [`ScalerState`], calls [`decide`] and applies the result.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tracing::{debug, info, instrument};
+
+use super::decide::{Decision, decide};
+use super::error::{Error, ErrorKind};
+use super::policy::AutoscalePolicy;
+use super::record::ScaleRecord;
+use super::snapshot::LagSnapshot;
+use super::state::ScalerState;
+
+/// Something whose replica count the autoscaler controls: a Deployment (server-side apply of
+/// `spec.replicas`) or the worker processes of `sluice dev`.
+pub trait ScaleTarget {
+    /// The runtime's error; its message should name the object it failed on.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Replicas currently asked for (e.g. the Deployment's `spec.replicas`).
+    fn current_replicas(&self) -> impl Future<Output = Result<u32, Self::Error>> + Send;
+
+    /// Sets the replica count; `reason` is the human sentence to record (annotation, Event, log).
+    fn set_replicas(
+        &self,
+        replicas: u32,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// Where [`LagSnapshot`]s come from (the broker's consumer info plus worker metrics).
+pub trait LagSource {
+    /// The source's error; its message should name the group it failed on.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Takes a fresh snapshot.
+    fn snapshot(&self) -> impl Future<Output = Result<LagSnapshot, Self::Error>> + Send;
+}
+
+/// The result of one autoscaler step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepOutcome {
+    /// What was decided.
+    pub decision: Decision,
+    /// Whether `set_replicas` was called (and succeeded).
+    pub scaled: bool,
+}
+
+/// Drives one consumer group: keeps the [`ScalerState`] across polls, decides, applies.
+///
+/// The caller owns the loop and the clock: every `poll_interval` it calls [`Autoscaler::poll`]
+/// (or [`Autoscaler::step`] with a snapshot it took itself) with a monotonic `now`.
+#[derive(Debug, Clone)]
+pub struct Autoscaler {
+    policy: AutoscalePolicy,
+    state: ScalerState,
+    last: Option<Decision>,
+}
+
+impl Autoscaler {
+    /// An autoscaler for `policy`, which must pass [`AutoscalePolicy::validate`].
+    pub fn new(policy: AutoscalePolicy) -> Result<Self, Error> {
+        policy.validate()?;
+        Ok(Self {
+            policy,
+            state: ScalerState::default(),
+            last: None,
+        })
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &AutoscalePolicy {
+        &self.policy
+    }
+
+    /// Replaces the policy (the ConsumerGroup changed), keeping the history.
+    pub fn set_policy(&mut self, policy: AutoscalePolicy) -> Result<(), Error> {
+        policy.validate()?;
+        self.policy = policy;
+        Ok(())
+    }
+
+    /// The history kept between decisions.
+    pub fn state(&self) -> &ScalerState {
+        &self.state
+    }
+
+    /// The last decision made, if any.
+    pub fn last_decision(&self) -> Option<&Decision> {
+        self.last.as_ref()
+    }
+
+    /// Takes a snapshot from `source`, then does [`Autoscaler::step`].
+    pub async fn poll<S, T>(
+        &mut self,
+        source: &S,
+        target: &T,
+        now: Duration,
+    ) -> Result<StepOutcome, Error>
+    where
+        S: LagSource,
+        T: ScaleTarget,
+    {
+        let snapshot = source.snapshot().await.map_err(|e| {
+            Error::with_source(
+                ErrorKind::Snapshot,
+                "failed to measure consumer group lag; the autoscaler keeps the current replicas and retries at the next poll",
+                e,
+            )
+        })?;
+        self.step(target, &snapshot, now).await
+    }
+
+    /// Reads the current replicas from `target`, decides from `snapshot`, and calls
+    /// `set_replicas` only when the desired count differs from the current one.
+    #[instrument(level = "debug", skip_all, fields(lag = snapshot.total_lag()))]
+    pub async fn step<T: ScaleTarget>(
+        &mut self,
+        target: &T,
+        snapshot: &LagSnapshot,
+        now: Duration,
+    ) -> Result<StepOutcome, Error> {
+        let current = target.current_replicas().await.map_err(|e| {
+            Error::with_source(
+                ErrorKind::ReadReplicas,
+                "failed to read the current worker replicas",
+                e,
+            )
+        })?;
+        let decision = decide(&self.policy, snapshot, current, now, &mut self.state);
+        let scaled = if decision.changes_replicas() {
+            let reason = decision.to_string();
+            target
+                .set_replicas(decision.desired, &reason)
+                .await
+                .map_err(|e| {
+                    Error::with_source(
+                        ErrorKind::SetReplicas,
+                        format!(
+                            "failed to scale workers from {} to {} replicas",
+                            current, decision.desired
+                        ),
+                        e,
+                    )
+                })?;
+            self.state.record_scale(now, current, decision.desired);
+            info!(
+                from = current,
+                to = decision.desired,
+                reason = decision.reason.code(),
+                "{reason}"
+            );
+            true
+        } else {
+            debug!(
+                replicas = current,
+                reason = decision.reason.code(),
+                "{decision}"
+            );
+            false
+        };
+        self.last = Some(decision.clone());
+        Ok(StepOutcome { decision, scaled })
+    }
+
+    /// The status record of the last decision. `wall_now` is the wall-clock time matching the
+    /// `now` of the last decision; the last scale time is derived from it.
+    pub fn record(&self, wall_now: time::OffsetDateTime) -> Option<ScaleRecord> {
+        let decision = self.last.as_ref()?;
+        let last_scale_time = match (self.state.last_scale(), self.state.last_decision_at()) {
+            (Some(scale), Some(decided)) => {
+                let ago = decided.saturating_sub(scale.at);
+                time::Duration::try_from(ago)
+                    .ok()
+                    .and_then(|ago| wall_now.checked_sub(ago))
+            }
+            _ => None,
+        };
+        Some(ScaleRecord::from_decision(decision, last_scale_time))
+    }
+}
