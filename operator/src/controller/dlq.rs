@@ -1,0 +1,133 @@
+//! DeadLetterQueue: dereference the Broker -> validate and build `DlqSettings` ->
+//! `ensure_dlq` -> status with depth and oldest age, plus the alert condition and a Warning
+//! Event when the depth reaches the threshold.
+
+use tracing::{info, instrument, warn};
+
+use super::env::Env;
+use super::topic::live_broker;
+use super::{Failure, Note, Outcome, Requeue, broker_of, conditions, ns_name, resource_ref};
+use crate::crd::{ConditionStatus, DeadLetterQueue, DeadLetterQueueStatus, DeletionPolicy};
+use crate::desired::{dlq::dlq_settings, dlq::over_threshold, replicas_fit};
+
+/// Reconciles one DeadLetterQueue against its broker.
+#[instrument(skip_all, fields(dlq = %format!("{}/{}", ns_name(dlq).0, ns_name(dlq).1)))]
+pub async fn reconcile(
+    env: &Env,
+    dlq: &DeadLetterQueue,
+    resync: std::time::Duration,
+) -> Outcome<DeadLetterQueueStatus> {
+    let generation = dlq.metadata.generation;
+    let mut status = dlq.status.clone().unwrap_or_default();
+    let mut notes = Vec::new();
+    status.observed_generation = generation;
+    match apply(env, dlq).await {
+        Ok(state) => {
+            status.depth = Some(state.depth);
+            status.oldest_age = state.oldest_age.map(|d| {
+                humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string()
+            });
+            conditions::ready(
+                &mut status.conditions,
+                "dead-letter stream provisioned",
+                generation,
+            );
+            let was_alerting = conditions::is_true(&status.conditions, conditions::ALERT);
+            if over_threshold(&dlq.spec, state.depth) {
+                let threshold = dlq.spec.alert_threshold.as_ref().map_or(0, |t| t.depth);
+                let message = format!(
+                    "{} dead letters waiting (threshold {threshold}); inspect them with `sluice dlq` and replay or purge",
+                    state.depth
+                );
+                if !was_alerting {
+                    notes.push(Note {
+                        warning: true,
+                        reason: "AlertThresholdExceeded",
+                        message: message.clone(),
+                    });
+                }
+                conditions::set(
+                    &mut status.conditions,
+                    conditions::ALERT,
+                    ConditionStatus::True,
+                    "DepthOverThreshold",
+                    message,
+                    generation,
+                );
+            } else {
+                conditions::set(
+                    &mut status.conditions,
+                    conditions::ALERT,
+                    ConditionStatus::False,
+                    "BelowThreshold",
+                    "",
+                    generation,
+                );
+            }
+            Outcome {
+                status,
+                requeue: Requeue::After(resync),
+                notes,
+            }
+        }
+        Err(failure) => {
+            warn!(reason = failure.reason(), error = %failure, "dead-letter queue not ready");
+            conditions::failed(&mut status.conditions, &failure, generation);
+            Outcome {
+                requeue: failure.requeue(),
+                status,
+                notes,
+            }
+        }
+    }
+}
+
+async fn apply(env: &Env, dlq: &DeadLetterQueue) -> Result<sluice_broker::DlqStatus, Failure> {
+    let (ns, name) = ns_name(dlq);
+    let broker_obj = broker_of(env, &ns, &dlq.spec.broker).await?;
+    let settings = dlq_settings(&dlq.spec)?;
+    replicas_fit(
+        settings.replicas,
+        &dlq.spec.broker,
+        broker_obj.spec.replicas,
+    )?;
+    let rr = resource_ref(&ns, &name)?;
+    let broker = env.pool.get(&env.lookup, &ns, &broker_obj).await?;
+    let changes = broker.ensure_dlq(&rr, &settings).await.map_err(|e| {
+        Failure::broker(
+            &format!("failed to provision dead-letter queue {ns}/{name}"),
+            e,
+        )
+    })?;
+    if !changes.is_noop() {
+        info!(created = ?changes.created, updated = ?changes.updated, "dead-letter queue provisioned");
+    }
+    broker
+        .dlq_status(&rr)
+        .await
+        .map_err(|e| Failure::broker(&format!("failed to read dead-letter queue {ns}/{name}"), e))
+}
+
+/// Cleans up a deleted DeadLetterQueue (only with `deletionPolicy: Delete`).
+#[instrument(skip_all, fields(dlq = %format!("{}/{}", ns_name(dlq).0, ns_name(dlq).1)))]
+pub async fn cleanup(env: &Env, dlq: &DeadLetterQueue) -> Result<(), Failure> {
+    if dlq.spec.deletion_policy.unwrap_or_default() != DeletionPolicy::Delete {
+        info!("deletionPolicy Retain: keeping the dead-letter stream");
+        return Ok(());
+    }
+    let (ns, name) = ns_name(dlq);
+    let Some(broker_obj) = live_broker(env, &ns, &dlq.spec.broker).await? else {
+        return Ok(());
+    };
+    let broker = env.pool.get(&env.lookup, &ns, &broker_obj).await?;
+    broker
+        .delete_dlq(&resource_ref(&ns, &name)?)
+        .await
+        .map_err(|e| {
+            Failure::broker(
+                &format!("failed to delete dead-letter queue {ns}/{name}"),
+                e,
+            )
+        })?;
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! What a reconcile reads besides its own object: the objects it points to ([`Lookup`],
+//! backed by the Kubernetes API or by memory for tests and `sluice dev`) and connections to
+//! brokers ([`BrokerPool`], one cached connection per broker).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use serde::de::DeserializeOwned;
+use sluice_broker::ConnectOptions;
+use tracing::info;
+
+use super::Failure;
+use crate::crd::broker::client_url;
+use crate::crd::{Broker, DeadLetterQueue, Queue, Topic};
+
+/// Where referenced objects are read from.
+#[derive(Clone)]
+pub enum Lookup {
+    /// The Kubernetes API.
+    Kube(kube::Client),
+    /// An in-memory set of objects (tests, `sluice dev`).
+    Memory(Arc<MemoryObjects>),
+}
+
+impl std::fmt::Debug for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lookup::Kube(_) => f.write_str("Lookup::Kube"),
+            Lookup::Memory(m) => f.debug_tuple("Lookup::Memory").field(m).finish(),
+        }
+    }
+}
+
+/// Objects held in memory, keyed by `(namespace, name)`.
+#[derive(Debug, Default)]
+pub struct MemoryObjects {
+    /// Brokers.
+    pub brokers: Mutex<BTreeMap<(String, String), Broker>>,
+    /// Topics.
+    pub topics: Mutex<BTreeMap<(String, String), Topic>>,
+    /// Queues.
+    pub queues: Mutex<BTreeMap<(String, String), Queue>>,
+    /// Dead-letter queues.
+    pub dlqs: Mutex<BTreeMap<(String, String), DeadLetterQueue>>,
+    /// Credentials by Secret: `(user, password)`.
+    pub credentials: Mutex<BTreeMap<(String, String), (String, String)>>,
+}
+
+impl MemoryObjects {
+    /// Adds or replaces an object (its namespace and name come from its metadata).
+    pub fn put<K: Stored>(&self, obj: K) {
+        let key = (
+            obj.meta().namespace.clone().unwrap_or_default(),
+            obj.meta().name.clone().unwrap_or_default(),
+        );
+        if let Ok(mut map) = K::map(self).lock() {
+            map.insert(key, obj);
+        }
+    }
+
+    /// Removes an object.
+    pub fn remove<K: Stored>(&self, namespace: &str, name: &str) {
+        if let Ok(mut map) = K::map(self).lock() {
+            map.remove(&(namespace.to_string(), name.to_string()));
+        }
+    }
+}
+
+/// A kind [`MemoryObjects`] can hold.
+pub trait Stored:
+    kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
+{
+    /// The map of this kind.
+    fn map(objects: &MemoryObjects) -> &Mutex<BTreeMap<(String, String), Self>>;
+}
+
+macro_rules! stored {
+    ($kind:ty, $field:ident) => {
+        impl Stored for $kind {
+            fn map(objects: &MemoryObjects) -> &Mutex<BTreeMap<(String, String), Self>> {
+                &objects.$field
+            }
+        }
+    };
+}
+stored!(Broker, brokers);
+stored!(Topic, topics);
+stored!(Queue, queues);
+stored!(DeadLetterQueue, dlqs);
+
+impl Lookup {
+    /// Reads one object; `None` when it does not exist.
+    pub async fn get<K>(&self, namespace: &str, name: &str) -> Result<Option<K>, Failure>
+    where
+        K: Stored + kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match self {
+            Lookup::Kube(client) => {
+                let api: Api<K> = Api::namespaced(client.clone(), namespace);
+                api.get_opt(name).await.map_err(|e| {
+                    Failure::kube(
+                        format!("failed to read {} {namespace}/{name}", K::kind(&())),
+                        e,
+                    )
+                })
+            }
+            Lookup::Memory(m) => Ok(K::map(m)
+                .lock()
+                .ok()
+                .and_then(|map| map.get(&(namespace.to_string(), name.to_string())).cloned())),
+        }
+    }
+
+    /// Reads `user` and `password` from a Secret; `None` when the Secret does not exist.
+    pub async fn credentials(
+        &self,
+        namespace: &str,
+        secret: &str,
+    ) -> Result<Option<(String, String)>, Failure> {
+        match self {
+            Lookup::Kube(client) => {
+                let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+                let Some(s) = api.get_opt(secret).await.map_err(|e| {
+                    Failure::kube(format!("failed to read Secret {namespace}/{secret}"), e)
+                })?
+                else {
+                    return Ok(None);
+                };
+                let data = s.data.unwrap_or_default();
+                let field = |k: &str| {
+                    data.get(k)
+                        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                        .ok_or_else(|| Failure::InvalidSpec(crate::crd::InvalidField::new(
+                            "broker",
+                            format!("Secret {secret} has no key {k:?}; it needs keys user and password"),
+                        )))
+                };
+                Ok(Some((field("user")?, field("password")?)))
+            }
+            Lookup::Memory(m) => Ok(m
+                .credentials
+                .lock()
+                .ok()
+                .and_then(|c| c.get(&(namespace.to_string(), secret.to_string())).cloned())),
+        }
+    }
+}
+
+/// Cached broker connections, with per-broker URL overrides.
+#[derive(Debug, Default)]
+pub struct BrokerPool {
+    overrides: BTreeMap<String, String>,
+    connections: Mutex<HashMap<(String, String), Cached>>,
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    options: (String, Option<(String, String)>),
+    broker: sluice_broker::Broker,
+}
+
+/// How long connecting to a broker may take before it counts as unavailable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl BrokerPool {
+    /// A pool where broker `name` is reached at `overrides[name]` instead of its client Service.
+    pub fn new(overrides: BTreeMap<String, String>) -> Self {
+        Self {
+            overrides,
+            connections: Mutex::default(),
+        }
+    }
+
+    /// The URL(s) of a broker: the override, else its client Service.
+    pub fn url(&self, namespace: &str, broker: &str) -> String {
+        self.overrides
+            .get(broker)
+            .cloned()
+            .unwrap_or_else(|| client_url(broker, namespace))
+    }
+
+    /// A connection to `broker`, reusing the cached one while URL and credentials are unchanged.
+    pub async fn get(
+        &self,
+        lookup: &Lookup,
+        namespace: &str,
+        broker: &Broker,
+    ) -> Result<sluice_broker::Broker, Failure> {
+        let name = kube::ResourceExt::name_any(broker);
+        let url = self.url(namespace, &name);
+        let secret = broker.credentials_secret();
+        let creds = lookup.credentials(namespace, &secret).await?;
+        let key = (namespace.to_string(), name.clone());
+        let options = (url.clone(), creds.clone());
+        if let Some(c) = self
+            .connections
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).cloned())
+            && c.options == options
+        {
+            return Ok(c.broker);
+        }
+        let connect = ConnectOptions {
+            urls: sluice_broker::client::parse_url_list(&url),
+            user: creds.as_ref().map(|c| c.0.clone()),
+            password: creds.as_ref().map(|c| c.1.clone()),
+            name: "sluice-operator".into(),
+            ..Default::default()
+        };
+        let no_secret = if creds.is_none() {
+            format!(" (Secret {secret} not found, connected without credentials)")
+        } else {
+            String::new()
+        };
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, sluice_broker::Broker::connect(&connect))
+            .await
+            .map_err(|_| {
+                Failure::Unavailable(format!(
+                    "timed out connecting to Broker {name} at {url}{no_secret}; check that its pods are ready"
+                ))
+            })?
+            .map_err(|e| {
+                Failure::Unavailable(format!(
+                    "cannot connect to Broker {name} at {url}{no_secret}: {e}"
+                ))
+            })?;
+        info!(broker = %name, %namespace, %url, "connected to broker");
+        if let Ok(mut m) = self.connections.lock() {
+            m.insert(
+                key,
+                Cached {
+                    options,
+                    broker: connected.clone(),
+                },
+            );
+        }
+        Ok(connected)
+    }
+}
+
+/// What reconciles share besides the Kubernetes client.
+#[derive(Debug, Clone)]
+pub struct Env {
+    /// Where referenced objects are read.
+    pub lookup: Lookup,
+    /// Broker connections.
+    pub pool: Arc<BrokerPool>,
+}

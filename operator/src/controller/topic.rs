@@ -1,0 +1,140 @@
+//! Topic: dereference the Broker -> validate and build `TopicSettings` -> `ensure_topic` ->
+//! status with per-partition offsets. Cleanup deletes the streams only with
+//! `deletionPolicy: Delete`.
+
+use tracing::{info, instrument, warn};
+
+use super::env::Env;
+use super::{Failure, Note, Outcome, Requeue, broker_of, conditions, ns_name, resource_ref};
+use crate::crd::topic::PartitionStatus;
+use crate::crd::{DeletionPolicy, Topic, TopicStatus};
+use crate::desired::{replicas_fit, topic::topic_settings};
+
+/// Reconciles one Topic against its broker.
+#[instrument(skip_all, fields(topic = %format!("{}/{}", ns_name(topic).0, ns_name(topic).1)))]
+pub async fn reconcile(
+    env: &Env,
+    topic: &Topic,
+    resync: std::time::Duration,
+) -> Outcome<TopicStatus> {
+    let generation = topic.metadata.generation;
+    let mut status = topic.status.clone().unwrap_or_default();
+    let was_ready = conditions::is_true(&status.conditions, conditions::READY);
+    let mut notes = Vec::new();
+    match apply(env, topic).await {
+        Ok((parts, recreated)) => {
+            if recreated && was_ready {
+                warn!("partition streams were missing on the broker and have been re-created");
+                notes.push(Note {
+                    warning: true,
+                    reason: "Recreated",
+                    message: "partition streams were missing on the broker and have been re-created (their messages are lost)".into(),
+                });
+            }
+            status.messages = Some(parts.iter().map(|p| p.messages).sum());
+            let n = parts.len();
+            status.partitions = parts;
+            conditions::ready(
+                &mut status.conditions,
+                format!("{n} partition streams provisioned"),
+                generation,
+            );
+            status.observed_generation = generation;
+            Outcome {
+                status,
+                requeue: Requeue::After(resync),
+                notes,
+            }
+        }
+        Err(failure) => {
+            warn!(reason = failure.reason(), error = %failure, "topic not ready");
+            conditions::failed(&mut status.conditions, &failure, generation);
+            status.observed_generation = generation;
+            Outcome {
+                requeue: failure.requeue(),
+                status,
+                notes,
+            }
+        }
+    }
+}
+
+async fn apply(env: &Env, topic: &Topic) -> Result<(Vec<PartitionStatus>, bool), Failure> {
+    let (ns, name) = ns_name(topic);
+    // dereference
+    let broker_obj = broker_of(env, &ns, &topic.spec.broker).await?;
+    // validate + build
+    let settings = topic_settings(&topic.spec)?;
+    replicas_fit(
+        settings.replicas,
+        &topic.spec.broker,
+        broker_obj.spec.replicas,
+    )?;
+    // apply
+    let rr = resource_ref(&ns, &name)?;
+    let broker = env.pool.get(&env.lookup, &ns, &broker_obj).await?;
+    let changes = broker
+        .ensure_topic(&rr, &settings)
+        .await
+        .map_err(|e| Failure::broker(&format!("failed to provision topic {ns}/{name}"), e))?;
+    if !changes.is_noop() {
+        info!(created = ?changes.created, updated = ?changes.updated, "topic provisioned");
+    }
+    // status
+    let parts = broker
+        .topic_status(&rr, settings.partitions)
+        .await
+        .map_err(|e| Failure::broker(&format!("failed to read status of topic {ns}/{name}"), e))?;
+    let parts = parts
+        .into_iter()
+        .map(|p| PartitionStatus {
+            partition: p.partition,
+            first_offset: p.first_offset,
+            last_offset: p.last_offset,
+            messages: p.messages,
+            bytes: p.bytes,
+            leader: p.leader,
+        })
+        .collect();
+    Ok((parts, !changes.created.is_empty()))
+}
+
+/// Cleans up a deleted Topic: with `deletionPolicy: Delete` removes its streams; lets go
+/// when the Broker resource is gone.
+#[instrument(skip_all, fields(topic = %format!("{}/{}", ns_name(topic).0, ns_name(topic).1)))]
+pub async fn cleanup(env: &Env, topic: &Topic) -> Result<(), Failure> {
+    if topic.spec.deletion_policy.unwrap_or_default() != DeletionPolicy::Delete {
+        info!("deletionPolicy Retain: keeping the partition streams");
+        return Ok(());
+    }
+    let (ns, name) = ns_name(topic);
+    let Some(broker_obj) = live_broker(env, &ns, &topic.spec.broker).await? else {
+        return Ok(());
+    };
+    let broker = env.pool.get(&env.lookup, &ns, &broker_obj).await?;
+    let deleted = broker
+        .delete_topic(&resource_ref(&ns, &name)?)
+        .await
+        .map_err(|e| Failure::broker(&format!("failed to delete topic {ns}/{name}"), e))?;
+    info!(deleted, "partition streams deleted");
+    Ok(())
+}
+
+/// The Broker resource, or `None` (cleanup lets go) when it is gone or being deleted.
+pub(crate) async fn live_broker(
+    env: &Env,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<crate::crd::Broker>, Failure> {
+    match env
+        .lookup
+        .get::<crate::crd::Broker>(namespace, name)
+        .await?
+    {
+        Some(b) if b.metadata.deletion_timestamp.is_none() => Ok(Some(b)),
+        _ => {
+            warn!(broker = %name, "Broker is gone or being deleted: nothing left to clean up on it");
+            Ok(None)
+        }
+    }
+}

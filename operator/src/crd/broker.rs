@@ -1,0 +1,149 @@
+//! `Broker`: a NATS JetStream cluster run as a StatefulSet.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::Condition;
+
+/// A replicated JetStream cluster that stores the Topics, Queues and DeadLetterQueues of its
+/// namespace.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[kube(
+    group = "sluice.dev",
+    version = "v1alpha1",
+    kind = "Broker",
+    namespaced,
+    status = "BrokerStatus",
+    shortname = "sbroker",
+    derive = "PartialEq",
+    doc = "A NATS JetStream cluster managed by Sluice.",
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(
+        name = "ReadyReplicas",
+        type_ = "integer",
+        json_path = ".status.readyReplicas"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerSpec {
+    /// Number of broker servers: 1 (no redundancy), 3 (survives one failure) or 5 (survives two).
+    #[x_kube(validation = Rule::new("self in [1, 3, 5]").message("replicas must be 1, 3 or 5"))]
+    pub replicas: u32,
+    /// nats-server version (the image tag), e.g. `2.15.1`. Default: the version the operator
+    /// was built and tested with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub version: Option<String>,
+    /// Persistent volume of each server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<BrokerStorage>,
+    /// CPU and memory of each server container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// JetStream limits of each server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jetstream: Option<JetStreamLimits>,
+    /// How often stored messages are flushed to disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durability: Option<Durability>,
+    /// Client authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<BrokerAuth>,
+}
+
+/// Persistent volume settings.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerStorage {
+    /// Volume size of each server, e.g. `10Gi`.
+    pub size: Quantity,
+    /// StorageClass of the volumes. Unset: the cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+/// JetStream resource limits per server.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JetStreamLimits {
+    /// Memory JetStream may use for memory-stored streams, e.g. `1Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<Quantity>,
+    /// Disk JetStream may use for file-stored streams, e.g. `9Gi` (keep it below the volume size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_file: Option<Quantity>,
+}
+
+/// Durability settings. JetStream acknowledges a publish once a majority of replicas have
+/// written it, but by default flushes to disk only every `2m`: a simultaneous crash of a
+/// majority of servers can lose the last interval. Set `syncInterval: always` to flush on
+/// every write (slower).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Durability {
+    /// `always`, or a duration such as `2m` (nats-server's `sync_interval`).
+    #[schemars(regex(pattern = r"^(always|([0-9]+(ms|s|m|h))+)$"))]
+    pub sync_interval: String,
+}
+
+/// Client authentication of a broker.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerAuth {
+    /// Secret with keys `user` and `password` clients authenticate with. Unset: the operator
+    /// generates `<broker>-credentials`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub existing_secret: Option<String>,
+}
+
+impl Broker {
+    /// Name of the Secret holding client credentials (keys `user` and `password`).
+    pub fn credentials_secret(&self) -> String {
+        self.spec
+            .auth
+            .as_ref()
+            .and_then(|a| a.existing_secret.clone())
+            .unwrap_or_else(|| credentials_secret_name(&kube::ResourceExt::name_any(self)))
+    }
+}
+
+/// The default credentials Secret of broker `name`.
+pub fn credentials_secret_name(name: &str) -> String {
+    format!("{name}-credentials")
+}
+
+/// Client URL of broker `name` in `namespace`, through its client Service.
+pub fn client_url(name: &str, namespace: &str) -> String {
+    format!("nats://{name}-client.{namespace}.svc:4222")
+}
+
+/// Observed state of a Broker.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerStatus {
+    /// Ready and friends.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` last reconciled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Servers that are ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// Server currently leading the JetStream meta group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta_leader: Option<String>,
+}

@@ -1,0 +1,95 @@
+//! `Queue`: a work queue (one work-queue-retention JetStream stream).
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Condition, DeletionPolicy, DurationString, StorageType};
+
+/// A work queue: each message is handled by one worker of the queue's ConsumerGroup and
+/// removed once acknowledged (like SQS or a RabbitMQ queue).
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[kube(
+    group = "sluice.dev",
+    version = "v1alpha1",
+    kind = "Queue",
+    namespaced,
+    status = "QueueStatus",
+    shortname = "q",
+    derive = "PartialEq",
+    doc = "A work queue on a Sluice Broker: messages are removed once acknowledged.",
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Messages", type_ = "integer", json_path = ".status.messages"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueSpec {
+    /// Name of the Broker (in the same namespace) that stores this queue. Cannot be changed.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("broker cannot be changed; create a new Queue on the other broker"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub broker: String,
+    /// Copies of the queue kept on different broker servers: 1, 3 or 5 (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self in [1, 3, 5]").message("replicas must be 1, 3 or 5"))]
+    pub replicas: Option<u32>,
+    /// How long a received message stays invisible to other workers before it is delivered
+    /// again if not acknowledged (default `30s`). The ConsumerGroup's `ackWait` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visibility_timeout: Option<DurationString>,
+    /// When unhandled messages are discarded. Default: kept until handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<QueueRetention>,
+    /// Topics whose every message is copied into this queue (fan-out from a log to a queue).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub sources: Vec<QueueSourceSpec>,
+    /// `file` (default, survives restarts) or `memory`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageType>,
+    /// What happens to waiting messages when this Queue is deleted: `Retain` (default) keeps
+    /// the stream on the broker, `Delete` removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+}
+
+/// Retention of a queue.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueRetention {
+    /// Discard messages that waited longer than this (e.g. `4d`). Unset: no age limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<DurationString>,
+}
+
+/// A topic feeding a queue.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueSourceSpec {
+    /// Name of a Topic in the same namespace and on the same Broker.
+    #[schemars(length(min = 1, max = 253))]
+    pub topic: String,
+}
+
+/// Observed state of a Queue.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueStatus {
+    /// Ready and friends (InvalidSpec, BrokerUnavailable, NotSupported).
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` last reconciled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Messages waiting in the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<u64>,
+}

@@ -1,0 +1,45 @@
+//! The pure reconcile core: from a spec (plus what it points to, already looked up) to the
+//! objects that should exist on the broker. No Kubernetes client and no broker connection
+//! here, so the Kubernetes controllers and `sluice dev` share it.
+//!
+//! Every function validates what the API server's schema cannot (or what `sluice dev` gets
+//! without an API server) and fails with an [`InvalidField`] naming the field to fix. Defaults
+//! are applied here, never written back into the spec.
+
+pub mod dlq;
+pub mod group;
+pub mod queue;
+pub mod topic;
+pub mod worker;
+
+pub use crate::crd::InvalidField;
+
+/// Replication factors JetStream supports for a stream.
+pub const ALLOWED_REPLICAS: [u32; 3] = [1, 3, 5];
+
+/// The stream replicas of an optional `replicas` field (default 1), checked.
+pub fn replicas(value: Option<u32>, field: &str) -> Result<u32, InvalidField> {
+    let r = value.unwrap_or(1);
+    if ALLOWED_REPLICAS.contains(&r) {
+        Ok(r)
+    } else {
+        Err(InvalidField::new(
+            field,
+            format!("must be 1, 3 or 5, got {r}"),
+        ))
+    }
+}
+
+/// Checks that a stream's replicas fit on its broker (a stream cannot have more copies than
+/// the broker has servers).
+pub fn replicas_fit(replicas: u32, broker: &str, broker_replicas: u32) -> Result<(), InvalidField> {
+    if replicas > broker_replicas {
+        return Err(InvalidField::new(
+            "replicas",
+            format!(
+                "{replicas} copies need at least {replicas} broker servers, but Broker {broker} has {broker_replicas}; lower replicas or scale the Broker"
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,297 @@
+//! The worker Deployment of a ConsumerGroup, built from `spec.template` (pure).
+//!
+//! The operator adds the worker environment of the architecture contract
+//! (`SLUICE_BROKER_URL`, `SLUICE_BROKER_USER`/`PASSWORD` from the broker's credentials
+//! Secret, `SLUICE_NAMESPACE`, `SLUICE_GROUP`, `SLUICE_MEMBER_ID` = pod name) to every
+//! container, replacing variables of the same name, and a termination grace period long
+//! enough to drain in-flight messages (ack wait + 10s).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    EnvVar, EnvVarSource, ObjectFieldSelector, PodTemplateSpec, SecretKeySelector,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+
+use crate::crd::InvalidField;
+
+/// Label carrying the group name on worker Deployments and pods.
+pub const GROUP_LABEL: &str = "sluice.dev/group";
+/// Extra time on top of the ack wait that workers get to shut down.
+pub const DRAIN_MARGIN_SECS: i64 = 10;
+
+/// Everything the worker Deployment is built from.
+#[derive(Debug, Clone)]
+pub struct WorkerInputs<'a> {
+    /// Namespace of the group.
+    pub namespace: &'a str,
+    /// Group name.
+    pub group: &'a str,
+    /// Comma-separated broker URLs.
+    pub broker_urls: &'a str,
+    /// Secret with `user` and `password`, when the broker requires credentials.
+    pub credentials_secret: Option<&'a str>,
+    /// The group's ack wait, in milliseconds.
+    pub ack_wait_ms: u64,
+    /// Replicas to run.
+    pub replicas: i32,
+    /// The ConsumerGroup that owns the Deployment.
+    pub owner: OwnerReference,
+    /// The decoded `spec.template`.
+    pub template: PodTemplateSpec,
+}
+
+/// Name of a group's worker Deployment.
+pub fn deployment_name(group: &str) -> String {
+    format!("{group}-workers")
+}
+
+/// Builds the worker Deployment; fails when the template cannot run (no containers, a
+/// container without image).
+pub fn worker_deployment(inputs: WorkerInputs<'_>) -> Result<Deployment, InvalidField> {
+    let env = worker_env(&inputs);
+    let mut template = inputs.template;
+    let mut pod_spec = template.spec.take().ok_or_else(|| {
+        InvalidField::new("template.spec", "is required: give the worker containers")
+    })?;
+    if pod_spec.containers.is_empty() {
+        return Err(InvalidField::new(
+            "template.spec.containers",
+            "needs at least one container",
+        ));
+    }
+    for (i, c) in pod_spec.containers.iter().enumerate() {
+        if c.image.as_deref().is_none_or(str::is_empty) {
+            return Err(InvalidField::new(
+                format!("template.spec.containers[{i}].image"),
+                format!("container {:?} has no image", c.name),
+            ));
+        }
+    }
+
+    for c in &mut pod_spec.containers {
+        let mut vars: Vec<EnvVar> = c
+            .env
+            .take()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|v| !env.iter().any(|o| o.name == v.name))
+            .collect();
+        vars.extend(env.iter().cloned());
+        c.env = Some(vars);
+    }
+    let drain = i64::try_from(inputs.ack_wait_ms.div_ceil(1000))
+        .unwrap_or(i64::MAX)
+        .saturating_add(DRAIN_MARGIN_SECS);
+    pod_spec.termination_grace_period_seconds = Some(
+        pod_spec
+            .termination_grace_period_seconds
+            .map_or(drain, |t| t.max(drain)),
+    );
+
+    let selector = selector_labels(inputs.group);
+    let mut pod_meta = template.metadata.take().unwrap_or_default();
+    let mut pod_labels = pod_meta.labels.take().unwrap_or_default();
+    pod_labels.extend(selector.clone());
+    pod_meta.labels = Some(pod_labels);
+
+    let mut labels = selector.clone();
+    labels.insert("app.kubernetes.io/name".into(), "sluice-worker".into());
+    labels.insert("app.kubernetes.io/instance".into(), inputs.group.into());
+
+    Ok(Deployment {
+        metadata: ObjectMeta {
+            name: Some(deployment_name(inputs.group)),
+            namespace: Some(inputs.namespace.into()),
+            labels: Some(labels),
+            owner_references: Some(vec![inputs.owner]),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(inputs.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(pod_meta),
+                spec: Some(pod_spec),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+/// Labels selecting a group's worker pods.
+pub fn selector_labels(group: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (GROUP_LABEL.to_string(), group.to_string()),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "sluice-operator".to_string(),
+        ),
+    ])
+}
+
+fn plain(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+fn worker_env(inputs: &WorkerInputs<'_>) -> Vec<EnvVar> {
+    let mut env = vec![
+        plain("SLUICE_BROKER_URL", inputs.broker_urls),
+        plain("SLUICE_NAMESPACE", inputs.namespace),
+        plain("SLUICE_GROUP", inputs.group),
+        EnvVar {
+            name: "SLUICE_MEMBER_ID".into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    api_version: None,
+                }),
+                ..Default::default()
+            }),
+        },
+    ];
+    if let Some(secret) = inputs.credentials_secret {
+        env.push(from_secret("SLUICE_BROKER_USER", secret, "user"));
+        env.push(from_secret("SLUICE_BROKER_PASSWORD", secret, "password"));
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::common::PodTemplate;
+
+    fn template(yaml: &str) -> PodTemplateSpec {
+        let t: PodTemplate = serde_yaml::from_str(yaml).unwrap();
+        t.decode("template").unwrap()
+    }
+
+    fn inputs(t: PodTemplateSpec) -> WorkerInputs<'static> {
+        WorkerInputs {
+            namespace: "shop",
+            group: "billing",
+            broker_urls: "nats://main-client.shop.svc:4222",
+            credentials_secret: Some("main-credentials"),
+            ack_wait_ms: 45_000,
+            replicas: 2,
+            owner: OwnerReference {
+                api_version: "sluice.dev/v1alpha1".into(),
+                kind: "ConsumerGroup".into(),
+                name: "billing".into(),
+                uid: "uid-1".into(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            },
+            template: t,
+        }
+    }
+
+    #[test]
+    fn deployment_carries_env_grace_period_labels_and_owner() {
+        let t = template(
+            "metadata: {labels: {team: pay}}\nspec:\n  containers:\n  - name: w\n    image: img:1\n    env: [{name: SLUICE_GROUP, value: wrong}, {name: KEEP, value: x}]\n",
+        );
+        let d = worker_deployment(inputs(t)).unwrap();
+        assert_eq!(d.metadata.name.as_deref(), Some("billing-workers"));
+        assert_eq!(
+            d.metadata.owner_references.as_ref().unwrap()[0].uid,
+            "uid-1"
+        );
+        let spec = d.spec.unwrap();
+        assert_eq!(spec.replicas, Some(2));
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.termination_grace_period_seconds, Some(55));
+        let env = pod.containers[0].env.clone().unwrap();
+        let get = |n: &str| env.iter().filter(|v| v.name == n).collect::<Vec<_>>();
+        assert_eq!(
+            get("SLUICE_GROUP").len(),
+            1,
+            "operator value replaces the template's"
+        );
+        assert_eq!(get("SLUICE_GROUP")[0].value.as_deref(), Some("billing"));
+        assert_eq!(get("KEEP")[0].value.as_deref(), Some("x"));
+        assert_eq!(
+            get("SLUICE_BROKER_URL")[0].value.as_deref(),
+            Some("nats://main-client.shop.svc:4222")
+        );
+        let user = get("SLUICE_BROKER_USER")[0]
+            .value_from
+            .clone()
+            .unwrap()
+            .secret_key_ref
+            .unwrap();
+        assert_eq!(
+            (user.name.as_str(), user.key.as_str()),
+            ("main-credentials", "user")
+        );
+        let member = get("SLUICE_MEMBER_ID")[0]
+            .value_from
+            .clone()
+            .unwrap()
+            .field_ref
+            .unwrap();
+        assert_eq!(member.field_path, "metadata.name");
+        let labels = spec.template.metadata.unwrap().labels.unwrap();
+        assert_eq!(labels["team"], "pay");
+        assert_eq!(labels[GROUP_LABEL], "billing");
+        assert_eq!(spec.selector.match_labels.unwrap()[GROUP_LABEL], "billing");
+    }
+
+    #[test]
+    fn longer_grace_period_in_template_is_kept() {
+        let t = template(
+            "spec:\n  terminationGracePeriodSeconds: 600\n  containers: [{name: w, image: i}]\n",
+        );
+        let d = worker_deployment(inputs(t)).unwrap();
+        assert_eq!(
+            d.spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+                .termination_grace_period_seconds,
+            Some(600)
+        );
+    }
+
+    #[test]
+    fn unusable_templates_name_the_field() {
+        for (yaml, field) in [
+            ("metadata: {}\n", "template.spec"),
+            ("spec: {containers: []}\n", "template.spec.containers"),
+            (
+                "spec: {containers: [{name: w}]}\n",
+                "template.spec.containers[0].image",
+            ),
+        ] {
+            let err = worker_deployment(inputs(template(yaml))).unwrap_err();
+            assert_eq!(err.field, field, "{yaml}");
+        }
+    }
+}
