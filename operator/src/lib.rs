@@ -9,3 +9,5 @@ pub mod controller;
 pub mod crd;
 pub mod crdgen;
 pub mod desired;
+pub mod dev;
+pub mod scaling;

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod crds;
+pub mod dev;
 pub mod operator;
 
 /// Sluice: message queues and event streams on Kubernetes.
@@ -22,6 +23,8 @@ pub enum Command {
     Crds(crds::CrdsArgs),
     /// Run the controllers (Topic, Queue, DeadLetterQueue, ConsumerGroup).
     Operator(operator::OperatorArgs),
+    /// Run manifests locally: embedded broker, local worker processes, live view.
+    Dev(dev::DevArgs),
 }
 
 /// Runs the parsed command line.
@@ -29,5 +32,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crds(args) => crds::run(&args),
         Command::Operator(args) => operator::run(args).await,
+        Command::Dev(args) => dev::run(args).await,
     }
 }

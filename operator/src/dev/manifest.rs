@@ -209,9 +209,17 @@ fn decode<K>(
 ) -> Result<K, ManifestError>
 where
     K: kube::Resource + serde::de::DeserializeOwned,
+    K::DynamicType: Default,
 {
-    let mut obj: K = serde_yaml::from_value(value)
-        .map_err(|e| invalid(format!("does not match the {} schema: {e}", std::any::type_name::<K>().rsplit("::").next().unwrap_or("resource"))))?;
+    let mut obj: K = serde_yaml::from_value(value).map_err(|e| {
+        invalid(format!(
+            "does not match the {} schema: {e}",
+            std::any::type_name::<K>()
+                .rsplit("::")
+                .next()
+                .unwrap_or("resource")
+        ))
+    })?;
     let meta = obj.meta_mut();
     if meta.name.as_deref().unwrap_or("").is_empty() {
         return Err(invalid("metadata.name is required".into()));
@@ -220,6 +228,15 @@ where
         meta.namespace = Some(DEFAULT_NAMESPACE.to_string());
     }
     meta.generation.get_or_insert(1);
+    if meta.uid.is_none() {
+        // Owner references need a uid; an API server would assign one.
+        meta.uid = Some(format!(
+            "sluice-dev-{}-{}-{}",
+            K::kind(&Default::default()).to_lowercase(),
+            meta.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE),
+            meta.name.as_deref().unwrap_or_default()
+        ));
+    }
     Ok(obj)
 }
 
