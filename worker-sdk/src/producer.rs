@@ -345,7 +345,6 @@ struct Counters {
 
 type AckTask = BoxFuture<'static, ()>;
 
-#[derive(Debug)]
 struct Inner {
     broker: Broker,
     js: jetstream::Context,
@@ -357,9 +356,18 @@ struct Inner {
 
 /// Publishes records to topics and queues; cheap to clone (clones share the connection and
 /// the in-flight bound).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Producer {
     inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Producer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer")
+            .field("config", &self.inner.config)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Producer {
@@ -464,13 +472,7 @@ impl Producer {
         let queue = ResourceRef::new(namespace, name)?;
         let stream = names::queue_stream(&queue);
         let not_found = not_found_message("queue", &queue);
-        match self
-            .inner
-            .broker
-            .jetstream()
-            .get_stream_no_info(&stream)
-            .await
-        {
+        match self.inner.broker.jetstream().get_stream(&stream).await {
             Ok(_) => {}
             Err(e) => {
                 let missing = matches!(e.kind(), GetStreamErrorKind::JetStream(ref j)
