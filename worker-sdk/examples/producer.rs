@@ -23,7 +23,9 @@ async fn main() -> Result<()> {
         bail!("usage: producer <topic> [count]   (env: SLUICE_BROKER_URL, SLUICE_NAMESPACE)");
     };
     let count: u64 = match args.next() {
-        Some(n) => n.parse().with_context(|| format!("count {n:?} is not a number"))?,
+        Some(n) => n
+            .parse()
+            .with_context(|| format!("count {n:?} is not a number"))?,
         None => 100,
     };
     let namespace = std::env::var("SLUICE_NAMESPACE").unwrap_or_else(|_| "default".into());

@@ -1,0 +1,306 @@
+//! Throughput of the Sluice SDK against raw async-nats, in the same run, on the same embedded
+//! nats-server (R1, file storage), with the same message size and count.
+//!
+//! ```sh
+//! cargo bench -p sluice-worker --bench throughput
+//! SLUICE_BENCH_MESSAGES=200000 SLUICE_BENCH_RUNS=5 cargo bench -p sluice-worker --bench throughput
+//! ```
+//!
+//! Publish cases (each publishes into its own fresh 1-partition topic):
+//! - `raw publish`: async-nats JetStream publish with pipelined async acks (window = in-flight limit).
+//! - `sluice producer keyless`: [`sluice_worker::producer`], same window, receipts dropped, one flush.
+//! - `sluice producer keyed`: the same with a key per message (murmur2 + `Sluice-Key` header).
+//!
+//! Consume cases (each reads the N messages of a topic filled beforehand):
+//! - `raw pull consumer`: a durable pull consumer, explicit ack of every message.
+//! - SDK worker cases are added to [`consume_cases`] once `sluice_worker::Worker` exists.
+//!
+//! Each case runs `SLUICE_BENCH_RUNS` times (default 3); the median is reported, with the
+//! SDK/raw ratio. Output is a Markdown table (pasted into docs/benchmarks.md).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt as _;
+use sluice_broker::config::TopicSettings;
+use sluice_broker::embedded::{NatsServer, ServerOptions};
+use sluice_broker::{Broker, ConnectOptions, ResourceRef, names};
+use sluice_worker::producer::{Producer, ProducerConfig, Record};
+
+const PAYLOAD_BYTES: usize = 128;
+const IN_FLIGHT: usize = 1024;
+const NAMESPACE: &str = "bench";
+
+/// Shared state of one benchmark run.
+struct Bench {
+    broker: Broker,
+    messages: u64,
+    payload: bytes::Bytes,
+    topic_seq: u32,
+}
+
+impl Bench {
+    /// A fresh 1-partition R1 file-storage topic.
+    async fn fresh_topic(&mut self, prefix: &str) -> Result<ResourceRef> {
+        self.topic_seq += 1;
+        let topic = ResourceRef::new(NAMESPACE, format!("{prefix}-{}", self.topic_seq))?;
+        self.broker
+            .ensure_topic(
+                &topic,
+                &TopicSettings {
+                    partitions: 1,
+                    replicas: 1,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        Ok(topic)
+    }
+
+    async fn delete(&self, topic: &ResourceRef) -> Result<()> {
+        self.broker.delete_topic(topic).await?;
+        Ok(())
+    }
+}
+
+/// A publish case: publishes `bench.messages` messages into `topic`, returns the elapsed time.
+type PublishCase =
+    for<'a> fn(&'a Bench, &'a ResourceRef) -> futures::future::BoxFuture<'a, Result<Duration>>;
+
+/// A consume case: consumes the `bench.messages` messages already in `topic`.
+type ConsumeCase = PublishCase;
+
+fn raw_publish<'a>(
+    bench: &'a Bench,
+    topic: &'a ResourceRef,
+) -> futures::future::BoxFuture<'a, Result<Duration>> {
+    Box::pin(async move {
+        let js = jetstream::ContextBuilder::new()
+            .max_ack_inflight(IN_FLIGHT)
+            .backpressure_on_inflight(true)
+            .build(bench.broker.client().clone());
+        let subject = names::topic_subject(topic, 0);
+        let started = Instant::now();
+        let mut window = VecDeque::with_capacity(IN_FLIGHT);
+        for _ in 0..bench.messages {
+            if window.len() >= IN_FLIGHT
+                && let Some(ack) = window.pop_front()
+            {
+                ack_of(ack).await?;
+            }
+            window.push_back(js.publish(subject.clone(), bench.payload.clone()).await?);
+        }
+        for ack in window {
+            ack_of(ack).await?;
+        }
+        Ok(started.elapsed())
+    })
+}
+
+async fn ack_of(
+    ack: jetstream::context::PublishAckFuture,
+) -> Result<jetstream::publish::PublishAck> {
+    Ok(ack.await?)
+}
+
+fn sdk_publish(keyed: bool) -> PublishCase {
+    fn keyless<'a>(
+        bench: &'a Bench,
+        topic: &'a ResourceRef,
+    ) -> futures::future::BoxFuture<'a, Result<Duration>> {
+        Box::pin(sdk_publish_run(bench, topic, false))
+    }
+    fn keyed_case<'a>(
+        bench: &'a Bench,
+        topic: &'a ResourceRef,
+    ) -> futures::future::BoxFuture<'a, Result<Duration>> {
+        Box::pin(sdk_publish_run(bench, topic, true))
+    }
+    if keyed { keyed_case } else { keyless }
+}
+
+async fn sdk_publish_run(bench: &Bench, topic: &ResourceRef, keyed: bool) -> Result<Duration> {
+    let producer = Producer::new(
+        bench.broker.clone(),
+        ProducerConfig {
+            max_in_flight: IN_FLIGHT,
+            partition_refresh: None,
+            ..Default::default()
+        },
+    )?;
+    let handle = producer.topic(&topic.namespace, &topic.name).await?;
+    let started = Instant::now();
+    for i in 0..bench.messages {
+        let mut record = Record::new(bench.payload.clone());
+        if keyed {
+            record = record.key(format!("key-{}", i % 64));
+        }
+        drop(handle.send(record).await?);
+    }
+    producer.flush().await?;
+    let elapsed = started.elapsed();
+    let stats = producer.stats();
+    if stats.acked != bench.messages || stats.failed != 0 {
+        bail!("sluice producer: {stats:?} for {} messages", bench.messages);
+    }
+    Ok(elapsed)
+}
+
+fn raw_consume<'a>(
+    bench: &'a Bench,
+    topic: &'a ResourceRef,
+) -> futures::future::BoxFuture<'a, Result<Duration>> {
+    Box::pin(async move {
+        let js = bench.broker.jetstream();
+        let stream = js.get_stream(names::topic_stream(topic, 0)).await?;
+        let consumer = stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some("raw".into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                max_ack_pending: 10_000,
+                ..Default::default()
+            })
+            .await?;
+        let started = Instant::now();
+        let mut messages = consumer.messages().await?;
+        let mut seen = 0;
+        while seen < bench.messages {
+            let message = messages
+                .next()
+                .await
+                .context("pull consumer ended early")?
+                .map_err(|e| anyhow::anyhow!("pull failed: {e}"))?;
+            message
+                .ack()
+                .await
+                .map_err(|e| anyhow::anyhow!("ack failed: {e}"))?;
+            seen += 1;
+        }
+        Ok(started.elapsed())
+    })
+}
+
+fn publish_cases() -> Vec<(&'static str, PublishCase)> {
+    vec![
+        ("raw async-nats publish (pipelined acks)", raw_publish),
+        ("sluice Producer, keyless", sdk_publish(false)),
+        ("sluice Producer, keyed", sdk_publish(true)),
+    ]
+}
+
+/// The raw baseline first; SDK consumer cases follow it.
+fn consume_cases() -> Vec<(&'static str, ConsumeCase)> {
+    vec![(
+        "raw async-nats pull consumer (explicit ack each)",
+        raw_consume,
+    )]
+}
+
+/// Fills a fresh topic with `bench.messages` messages (raw publish) for a consume case.
+async fn filled_topic(bench: &mut Bench) -> Result<ResourceRef> {
+    let topic = bench.fresh_topic("consume").await?;
+    raw_publish(bench, &topic).await?;
+    Ok(topic)
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
+
+fn env_u64(name: &str, default: u64) -> Result<u64> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("{name}={v:?} is not a number")),
+        Err(_) => Ok(default),
+    }
+}
+
+struct Row {
+    section: &'static str,
+    name: &'static str,
+    elapsed: Duration,
+    rate: f64,
+    ratio: f64,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing we need.
+    if std::env::args().any(|a| a == "--list") {
+        return Ok(());
+    }
+    let messages = env_u64("SLUICE_BENCH_MESSAGES", 100_000)?;
+    let runs = env_u64("SLUICE_BENCH_RUNS", 3)?.max(1);
+    let server = NatsServer::start(ServerOptions {
+        max_file_store: 8 << 30,
+        ..Default::default()
+    })
+    .await?;
+    let broker = Broker::connect(&ConnectOptions::from_url_list(&server.url())).await?;
+    let mut bench = Bench {
+        broker,
+        messages,
+        payload: bytes::Bytes::from(vec![b'x'; PAYLOAD_BYTES]),
+        topic_seq: 0,
+    };
+    eprintln!(
+        "nats-server at {}, {messages} messages of {PAYLOAD_BYTES} B per case, {runs} runs, median reported",
+        server.url()
+    );
+
+    let mut rows = Vec::new();
+    for (section, cases, consume) in [
+        ("publish", publish_cases(), false),
+        ("consume", consume_cases(), true),
+    ] {
+        let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); cases.len()];
+        // Interleave the cases run by run, so drift of a shared machine hits them alike.
+        for run in 0..runs {
+            for (i, (name, case)) in cases.iter().enumerate() {
+                let topic = if consume {
+                    filled_topic(&mut bench).await?
+                } else {
+                    bench.fresh_topic("publish").await?
+                };
+                let elapsed = case(&bench, &topic)
+                    .await
+                    .with_context(|| format!("case {name:?}, run {run}"))?;
+                eprintln!(
+                    "  run {run}: {name}: {elapsed:.2?} ({:.0} msg/s)",
+                    messages as f64 / elapsed.as_secs_f64()
+                );
+                samples[i].push(elapsed);
+                bench.delete(&topic).await?;
+            }
+        }
+        let baseline = median(samples[0].clone());
+        for ((name, _), times) in cases.iter().zip(samples) {
+            let elapsed = median(times);
+            rows.push(Row {
+                section,
+                name,
+                elapsed,
+                rate: messages as f64 / elapsed.as_secs_f64(),
+                ratio: baseline.as_secs_f64() / elapsed.as_secs_f64(),
+            });
+        }
+    }
+
+    println!("| side | case | median time | msgs/s | vs raw |");
+    println!("|---|---|---|---|---|");
+    for row in rows {
+        println!(
+            "| {} | {} | {:.3} s | {:.0} | {:.2} |",
+            row.section,
+            row.name,
+            row.elapsed.as_secs_f64(),
+            row.rate,
+            row.ratio
+        );
+    }
+    Ok(())
+}
