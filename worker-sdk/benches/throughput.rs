@@ -9,7 +9,8 @@
 //! Publish cases (each publishes into its own fresh 1-partition topic):
 //! - `raw publish`: async-nats JetStream publish with pipelined async acks (window = in-flight limit).
 //! - `sluice producer keyless`: [`sluice_worker::producer`], same window, receipts dropped, one flush.
-//! - `sluice producer keyed`: the same with a key per message (murmur2 + `Sluice-Key` header).
+//! - `raw publish + Sluice-Key header`: raw, with the header a keyed SDK publish carries.
+//! - `sluice producer keyed`: the SDK with a key per message (murmur2 + `Sluice-Key` header).
 //!
 //! Consume cases (each reads the N messages of a topic filled beforehand):
 //! - `raw pull consumer`: a durable pull consumer, explicit ack of every message.
@@ -76,7 +77,20 @@ fn raw_publish<'a>(
     bench: &'a Bench,
     topic: &'a ResourceRef,
 ) -> futures::future::BoxFuture<'a, Result<Duration>> {
-    Box::pin(async move {
+    Box::pin(raw_publish_run(bench, topic, false))
+}
+
+fn raw_publish_keyed<'a>(
+    bench: &'a Bench,
+    topic: &'a ResourceRef,
+) -> futures::future::BoxFuture<'a, Result<Duration>> {
+    Box::pin(raw_publish_run(bench, topic, true))
+}
+
+/// Raw pipelined publish; `keyed` adds the same `Sluice-Key` header the SDK sends (no
+/// partitioning), to separate the cost of the header from the SDK's own.
+async fn raw_publish_run(bench: &Bench, topic: &ResourceRef, keyed: bool) -> Result<Duration> {
+    {
         let js = jetstream::ContextBuilder::new()
             .max_ack_inflight(IN_FLIGHT)
             .backpressure_on_inflight(true)
@@ -84,19 +98,30 @@ fn raw_publish<'a>(
         let subject = names::topic_subject(topic, 0);
         let started = Instant::now();
         let mut window = VecDeque::with_capacity(IN_FLIGHT);
-        for _ in 0..bench.messages {
+        for i in 0..bench.messages {
             if window.len() >= IN_FLIGHT
                 && let Some(ack) = window.pop_front()
             {
                 ack_of(ack).await?;
             }
-            window.push_back(js.publish(subject.clone(), bench.payload.clone()).await?);
+            let ack = if keyed {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(
+                    sluice_broker::dlq::headers::KEY,
+                    format!("key-{}", i % 64).as_str(),
+                );
+                js.publish_with_headers(subject.clone(), headers, bench.payload.clone())
+                    .await?
+            } else {
+                js.publish(subject.clone(), bench.payload.clone()).await?
+            };
+            window.push_back(ack);
         }
         for ack in window {
             ack_of(ack).await?;
         }
         Ok(started.elapsed())
-    })
+    }
 }
 
 async fn ack_of(
@@ -182,20 +207,46 @@ fn raw_consume<'a>(
     })
 }
 
-fn publish_cases() -> Vec<(&'static str, PublishCase)> {
+/// A named case and the index of the raw case it is compared with.
+struct Case {
+    name: &'static str,
+    run: PublishCase,
+    baseline: usize,
+}
+
+fn publish_cases() -> Vec<Case> {
     vec![
-        ("raw async-nats publish (pipelined acks)", raw_publish),
-        ("sluice Producer, keyless", sdk_publish(false)),
-        ("sluice Producer, keyed", sdk_publish(true)),
+        Case {
+            name: "raw async-nats publish (pipelined acks)",
+            run: raw_publish,
+            baseline: 0,
+        },
+        Case {
+            name: "sluice Producer, keyless",
+            run: sdk_publish(false),
+            baseline: 0,
+        },
+        Case {
+            name: "raw async-nats publish + Sluice-Key header",
+            run: raw_publish_keyed,
+            baseline: 2,
+        },
+        Case {
+            name: "sluice Producer, keyed",
+            run: sdk_publish(true),
+            baseline: 2,
+        },
     ]
 }
 
-/// The raw baseline first; SDK consumer cases follow it.
-fn consume_cases() -> Vec<(&'static str, ConsumeCase)> {
-    vec![(
-        "raw async-nats pull consumer (explicit ack each)",
-        raw_consume,
-    )]
+/// The raw baseline first; SDK consumer cases (the `Worker`) are compared with it.
+fn consume_cases() -> Vec<Case> {
+    let raw: ConsumeCase = raw_consume;
+    vec![Case {
+        name: "raw async-nats pull consumer (explicit ack each)",
+        run: raw,
+        baseline: 0,
+    }]
 }
 
 /// Fills a fresh topic with `bench.messages` messages (raw publish) for a consume case.
@@ -225,6 +276,7 @@ struct Row {
     elapsed: Duration,
     rate: f64,
     ratio: f64,
+    baseline: &'static str,
 }
 
 #[tokio::main]
@@ -260,13 +312,14 @@ async fn main() -> Result<()> {
         let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); cases.len()];
         // Interleave the cases run by run, so drift of a shared machine hits them alike.
         for run in 0..runs {
-            for (i, (name, case)) in cases.iter().enumerate() {
+            for (i, case) in cases.iter().enumerate() {
+                let name = case.name;
                 let topic = if consume {
                     filled_topic(&mut bench).await?
                 } else {
                     bench.fresh_topic("publish").await?
                 };
-                let elapsed = case(&bench, &topic)
+                let elapsed = (case.run)(&bench, &topic)
                     .await
                     .with_context(|| format!("case {name:?}, run {run}"))?;
                 eprintln!(
@@ -277,12 +330,13 @@ async fn main() -> Result<()> {
                 bench.delete(&topic).await?;
             }
         }
-        let baseline = median(samples[0].clone());
-        for ((name, _), times) in cases.iter().zip(samples) {
-            let elapsed = median(times);
+        let medians: Vec<Duration> = samples.into_iter().map(median).collect();
+        for (case, &elapsed) in cases.iter().zip(&medians) {
+            let baseline = medians.get(case.baseline).copied().unwrap_or(elapsed);
             rows.push(Row {
                 section,
-                name,
+                name: case.name,
+                baseline: cases.get(case.baseline).map_or("", |c| c.name),
                 elapsed,
                 rate: messages as f64 / elapsed.as_secs_f64(),
                 ratio: baseline.as_secs_f64() / elapsed.as_secs_f64(),
@@ -290,16 +344,17 @@ async fn main() -> Result<()> {
         }
     }
 
-    println!("| side | case | median time | msgs/s | vs raw |");
-    println!("|---|---|---|---|---|");
+    println!("| side | case | median time | msgs/s | ratio | compared with |");
+    println!("|---|---|---|---|---|---|");
     for row in rows {
         println!(
-            "| {} | {} | {:.3} s | {:.0} | {:.2} |",
+            "| {} | {} | {:.3} s | {:.0} | {:.2} | {} |",
             row.section,
             row.name,
             row.elapsed.as_secs_f64(),
             row.rate,
-            row.ratio
+            row.ratio,
+            row.baseline
         );
     }
     Ok(())

@@ -456,7 +456,7 @@ impl Producer {
         Ok(TopicHandle {
             producer: self.clone(),
             state: Arc::new(TopicState {
-                not_found: not_found_message("topic", &topic),
+                not_found: Arc::from(not_found_message("topic", &topic)),
                 topic,
                 subjects: RwLock::new(subjects),
                 spreader: KeylessSpreader::default(),
@@ -570,7 +570,11 @@ impl Producer {
             .acquire_owned()
             .await
             .map_err(|_| ProducerError::closed())?;
-        let message = PublishMessage::build().payload(payload).headers(headers);
+        let mut message = PublishMessage::build().payload(payload);
+        if !headers.is_empty() {
+            // An empty header block would still cost bytes and parsing on every message.
+            message = message.headers(headers);
+        }
         let ack = self
             .inner
             .js
@@ -732,7 +736,7 @@ async fn drive_acks(mut rx: mpsc::UnboundedReceiver<AckTask>) {
 #[derive(Debug)]
 struct TopicState {
     topic: ResourceRef,
-    not_found: String,
+    not_found: Arc<str>,
     subjects: RwLock<Arc<[Subject]>>,
     spreader: KeylessSpreader,
     refreshed_at: Mutex<Instant>,
@@ -844,16 +848,14 @@ impl TopicHandle {
             &self.state.spreader,
         );
         let subject = subjects.get(partition as usize).cloned().ok_or_else(|| {
-            ProducerError::new(ProducerErrorKind::NotFound, self.state.not_found.clone())
+            ProducerError::new(
+                ProducerErrorKind::NotFound,
+                self.state.not_found.to_string(),
+            )
         })?;
         let span = debug_span!("sluice.publish", topic = %self.state.topic, partition);
         self.producer
-            .send_to(
-                subject,
-                partition,
-                record,
-                Arc::from(self.state.not_found.as_str()),
-            )
+            .send_to(subject, partition, record, self.state.not_found.clone())
             .instrument(span)
             .await
     }
