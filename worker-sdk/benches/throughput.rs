@@ -14,7 +14,11 @@
 //!
 //! Consume cases (each reads the N messages of a topic filled beforehand):
 //! - `raw pull consumer`: a durable pull consumer, explicit ack of every message.
-//! - SDK worker cases are added to [`consume_cases`] once `sluice_worker::Worker` exists.
+//! - `sluice Worker`: one [`sluice_worker::Worker`] member of a group on that topic
+//!   (at-least-once, handler only counts), with ordering=partition and ordering=none.
+//!
+//! Consume cases are timed from the first message handled to the last, so consumer creation
+//! and the worker's group join are not counted.
 //!
 //! Each case runs `SLUICE_BENCH_RUNS` times (default 3); the median is reported, with the
 //! SDK/raw ratio. Output is a Markdown table (pasted into docs/benchmarks.md).
@@ -25,10 +29,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt as _;
+use sluice_broker::GroupConfig;
 use sluice_broker::config::TopicSettings;
+use sluice_broker::config::{Ordering, SourceKind, SourceRef};
 use sluice_broker::embedded::{NatsServer, ServerOptions};
 use sluice_broker::{Broker, ConnectOptions, ResourceRef, names};
 use sluice_worker::producer::{Producer, ProducerConfig, Record};
+use sluice_worker::{HandlerError, Worker, WorkerOptions};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 const PAYLOAD_BYTES: usize = 128;
 const IN_FLIGHT: usize = 1024;
@@ -37,6 +46,7 @@ const NAMESPACE: &str = "bench";
 /// Shared state of one benchmark run.
 struct Bench {
     broker: Broker,
+    url: String,
     messages: u64,
     payload: bytes::Bytes,
     topic_seq: u32,
@@ -188,23 +198,95 @@ fn raw_consume<'a>(
                 ..Default::default()
             })
             .await?;
-        let started = Instant::now();
         let mut messages = consumer.messages().await?;
         let mut seen = 0;
+        let mut started = None;
         while seen < bench.messages {
             let message = messages
                 .next()
                 .await
                 .context("pull consumer ended early")?
                 .map_err(|e| anyhow::anyhow!("pull failed: {e}"))?;
+            started.get_or_insert_with(Instant::now);
             message
                 .ack()
                 .await
                 .map_err(|e| anyhow::anyhow!("ack failed: {e}"))?;
             seen += 1;
         }
-        Ok(started.elapsed())
+        Ok(started.map(|s| s.elapsed()).unwrap_or_default())
     })
+}
+
+fn worker_partition_ordered<'a>(
+    bench: &'a Bench,
+    topic: &'a ResourceRef,
+) -> futures::future::BoxFuture<'a, Result<Duration>> {
+    Box::pin(worker_consume_run(bench, topic, Ordering::Partition))
+}
+
+fn worker_unordered<'a>(
+    bench: &'a Bench,
+    topic: &'a ResourceRef,
+) -> futures::future::BoxFuture<'a, Result<Duration>> {
+    Box::pin(worker_consume_run(bench, topic, Ordering::None))
+}
+
+/// One `sluice_worker::Worker` (at-least-once: handle, then ack) with a handler that only counts;
+/// timed from the first handled message to the last, like the raw consumer (so the group join
+/// is not counted).
+async fn worker_consume_run(
+    bench: &Bench,
+    topic: &ResourceRef,
+    ordering: Ordering,
+) -> Result<Duration> {
+    let group = format!("g-{}", topic.name);
+    let mut cfg = GroupConfig::new(
+        &topic.namespace,
+        &group,
+        SourceRef {
+            kind: SourceKind::Topic,
+            name: topic.name.clone(),
+            partitions: 1,
+        },
+    );
+    cfg.ordering = ordering;
+    bench.broker.ensure_group(&cfg).await?;
+    bench.broker.publish_group_config(&cfg).await?;
+
+    let handled = Arc::new(AtomicU64::new(0));
+    let first: Arc<std::sync::OnceLock<Instant>> = Arc::default();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Instant>();
+    let done_tx = Arc::new(std::sync::Mutex::new(Some(done_tx)));
+    let worker = Worker::new(WorkerOptions::new(
+        &bench.url,
+        &topic.namespace,
+        &group,
+        "bench-0",
+    ))
+    .handle_signals(false);
+    let shutdown = worker.shutdown_handle();
+    let total = bench.messages;
+    let counter = handled.clone();
+    let first_seen = first.clone();
+    let running = tokio::spawn(worker.run(move |_msg, _ctx| {
+        first_seen.get_or_init(Instant::now);
+        if counter.fetch_add(1, AtomicOrdering::AcqRel) + 1 == total
+            && let Some(tx) = done_tx.lock().ok().and_then(|mut g| g.take())
+        {
+            let _ = tx.send(Instant::now());
+        }
+        async { Ok::<(), HandlerError>(()) }
+    }));
+    let finished = tokio::time::timeout(Duration::from_secs(600), done_rx).await;
+    shutdown.shutdown();
+    running.await??;
+    let finished = finished
+        .context("the worker did not handle every message within 10 minutes")?
+        .context("the worker stopped before handling every message")?;
+    let started = first.get().copied().unwrap_or(finished);
+    bench.broker.delete_group(&cfg).await?;
+    Ok(finished.duration_since(started))
 }
 
 /// A named case and the index of the raw case it is compared with.
@@ -242,11 +324,23 @@ fn publish_cases() -> Vec<Case> {
 /// The raw baseline first; SDK consumer cases (the `Worker`) are compared with it.
 fn consume_cases() -> Vec<Case> {
     let raw: ConsumeCase = raw_consume;
-    vec![Case {
-        name: "raw async-nats pull consumer (explicit ack each)",
-        run: raw,
-        baseline: 0,
-    }]
+    vec![
+        Case {
+            name: "raw async-nats pull consumer (explicit ack each)",
+            run: raw,
+            baseline: 0,
+        },
+        Case {
+            name: "sluice Worker, ordering=partition (at-least-once)",
+            run: worker_partition_ordered,
+            baseline: 0,
+        },
+        Case {
+            name: "sluice Worker, ordering=none (at-least-once, 16 concurrent)",
+            run: worker_unordered,
+            baseline: 0,
+        },
+    ]
 }
 
 /// Fills a fresh topic with `bench.messages` messages (raw publish) for a consume case.
@@ -295,6 +389,7 @@ async fn main() -> Result<()> {
     let broker = Broker::connect(&ConnectOptions::from_url_list(&server.url())).await?;
     let mut bench = Bench {
         broker,
+        url: server.url(),
         messages,
         payload: bytes::Bytes::from(vec![b'x'; PAYLOAD_BYTES]),
         topic_seq: 0,
