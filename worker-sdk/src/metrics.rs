@@ -306,6 +306,26 @@ impl WorkerMetrics {
     }
 }
 
+/// Plugs the metrics into a [`Worker`](crate::Worker):
+/// `worker.observer(Arc::new(metrics.clone()))`.
+impl crate::hooks::Observer for WorkerMetrics {
+    fn event(&self, event: crate::hooks::Event, _partition: u32, latency: Option<Duration>) {
+        use crate::hooks::Event;
+        match (event, latency) {
+            (Event::Processed, Some(latency)) => self.record_processed(latency),
+            (Event::Processed, None) => {
+                self.processed.get_or_create(&self.group_labels()).inc();
+            }
+            (Event::Failed, Some(latency)) => self.record_failed_after(latency),
+            (Event::Failed, None) => self.record_failed(),
+            (Event::Retried, _) => self.record_retried(),
+            (Event::DeadLettered, _) => self.record_dead_lettered(),
+            // Duplicates skipped by exactly-once delivery are neither handled nor failed.
+            _ => {}
+        }
+    }
+}
+
 fn plain(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
@@ -554,5 +574,26 @@ mod tests {
 
         server.shutdown().await;
         assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    #[test]
+    fn worker_events_feed_the_counters() {
+        use crate::hooks::{Event, Observer};
+        let m = WorkerMetrics::new("g");
+        m.event(Event::Processed, 0, Some(Duration::from_millis(2)));
+        m.event(Event::Failed, 0, Some(Duration::from_millis(2)));
+        m.event(Event::Retried, 0, None);
+        m.event(Event::DeadLettered, 1, None);
+        m.event(Event::Duplicate, 1, None);
+        let text = m.encode().unwrap();
+        for line in [
+            "sluice_worker_messages_processed_total{group=\"g\"} 1",
+            "sluice_worker_messages_failed_total{group=\"g\"} 1",
+            "sluice_worker_messages_retried_total{group=\"g\"} 1",
+            "sluice_worker_messages_dead_lettered_total{group=\"g\"} 1",
+            "sluice_worker_handler_duration_seconds_count{group=\"g\",outcome=\"failure\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
     }
 }
