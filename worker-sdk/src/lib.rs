@@ -1,1 +1,116 @@
-//! sluice-worker
+//! `sluice-worker`: write workers for Sluice consumer groups.
+//!
+//! A worker needs only the broker URL, credentials and its group name (the `SLUICE_*`
+//! environment the operator sets); everything else — source, delivery mode, ordering, retry,
+//! dead-lettering — comes from the group's config on the broker's config channel and applies
+//! live.
+//!
+//! ```no_run
+//! use sluice_worker::{HandlerError, Worker};
+//! # async fn run() -> sluice_worker::Result<()> {
+//! Worker::from_env()?
+//!     .run(|msg, ctx| async move {
+//!         let order: serde_json::Value = serde_json::from_slice(&msg.payload)
+//!             .map_err(HandlerError::permanent)?; // bad input: straight to the DLQ
+//!         // Outputs get ids derived from the input's, so retries never duplicate them.
+//!         ctx.publish("sluice.t.default.invoices.0", None, order.to_string().into())
+//!             .await
+//!             .map_err(HandlerError::retryable)?;
+//!         Ok(())
+//!     })
+//!     .await
+//! # }
+//! ```
+//!
+//! # How members share partitions
+//! Members heartbeat into the `SLUICE_MEMBERS` KV bucket (per-key TTL = the pin timeout,
+//! rounded up to whole seconds). Every member computes the same balanced, sticky assignment
+//! from the live members and the current owners ([`assignment::assign`]). Ownership itself is
+//! a lease key per partition (`SLUICE_LEASES`, compare-and-set, same TTL): a member starts a
+//! partition only after creating its lease, which is possible only once the previous owner
+//! deleted it (clean handoff) or it expired (crash). A revoked owner stops pulling, finishes
+//! what it fetched, acknowledges, unpins the consumer and deletes the lease, so a clean join
+//! or leave delivers nothing twice. The server's pinned-client priority group backs this up:
+//! only the pinned member receives messages.
+//!
+//! **Fencing.** The server accepts a deposed member's acks, so the SDK fences itself: a lease
+//! counts as valid until 3/4 of its TTL after the last renewal was *sent*; the server expires
+//! it no earlier than a full TTL after it *stored* that renewal. A member that cannot renew
+//! in time stops handling that partition (running handlers are cancelled, nothing more is
+//! acknowledged) before anyone else can take it. Checks happen before a handler starts and
+//! before every ack; a handler that is already running when the lease lapses is cancelled at
+//! its next await point.
+//!
+//! **Failover** after a crash takes the lease TTL (2 s by default) plus one pull; messages the
+//! crashed member had fetched but not acknowledged come back after the ack wait (with ordered
+//! modes the partition waits for them, to keep order).
+//!
+//! # Ordering
+//! - `partition`: one message at a time per partition, in offset order, also across
+//!   rebalances (a reorder buffer restores offset order after redeliveries). A failing message
+//!   is retried in place with the backoff schedule; the partition waits.
+//! - `key`: offset order per key (the `Sluice-Key` header); different keys run concurrently up
+//!   to `maxConcurrency`. Keyless messages have no order.
+//! - `none`: up to `maxConcurrency` at once; retries go back to JetStream with a NAK delayed by
+//!   the backoff schedule.
+//!
+//! # Delivery guarantees — precisely
+//! - **atLeastOnce** (default): handle, then ack. Every message is handled successfully or
+//!   dead-lettered, whatever crashes. A message can be handled more than once when a worker
+//!   crashes (or is fenced) between handling and ack.
+//! - **atMostOnce**: ack (confirmed by the server) before handling; never handled twice; a crash
+//!   during handling loses the message; failures are logged, not retried.
+//! - **exactlyOnce**: at-least-once plus an idempotency store (`SLUICE_IDEM__<ns>__<group>`, entries
+//!   kept `idempotencyTtl`): after the handler returns `Ok`, the SDK records the message's
+//!   idempotency key, then acks. A redelivered message whose key is recorded is acked without
+//!   calling the handler. The remaining window is a crash *after the handler returned and before
+//!   the key was recorded*: then the handler runs again. Therefore:
+//!   - outputs published through [`Context::publish`] carry ids `<input id>/<n>`, and JetStream
+//!     drops the duplicate when the re-run publishes the same outputs within the target stream's
+//!     duplicate window (handlers must publish deterministically);
+//!   - effects outside the broker are exactly-once only when the handler commits them together
+//!     with [`Message::idempotency_key`] (e.g. a unique column in the same database
+//!     transaction). The SDK cannot make an arbitrary side effect exactly-once.
+//!
+//! # Retries and dead letters
+//! `attempt` counts JetStream deliveries (so attempts that crashed the process count) plus
+//! retries in place. The group's consumers allow `maxAttempts + 1` deliveries: a message
+//! delivered more than `maxAttempts` times is dead-lettered without calling the handler. A
+//! [`HandlerError::Permanent`] dead-letters at once; a panic counts as a retryable failure.
+//! Dead-lettering publishes the original payload and headers plus the `Sluice-*` envelope
+//! ([`sluice_broker::dlq`]) and waits for the broker's ack before terminating the original; if
+//! the publish fails nothing is acknowledged. Without a DLQ the message is terminated with a
+//! warning. `Sluice-First-Failure` is the first failure this worker saw (earlier failures on
+//! crashed workers are not known).
+//!
+//! # Shutdown
+//! SIGTERM, SIGINT or [`ShutdownHandle::shutdown`]: stop fetching, finish running handlers
+//! within the drain timeout, ack, unpin, release partitions, delete the member key, return `Ok`.
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod assignment;
+mod coordinator;
+pub mod error;
+pub mod hooks;
+mod idempotency;
+mod kv;
+pub mod membership;
+mod message;
+pub mod metrics;
+mod partition;
+mod process;
+pub mod producer;
+mod queue;
+pub mod telemetry;
+mod worker;
+
+pub use error::{Error, ErrorKind, HandlerError, Result};
+pub use hooks::{Event, Observer};
+pub use message::{Context, Message};
+pub use worker::{ShutdownHandle, Worker, WorkerOptions};
+
+pub use metrics::{MetricsServer, WorkerMetrics};
+pub use producer::{
+    Producer, ProducerConfig, ProducerError, ProducerErrorKind, PublishReceipt, Published,
+    QueueHandle, Record, TopicHandle,
+};

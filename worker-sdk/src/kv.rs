@@ -1,0 +1,95 @@
+//! KV helpers the SDK needs beyond async-nats' `Store`: buckets with per-key TTL
+//! (`limit_markers`), and compare-and-set writes that carry a TTL (async-nats only offers a
+//! TTL on `create`, and its create loses the TTL when it re-creates a deleted key).
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+
+/// Opens a bucket, creating it with per-key TTL support when it does not exist.
+pub(crate) async fn open_ttl_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    description: &str,
+) -> Result<kv::Store> {
+    if let Ok(store) = js.get_key_value(bucket).await {
+        return Ok(store);
+    }
+    js.create_key_value(kv::Config {
+        bucket: bucket.to_string(),
+        description: description.to_string(),
+        history: 1,
+        limit_markers: Some(Duration::from_secs(5)),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| Error::broker(format!("failed to create KV bucket {bucket}"), e))
+}
+
+/// Whole seconds for a per-key TTL (the server's unit), at least one.
+pub(crate) fn ttl_secs(ttl: Duration) -> u64 {
+    ttl.as_millis().div_ceil(1000).max(1) as u64
+}
+
+/// Writes `value` under `key` with a TTL. `expected`: `Some(rev)` = only if the key's last
+/// revision is `rev` (0 = the key has no value); `None` = unconditionally. Returns the new
+/// revision.
+pub(crate) async fn put_ttl(
+    js: &jetstream::Context,
+    bucket: &str,
+    key: &str,
+    value: Bytes,
+    expected: Option<u64>,
+    ttl: Duration,
+) -> std::result::Result<u64, String> {
+    let mut headers = HeaderMap::new();
+    if let Some(rev) = expected {
+        headers.insert(
+            "Nats-Expected-Last-Subject-Sequence",
+            rev.to_string().as_str(),
+        );
+    }
+    headers.insert("Nats-TTL", ttl_secs(ttl).to_string().as_str());
+    let ack = js
+        .publish_with_headers(format!("$KV.{bucket}.{key}"), headers, value)
+        .await
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(ack.sequence)
+}
+
+/// Creates `key` with a TTL only when it has no live value (absent, deleted or expired).
+/// `Ok(None)` when someone else holds it.
+pub(crate) async fn create_ttl(
+    js: &jetstream::Context,
+    store: &kv::Store,
+    bucket: &str,
+    key: &str,
+    value: Bytes,
+    ttl: Duration,
+) -> Result<Option<u64>> {
+    let expected = match store
+        .entry(key)
+        .await
+        .map_err(|e| Error::broker(format!("failed to read {bucket}/{key}"), e))?
+    {
+        None => 0,
+        Some(e) if matches!(e.operation, kv::Operation::Delete | kv::Operation::Purge) => {
+            e.revision
+        }
+        Some(_) => return Ok(None),
+    };
+    match put_ttl(js, bucket, key, value, Some(expected), ttl).await {
+        Ok(rev) => Ok(Some(rev)),
+        Err(text) if text.contains("wrong last sequence") || text.contains("10071") => Ok(None),
+        Err(text) => Err(Error::new(
+            crate::error::ErrorKind::Broker,
+            format!("failed to create {bucket}/{key}: {text}"),
+        )),
+    }
+}

@@ -1,0 +1,160 @@
+//! What a handler receives: the [`Message`] and its [`Context`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use sluice_broker::dlq::headers;
+
+use crate::error::{Error, Result};
+
+/// One message handed to a handler.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The payload.
+    pub payload: Bytes,
+    /// The message key (`Sluice-Key` header), if the producer set one.
+    pub key: Option<String>,
+    /// All headers as published.
+    pub headers: HeaderMap,
+    /// The subject it was published to.
+    pub subject: String,
+    /// Partition number (0 for queues).
+    pub partition: u32,
+    /// Offset in the partition (the stream sequence).
+    pub offset: u64,
+    /// Which delivery this is, counted by JetStream across crashes and members, plus the
+    /// retries made in place (1 on the first attempt).
+    pub attempt: u32,
+    /// Stable id of this message: the producer's message id (`Nats-Msg-Id`) or
+    /// `<stream>:<offset>`. Commit it together with your effects for exactly-once.
+    pub idempotency_key: String,
+}
+
+impl Message {
+    pub(crate) fn from_jetstream(
+        msg: &async_nats::jetstream::Message,
+        partition: u32,
+        offset: u64,
+        stream: &str,
+        attempt: u32,
+    ) -> Self {
+        let headers = msg.headers.clone().unwrap_or_default();
+        let key = headers.get(headers::KEY).map(|v| v.as_str().to_string());
+        Self {
+            payload: msg.payload.clone(),
+            key,
+            idempotency_key: idempotency_key(&headers, stream, offset),
+            headers,
+            subject: msg.subject.to_string(),
+            partition,
+            offset,
+            attempt,
+        }
+    }
+}
+
+/// The original message id, else `<stream>:<offset>`.
+pub(crate) fn idempotency_key(h: &HeaderMap, stream: &str, offset: u64) -> String {
+    match h.get(headers::NATS_MSG_ID) {
+        Some(id) if !id.as_str().is_empty() => id.as_str().to_string(),
+        _ => format!("{stream}:{offset}"),
+    }
+}
+
+/// What a handler can do besides reading its message: publish outputs whose ids derive from
+/// the input's idempotency key, so a retried or re-handled input produces the same ids and
+/// JetStream drops the duplicates (within the target stream's duplicate window).
+#[derive(Debug, Clone)]
+pub struct Context {
+    inner: Arc<ContextInner>,
+}
+
+#[derive(Debug)]
+struct ContextInner {
+    js: async_nats::jetstream::Context,
+    idempotency_key: String,
+    member_id: String,
+    outputs: AtomicU32,
+}
+
+impl Context {
+    pub(crate) fn new(
+        js: async_nats::jetstream::Context,
+        idempotency_key: String,
+        member_id: String,
+    ) -> Self {
+        Self {
+            inner: Arc::new(ContextInner {
+                js,
+                idempotency_key,
+                member_id,
+                outputs: AtomicU32::new(0),
+            }),
+        }
+    }
+
+    /// The idempotency key of the message being handled (see [`Message::idempotency_key`]).
+    pub fn idempotency_key(&self) -> &str {
+        &self.inner.idempotency_key
+    }
+
+    /// This worker's member id.
+    pub fn member_id(&self) -> &str {
+        &self.inner.member_id
+    }
+
+    /// The JetStream context, for anything the helpers below do not cover.
+    pub fn jetstream(&self) -> &async_nats::jetstream::Context {
+        &self.inner.js
+    }
+
+    /// The id the `n`-th output (0-based) of this input gets: `<input id>/<n>`.
+    pub fn output_id(&self, n: u32) -> String {
+        format!("{}/{n}", self.inner.idempotency_key)
+    }
+
+    /// Publishes an output to `subject` and waits for the broker's acknowledgement. Outputs are
+    /// numbered in call order, so a handler that publishes deterministically gives its outputs
+    /// the same ids on every attempt.
+    pub async fn publish(
+        &self,
+        subject: impl Into<String>,
+        headers: Option<HeaderMap>,
+        payload: Bytes,
+    ) -> Result<u64> {
+        let subject = subject.into();
+        let n = self.inner.outputs.fetch_add(1, Ordering::SeqCst);
+        let mut headers = headers.unwrap_or_default();
+        let id = self.output_id(n);
+        headers.insert(headers::NATS_MSG_ID, id.as_str());
+        let ack = self
+            .inner
+            .js
+            .publish_with_headers(subject.clone(), headers, payload)
+            .await
+            .map_err(|e| Error::broker(format!("failed to publish output {id} to {subject}"), e))?
+            .await
+            .map_err(|e| {
+                Error::broker(
+                    format!("broker did not acknowledge output {id} on {subject}"),
+                    e,
+                )
+            })?;
+        Ok(ack.sequence)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_key_prefers_the_message_id() {
+        let mut h = HeaderMap::new();
+        assert_eq!(idempotency_key(&h, "S", 7), "S:7");
+        h.insert(headers::NATS_MSG_ID, "order-1");
+        assert_eq!(idempotency_key(&h, "S", 7), "order-1");
+    }
+}

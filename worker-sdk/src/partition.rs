@@ -1,0 +1,540 @@
+//! Owning one topic partition: pull (pinned priority group) on its own task, restore offset
+//! order, dispatch to the handler by ordering mode, keep held messages alive with progress
+//! acks, and hand the partition over cleanly (stop pulling, finish in-flight, ack, unpin,
+//! release) or stop at once when the lease is fenced.
+//!
+//! Offset order: the next offset to dispatch starts at the consumer's ack floor + 1. A
+//! delivery beyond it waits in a reorder buffer; a delivery below it is a duplicate (acked if
+//! it was completed, ignored if still running). A gap (messages deleted by retention, or the
+//! group's start position) is skipped once the consumer reports no unacknowledged deliveries
+//! other than the ones this member holds.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{PullConsumer, pull};
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use sluice_broker::config::Ordering;
+use sluice_broker::dlq::headers;
+use sluice_broker::names;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::error::{Error, Result};
+use crate::membership::{Coordination, Lease};
+use crate::process::{Origin, Outcome, Shared, process};
+
+/// Messages fetched ahead of the handler per partition.
+const PREFETCH: usize = 64;
+
+/// How a partition run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunEnd {
+    /// Handed over cleanly (revoked or shut down).
+    Released,
+    /// Ownership could not be proven; stopped without acknowledging anything more.
+    Fenced,
+}
+
+type Inflight = FuturesUnordered<BoxFuture<'static, (u64, Option<String>, Outcome)>>;
+
+struct Held {
+    msg: jetstream::Message,
+    touched: Instant,
+}
+
+fn seq_of(msg: &jetstream::Message) -> Option<u64> {
+    msg.info().ok().map(|i| i.stream_sequence)
+}
+
+fn key_of(msg: &jetstream::Message) -> Option<String> {
+    msg.headers
+        .as_ref()
+        .and_then(|h| h.get(headers::KEY))
+        .map(|v| v.as_str().to_string())
+}
+
+/// Runs partition `lease.partition` until `stop` (clean handoff) or fencing.
+pub(crate) async fn run_partition(
+    shared: Arc<Shared>,
+    coord: Coordination,
+    lease: Arc<Lease>,
+    stop: CancellationToken,
+    drain_timeout: Duration,
+) -> Result<RunEnd> {
+    let p = lease.partition;
+    let span = info_span!("sluice.partition", partition = p);
+    let renew_stop = CancellationToken::new();
+    let renew = tokio::spawn(
+        coord
+            .clone()
+            .keep_lease_owned(lease.clone(), renew_stop.clone()),
+    );
+    let result = Runner::start(shared, lease.clone(), stop, drain_timeout)
+        .instrument(span.clone())
+        .await;
+    let end = match result {
+        Ok(mut runner) => runner.run().instrument(span.clone()).await,
+        Err(e) => Err(e),
+    };
+    renew_stop.cancel();
+    let _ = renew.await;
+    match &end {
+        Ok(RunEnd::Released) | Err(_) => {
+            if lease.is_valid() {
+                coord.release(&lease).await;
+            }
+        }
+        Ok(RunEnd::Fenced) => {}
+    }
+    end
+}
+
+impl Coordination {
+    async fn keep_lease_owned(self, lease: Arc<Lease>, stop: CancellationToken) {
+        self.keep_lease(lease, stop).await;
+    }
+}
+
+struct Runner {
+    shared: Arc<Shared>,
+    lease: Arc<Lease>,
+    stop: CancellationToken,
+    drain_timeout: Duration,
+    stream: jetstream::stream::Stream,
+    consumer: PullConsumer,
+    durable: String,
+    stream_name: Arc<str>,
+    ordering: Ordering,
+    rx: mpsc::Receiver<jetstream::Message>,
+    pull_stop: CancellationToken,
+    pull_task: tokio::task::JoinHandle<()>,
+    next: u64,
+    buffer: BTreeMap<u64, Held>,
+    fifo: VecDeque<(u64, Held)>,
+    lanes: HashMap<String, VecDeque<(u64, Held)>>,
+    busy: HashSet<String>,
+    inflight: Inflight,
+    inflight_seqs: HashSet<u64>,
+    gap_since: Option<Instant>,
+}
+
+impl Runner {
+    async fn start(
+        shared: Arc<Shared>,
+        lease: Arc<Lease>,
+        stop: CancellationToken,
+        drain_timeout: Duration,
+    ) -> Result<Self> {
+        let cfg = shared.config.borrow().clone();
+        let p = lease.partition;
+        let source = cfg.source_ref()?;
+        let stream_name = names::topic_stream(&source, p);
+        let durable = names::group_consumer(&cfg.group_ref()?);
+        let stream = shared.js.get_stream(&stream_name).await.map_err(|e| {
+            Error::broker(format!("failed to open partition stream {stream_name}"), e)
+        })?;
+        let consumer: PullConsumer = stream
+            .get_consumer::<pull::Config>(&durable)
+            .await
+            .map_err(|e| {
+                Error::broker_text(
+                    format!("failed to open consumer {stream_name}/{durable} (is the ConsumerGroup provisioned?)"),
+                    e,
+                )
+            })?;
+        let info = consumer.get_info().await.map_err(|e| {
+            Error::broker(
+                format!("failed to read consumer {stream_name}/{durable}"),
+                e,
+            )
+        })?;
+        let next = info.ack_floor.stream_sequence + 1;
+        let pin = Duration::from_millis(cfg.pin_timeout_ms);
+        let expires = (pin / 3).clamp(Duration::from_millis(250), Duration::from_secs(1));
+        let messages = consumer
+            .stream()
+            .group(names::PRIORITY_GROUP)
+            .expires(expires)
+            .heartbeat(expires / 3)
+            .max_messages_per_batch(PREFETCH / 2)
+            .messages()
+            .await
+            .map_err(|e| {
+                Error::broker(format!("failed to pull from {stream_name}/{durable}"), e)
+            })?;
+        let (tx, rx) = mpsc::channel(PREFETCH);
+        let pull_stop = CancellationToken::new();
+        let pull_task = tokio::spawn(pull_loop(messages, tx, pull_stop.clone()).in_current_span());
+        info!(partition = p, next_offset = next, "partition acquired");
+        Ok(Self {
+            ordering: cfg.ordering,
+            shared,
+            lease,
+            stop,
+            drain_timeout,
+            stream,
+            consumer,
+            durable,
+            stream_name: stream_name.into(),
+            rx,
+            pull_stop,
+            pull_task,
+            next,
+            buffer: BTreeMap::new(),
+            fifo: VecDeque::new(),
+            lanes: HashMap::new(),
+            busy: HashSet::new(),
+            inflight: FuturesUnordered::new(),
+            inflight_seqs: HashSet::new(),
+            gap_since: None,
+        })
+    }
+
+    fn held(&self) -> usize {
+        self.buffer.len()
+            + self.fifo.len()
+            + self.lanes.values().map(VecDeque::len).sum::<usize>()
+            + self.inflight.len()
+    }
+
+    fn ack_wait(&self) -> Duration {
+        Duration::from_millis(self.shared.config.borrow().ack_wait_ms)
+    }
+
+    async fn run(&mut self) -> Result<RunEnd> {
+        let mut progress = tokio::time::interval(self.ack_wait() / 3);
+        let mut gap_tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            self.pump();
+            let room = self.held() < PREFETCH * 2;
+            tokio::select! {
+                biased;
+                _ = self.lease.fenced.cancelled() => return Ok(self.fence().await),
+                _ = self.stop.cancelled() => break,
+                Some((seq, key, outcome)) = self.inflight.next(), if !self.inflight.is_empty() => {
+                    if outcome == Outcome::Fenced {
+                        return Ok(self.fence().await);
+                    }
+                    self.completed(seq, key);
+                }
+                m = self.rx.recv(), if room => match m {
+                    Some(m) => self.receive(m).await,
+                    None => {
+                        warn!("pull stream ended (consumer deleted?): giving the partition up");
+                        break;
+                    }
+                },
+                _ = progress.tick() => self.touch_held().await,
+                _ = gap_tick.tick(), if self.gap_since.is_some() => self.check_gap().await,
+            }
+        }
+        self.drain().await
+    }
+
+    fn completed(&mut self, seq: u64, key: Option<String>) {
+        self.inflight_seqs.remove(&seq);
+        if let Some(k) = key {
+            self.busy.remove(&k);
+        }
+    }
+
+    async fn receive(&mut self, msg: jetstream::Message) {
+        let Some(seq) = seq_of(&msg) else { return };
+        let held = Held {
+            msg,
+            touched: Instant::now(),
+        };
+        if self.ordering == Ordering::None {
+            if !self.inflight_seqs.contains(&seq) {
+                self.fifo.push_back((seq, held));
+            }
+            return;
+        }
+        if seq < self.next {
+            let in_lane = self
+                .lanes
+                .values()
+                .any(|l| l.iter().any(|(s, _)| *s == seq));
+            if !self.inflight_seqs.contains(&seq) && !in_lane {
+                debug!(
+                    offset = seq,
+                    "duplicate delivery of a completed message: acknowledging"
+                );
+                if self.lease.is_valid() {
+                    let _ = held.msg.ack().await;
+                }
+            }
+            return;
+        }
+        self.buffer.insert(seq, held);
+    }
+
+    /// Starts whatever the ordering mode allows.
+    fn pump(&mut self) {
+        let max = self.shared.config.borrow().max_concurrency.max(1) as usize;
+        match self.ordering {
+            Ordering::Partition => {
+                if self.inflight.is_empty()
+                    && let Some(entry) = self.buffer.first_entry()
+                    && *entry.key() == self.next
+                {
+                    let (seq, held) = entry.remove_entry();
+                    self.next = seq + 1;
+                    self.spawn(seq, None, held.msg, true);
+                }
+            }
+            Ordering::Key => {
+                // Lanes first: their messages are older than anything in the buffer.
+                let ready: Vec<String> = self
+                    .lanes
+                    .iter()
+                    .filter(|(k, l)| !l.is_empty() && !self.busy.contains(*k))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in ready {
+                    if self.inflight.len() >= max {
+                        break;
+                    }
+                    if let Some((seq, held)) = self.lanes.get_mut(&k).and_then(VecDeque::pop_front)
+                    {
+                        self.busy.insert(k.clone());
+                        self.spawn(seq, Some(k), held.msg, true);
+                    }
+                }
+                self.lanes.retain(|_, l| !l.is_empty());
+                while let Some(entry) = self.buffer.first_entry() {
+                    if *entry.key() != self.next {
+                        break;
+                    }
+                    let (seq, held) = entry.remove_entry();
+                    self.next = seq + 1;
+                    // Keyless messages have no order to keep: each is its own lane.
+                    let k = key_of(&held.msg).unwrap_or_else(|| format!("\u{0}{seq}"));
+                    let queued = self.lanes.get(&k).is_some_and(|l| !l.is_empty());
+                    if self.busy.contains(&k) || queued || self.inflight.len() >= max {
+                        self.lanes.entry(k).or_default().push_back((seq, held));
+                    } else {
+                        self.busy.insert(k.clone());
+                        self.spawn(seq, Some(k), held.msg, true);
+                    }
+                }
+            }
+            Ordering::None => {
+                while self.inflight.len() < max {
+                    let Some((seq, held)) = self.fifo.pop_front() else {
+                        break;
+                    };
+                    self.spawn(seq, None, held.msg, false);
+                }
+            }
+        }
+        let gap = self.ordering != Ordering::None
+            && self
+                .buffer
+                .first_key_value()
+                .is_some_and(|(s, _)| *s > self.next);
+        match (gap, self.gap_since) {
+            (true, None) => self.gap_since = Some(Instant::now()),
+            (false, Some(_)) => self.gap_since = None,
+            _ => {}
+        }
+    }
+
+    fn spawn(&mut self, seq: u64, key: Option<String>, msg: jetstream::Message, in_place: bool) {
+        self.inflight_seqs.insert(seq);
+        let shared = self.shared.clone();
+        let lease = self.lease.clone();
+        let stream = self.stream_name.clone();
+        let partition = lease.partition;
+        self.inflight.push(Box::pin(async move {
+            loop {
+                let origin = Origin {
+                    partition,
+                    stream: &stream,
+                    in_place,
+                };
+                let outcome = process(&shared, &msg, origin, Some(&lease)).await;
+                // An ordered partition cannot move past an unfinished message: try again.
+                if outcome == Outcome::Unfinished && in_place && lease.is_valid() {
+                    tokio::select! {
+                        _ = lease.fenced.cancelled() => return (seq, key, Outcome::Fenced),
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+                return (seq, key, outcome);
+            }
+        }));
+    }
+
+    /// Progress acks for held (fetched, not started) messages, so their ack wait does not expire.
+    async fn touch_held(&mut self) {
+        let limit = self.ack_wait() / 3;
+        let now = Instant::now();
+        let mut due: Vec<jetstream::Message> = Vec::new();
+        for h in self.buffer.values_mut() {
+            if now.duration_since(h.touched) >= limit {
+                h.touched = now;
+                due.push(h.msg.clone());
+            }
+        }
+        for (_, h) in self.fifo.iter_mut() {
+            if now.duration_since(h.touched) >= limit {
+                h.touched = now;
+                due.push(h.msg.clone());
+            }
+        }
+        for lane in self.lanes.values_mut() {
+            for (_, h) in lane.iter_mut() {
+                if now.duration_since(h.touched) >= limit {
+                    h.touched = now;
+                    due.push(h.msg.clone());
+                }
+            }
+        }
+        for m in due {
+            let _ = m.ack_with(AckKind::Progress).await;
+        }
+    }
+
+    /// Skips a gap below the reorder buffer when nobody else holds an unacknowledged delivery.
+    async fn check_gap(&mut self) {
+        let Ok(info) = self.consumer.get_info().await else {
+            return;
+        };
+        self.next = self.next.max(info.ack_floor.stream_sequence + 1);
+        let held = self.held() + self.rx.len();
+        if info.num_ack_pending <= held
+            && let Some((&first, _)) = self.buffer.first_key_value()
+            && first > self.next
+        {
+            debug!(
+                from = self.next,
+                to = first,
+                "skipping a gap of deleted or acknowledged offsets"
+            );
+            self.next = first;
+        }
+    }
+
+    async fn stop_pulling(&mut self) {
+        self.pull_stop.cancel();
+        let _ = (&mut self.pull_task).await;
+    }
+
+    async fn fence(&mut self) -> RunEnd {
+        warn!(
+            partition = self.lease.partition,
+            "ownership lost: stopped handling without acknowledging"
+        );
+        self.stop_pulling().await;
+        self.inflight.clear();
+        RunEnd::Fenced
+    }
+
+    /// Clean handoff: stop pulling, finish what was fetched (in order, within the drain
+    /// timeout), make sure the acks arrived, unpin.
+    async fn drain(&mut self) -> Result<RunEnd> {
+        self.stop_pulling().await;
+        while let Ok(m) = self.rx.try_recv() {
+            self.receive(m).await;
+        }
+        let deadline = Instant::now() + self.drain_timeout;
+        loop {
+            self.pump();
+            if self.inflight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                _ = self.lease.fenced.cancelled() => return Ok(self.fence().await),
+                _ = tokio::time::sleep_until(deadline) => {
+                    warn!(running = self.inflight.len(), "drain timeout: abandoning running handlers (their messages are redelivered)");
+                    self.inflight.clear();
+                    break;
+                }
+                Some((seq, key, outcome)) = self.inflight.next() => {
+                    if outcome == Outcome::Fenced {
+                        return Ok(self.fence().await);
+                    }
+                    self.completed(seq, key);
+                }
+            }
+        }
+        // Whatever could not be started goes back at once to the next owner.
+        let leftovers: Vec<Held> = std::mem::take(&mut self.buffer)
+            .into_values()
+            .chain(std::mem::take(&mut self.fifo).into_iter().map(|(_, h)| h))
+            .chain(
+                std::mem::take(&mut self.lanes)
+                    .into_values()
+                    .flat_map(|l| l.into_iter().map(|(_, h)| h)),
+            )
+            .collect();
+        let left = leftovers.len();
+        for h in leftovers {
+            let _ = h.msg.ack_with(AckKind::Nak(None)).await;
+        }
+        if !self.lease.is_valid() {
+            return Ok(RunEnd::Fenced);
+        }
+        let _ = self.shared.client.flush().await;
+        // Acks are asynchronous: wait until the server counted them before letting go.
+        let confirm = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < confirm {
+            match self.consumer.get_info().await {
+                Ok(info) if info.num_ack_pending <= left => break,
+                Ok(_) => {}
+                Err(e) => debug!(error = %e, "consumer info failed during handoff"),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Err(e) = self
+            .stream
+            .unpin_consumer(&self.durable, names::PRIORITY_GROUP)
+            .await
+        {
+            debug!(error = %e, "unpin failed (the pin expires on its own)");
+        }
+        info!(
+            partition = self.lease.partition,
+            returned = left,
+            "partition handed over"
+        );
+        Ok(RunEnd::Released)
+    }
+}
+
+async fn pull_loop(
+    mut messages: pull::Stream,
+    tx: mpsc::Sender<jetstream::Message>,
+    stop: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            _ = stop.cancelled() => return,
+            n = messages.next() => n,
+        };
+        match next {
+            Some(Ok(m)) => {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = tx.send(m) => if r.is_err() { return },
+                }
+            }
+            Some(Err(e)) => {
+                debug!(error = %e, "pull error (retrying)");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+            None => return,
+        }
+    }
+}

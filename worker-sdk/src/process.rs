@@ -1,0 +1,385 @@
+//! Handling one delivered message: the attempt limit, the delivery mode (ack before or after
+//! the handler, idempotency store), retries (in place for ordered modes, NAK with delay
+//! otherwise), progress heartbeats while a handler runs, panics, dead-lettering and fencing.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use backon::BackoffBuilder;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use sluice_broker::GroupConfig;
+use sluice_broker::config::{Delivery, SourceKind};
+use sluice_broker::dlq::DeadLetter;
+use sluice_broker::names;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::error::HandlerError;
+use crate::hooks::{Event, Observer};
+use crate::idempotency::IdempotencyStore;
+use crate::membership::Lease;
+use crate::message::{Context, Message};
+
+/// A user handler, boxed.
+pub(crate) type BoxHandler =
+    Arc<dyn Fn(Message, Context) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync>;
+
+/// Everything message handling needs, shared by all partitions of a worker.
+pub(crate) struct Shared {
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    pub(crate) config: watch::Receiver<Arc<GroupConfig>>,
+    pub(crate) handler: BoxHandler,
+    pub(crate) member_id: String,
+    pub(crate) idempotency: IdempotencyStore,
+    pub(crate) observer: Arc<dyn Observer>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("member_id", &self.member_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How handling a delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Handled and acknowledged (or skipped as already handled).
+    Done,
+    /// Left for JetStream to redeliver after a delay.
+    Retrying,
+    /// Published to the DLQ (or terminated without one) and acknowledged.
+    DeadLettered,
+    /// Ownership could not be proven: nothing acknowledged.
+    Fenced,
+    /// Could not be finished (e.g. the DLQ publish failed); left unacknowledged.
+    Unfinished,
+}
+
+/// Where the message came from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Origin<'a> {
+    pub(crate) partition: u32,
+    pub(crate) stream: &'a str,
+    /// Retry in place (the partition or key waits) instead of NAK-with-delay.
+    pub(crate) in_place: bool,
+}
+
+fn fenced(lease: Option<&Lease>) -> bool {
+    lease.is_some_and(|l| !l.is_valid())
+}
+
+async fn wait_fenced(lease: Option<&Lease>) {
+    match lease {
+        Some(l) => l.fenced.cancelled().await,
+        None => futures::future::pending().await,
+    }
+}
+
+/// Runs `fut`, sending progress acks every third of the ack wait so the message is not
+/// redelivered while it runs; `None` when the lease was fenced meanwhile.
+async fn with_progress<T>(
+    msg: &jetstream::Message,
+    ack_wait: Duration,
+    lease: Option<&Lease>,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let mut tick = tokio::time::interval(ack_wait / 3);
+    tick.tick().await;
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            out = &mut fut => return Some(out),
+            _ = wait_fenced(lease) => return None,
+            _ = tick.tick() => {
+                if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                    debug!(error = %e, "progress ack failed");
+                }
+            }
+        }
+    }
+}
+
+/// The delay before attempt `attempt + 1`, from the group's schedule (backon's exponential
+/// builder, with jitter when configured).
+pub(crate) fn retry_delay(cfg: &GroupConfig, attempt: u32) -> Duration {
+    let b = &cfg.retry.backoff;
+    let mut builder = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(b.initial_ms))
+        .with_factor(b.multiplier as f32)
+        .with_max_delay(Duration::from_millis(b.max_ms))
+        .with_max_times(attempt as usize);
+    if b.jitter {
+        builder = builder.with_jitter();
+    }
+    builder
+        .build()
+        .nth(attempt.saturating_sub(1) as usize)
+        .unwrap_or_else(|| b.delay_after(attempt))
+}
+
+/// Handles one delivery end to end.
+pub(crate) async fn process(
+    shared: &Shared,
+    msg: &jetstream::Message,
+    origin: Origin<'_>,
+    lease: Option<&Lease>,
+) -> Outcome {
+    let cfg = shared.config.borrow().clone();
+    let (offset, delivered) = match msg.info() {
+        Ok(info) => (info.stream_sequence, info.delivered.max(1) as u32),
+        Err(e) => {
+            warn!(error = %e, "message without JetStream metadata, skipped");
+            return Outcome::Unfinished;
+        }
+    };
+    let message = Message::from_jetstream(msg, origin.partition, offset, origin.stream, delivered);
+    let span = info_span!(
+        "sluice.message",
+        partition = origin.partition,
+        offset,
+        attempt = delivered,
+        key = message.key.as_deref().unwrap_or(""),
+        id = %message.idempotency_key,
+    );
+    async move {
+        let ack_wait = Duration::from_millis(cfg.ack_wait_ms);
+        let max = cfg.retry.max_attempts;
+        let first_seen = OffsetDateTime::now_utc();
+        if delivered > max {
+            let err = format!(
+                "delivered {delivered} times, more than maxAttempts={max} (earlier attempts failed or crashed the worker)"
+            );
+            return dead_letter(shared, &cfg, msg, &message, delivered - 1, &err, first_seen, lease).await;
+        }
+        if cfg.delivery == Delivery::ExactlyOnce {
+            match shared.idempotency.seen(&cfg, &message.idempotency_key).await {
+                Ok(true) => {
+                    debug!("already handled (idempotency store): acknowledging without handling");
+                    shared.observer.event(Event::Duplicate, origin.partition, None);
+                    return ack(msg, lease).await;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(error = %e, "idempotency store unavailable: leaving the message for redelivery");
+                    return Outcome::Unfinished;
+                }
+            }
+        }
+        if cfg.delivery == Delivery::AtMostOnce {
+            if fenced(lease) {
+                return Outcome::Fenced;
+            }
+            if let Err(e) = msg.double_ack().await {
+                warn!(error = %e, "ack failed before handling (at-most-once): not handling");
+                return Outcome::Unfinished;
+            }
+            let started = Instant::now();
+            let result = call(shared, &message).await;
+            return match result {
+                Ok(()) => {
+                    shared.observer.event(Event::Processed, origin.partition, Some(started.elapsed()));
+                    Outcome::Done
+                }
+                Err(e) => {
+                    warn!(error = %e, "handler failed (at-most-once: not retried)");
+                    shared.observer.event(Event::Failed, origin.partition, Some(started.elapsed()));
+                    Outcome::Done
+                }
+            };
+        }
+        let mut local = 0u32;
+        loop {
+            let attempt = delivered + local;
+            let mut m = message.clone();
+            m.attempt = attempt;
+            let started = Instant::now();
+            let Some(result) = with_progress(msg, ack_wait, lease, call(shared, &m)).await else {
+                return Outcome::Fenced;
+            };
+            let err = match result {
+                Ok(()) => {
+                    shared.observer.event(Event::Processed, origin.partition, Some(started.elapsed()));
+                    if cfg.delivery == Delivery::ExactlyOnce
+                        && let Err(e) = shared.idempotency.record(&cfg, &message.idempotency_key).await
+                    {
+                        warn!(error = %e, "failed to record the idempotency key: the message may be handled again");
+                    }
+                    return ack(msg, lease).await;
+                }
+                Err(e) => e,
+            };
+            shared.observer.event(Event::Failed, origin.partition, Some(started.elapsed()));
+            let text = err.to_string();
+            if !err.is_retryable() {
+                warn!(error = %text, "permanent failure: dead-lettering");
+                return dead_letter(shared, &cfg, msg, &message, attempt, &text, first_seen, lease).await;
+            }
+            if attempt >= max {
+                warn!(error = %text, attempt, "last attempt failed: dead-lettering");
+                return dead_letter(shared, &cfg, msg, &message, attempt, &text, first_seen, lease).await;
+            }
+            let delay = retry_delay(&cfg, attempt);
+            shared.observer.event(Event::Retried, origin.partition, None);
+            if origin.in_place {
+                debug!(error = %text, attempt, ?delay, "retrying in place");
+                if with_progress(msg, ack_wait, lease, tokio::time::sleep(delay)).await.is_none() {
+                    return Outcome::Fenced;
+                }
+                local += 1;
+                continue;
+            }
+            debug!(error = %text, attempt, ?delay, "retrying by redelivery");
+            if fenced(lease) {
+                return Outcome::Fenced;
+            }
+            if let Err(e) = msg.ack_with(AckKind::Nak(Some(delay))).await {
+                warn!(error = %e, "nak failed: the message is redelivered after the ack wait");
+            }
+            return Outcome::Retrying;
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Calls the handler, turning a panic into a retryable failure.
+async fn call(shared: &Shared, message: &Message) -> Result<(), HandlerError> {
+    let ctx = Context::new(
+        shared.js.clone(),
+        message.idempotency_key.clone(),
+        shared.member_id.clone(),
+    );
+    let fut = (shared.handler)(message.clone(), ctx);
+    match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let text = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            Err(HandlerError::retryable(format!("handler panicked: {text}")))
+        }
+    }
+}
+
+async fn ack(msg: &jetstream::Message, lease: Option<&Lease>) -> Outcome {
+    if fenced(lease) {
+        return Outcome::Fenced;
+    }
+    match msg.ack().await {
+        Ok(()) => Outcome::Done,
+        Err(e) => {
+            warn!(error = %e, "ack failed: the message will be redelivered");
+            Outcome::Unfinished
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn dead_letter(
+    shared: &Shared,
+    cfg: &GroupConfig,
+    msg: &jetstream::Message,
+    message: &Message,
+    attempts: u32,
+    last_error: &str,
+    first_failure: OffsetDateTime,
+    lease: Option<&Lease>,
+) -> Outcome {
+    if fenced(lease) {
+        return Outcome::Fenced;
+    }
+    let Some(dlq) = cfg.dead_letter.as_deref() else {
+        warn!(error = %last_error, "no dead-letter queue configured: terminating the message (it is dropped)");
+        if let Err(e) = msg.ack_with(AckKind::Term).await {
+            warn!(error = %e, "term failed");
+            return Outcome::Unfinished;
+        }
+        shared
+            .observer
+            .event(Event::DeadLettered, message.partition, None);
+        return Outcome::DeadLettered;
+    };
+    let dlq_ref = match names::ResourceRef::new(cfg.namespace.clone(), dlq) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e, "invalid dead-letter queue name in the group config");
+            return Outcome::Unfinished;
+        }
+    };
+    let envelope = DeadLetter {
+        source_kind: cfg.source.kind,
+        source_name: cfg.source.name.clone(),
+        source_subject: message.subject.clone(),
+        partition: match cfg.source.kind {
+            SourceKind::Topic => message.partition,
+            SourceKind::Queue => 0,
+        },
+        offset: message.offset,
+        group: cfg.group.clone(),
+        attempts: u64::from(attempts),
+        last_error: last_error.to_string(),
+        first_failure,
+        last_failure: OffsetDateTime::now_utc(),
+        original_id: message.idempotency_key.clone(),
+    };
+    let headers = envelope.encode(Some(&message.headers));
+    let subject = names::dlq_subject(&dlq_ref);
+    let published = match shared
+        .js
+        .publish_with_headers(subject.clone(), headers, message.payload.clone())
+        .await
+    {
+        Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = published {
+        warn!(error = %e, dlq = %subject, "dead-letter publish failed: message left unacknowledged");
+        return Outcome::Unfinished;
+    }
+    if fenced(lease) {
+        return Outcome::Fenced;
+    }
+    if let Err(e) = msg.ack_with(AckKind::Term).await {
+        warn!(error = %e, "term after dead-lettering failed (the DLQ publish is de-duplicated)");
+        return Outcome::Unfinished;
+    }
+    shared
+        .observer
+        .event(Event::DeadLettered, message.partition, None);
+    Outcome::DeadLettered
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_broker::config::{SourceKind, SourceRef};
+
+    #[test]
+    fn retry_delays_follow_the_schedule_without_jitter() {
+        let mut cfg = GroupConfig::new(
+            "default",
+            "g",
+            SourceRef {
+                kind: SourceKind::Topic,
+                name: "t".into(),
+                partitions: 1,
+            },
+        );
+        cfg.retry.backoff.initial_ms = 100;
+        cfg.retry.backoff.multiplier = 2.0;
+        cfg.retry.backoff.max_ms = 350;
+        cfg.retry.backoff.jitter = false;
+        let ms: Vec<u128> = (1..5).map(|a| retry_delay(&cfg, a).as_millis()).collect();
+        assert_eq!(ms, vec![100, 200, 350, 350]);
+    }
+}

@@ -1,0 +1,97 @@
+//! Competing consumers on a queue: one shared durable consumer on the queue stream (no pin),
+//! handlers run concurrently up to `maxConcurrency`; the visibility timeout is the ack wait,
+//! kept alive with progress acks while a handler runs; retries by NAK with delay; the same
+//! attempt limit and dead-lettering as topics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{PullConsumer, pull};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use sluice_broker::names;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::error::{Error, Result};
+use crate::process::{Origin, Shared, process};
+
+/// Consumes the group's queue until `shutdown`, then finishes running handlers.
+pub(crate) async fn run_queue_member(
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    drain_timeout: Duration,
+) -> Result<()> {
+    let cfg = shared.config.borrow().clone();
+    let stream_name = names::queue_stream(&cfg.source_ref()?);
+    let durable = names::group_consumer(&cfg.group_ref()?);
+    let span = info_span!("sluice.queue", stream = %stream_name);
+    let stream = shared
+        .js
+        .get_stream(&stream_name)
+        .await
+        .map_err(|e| Error::broker(format!("failed to open queue stream {stream_name}"), e))?;
+    let consumer: PullConsumer = stream
+        .get_consumer::<pull::Config>(&durable)
+        .await
+        .map_err(|e| {
+            Error::broker_text(
+                format!("failed to open consumer {stream_name}/{durable} (is the ConsumerGroup provisioned?)"),
+                e,
+            )
+        })?;
+    let max = cfg.max_concurrency.max(1) as usize;
+    let mut messages = consumer
+        .stream()
+        .expires(Duration::from_secs(1))
+        .max_messages_per_batch(max)
+        .messages()
+        .await
+        .map_err(|e| Error::broker(format!("failed to pull from {stream_name}/{durable}"), e))?;
+    info!(stream = %stream_name, "consuming queue");
+    let stream_name: Arc<str> = stream_name.into();
+    let mut inflight = FuturesUnordered::new();
+    async {
+        loop {
+            let max = shared.config.borrow().max_concurrency.max(1) as usize;
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(_) = inflight.next(), if !inflight.is_empty() => {}
+                m = messages.next(), if inflight.len() < max => match m {
+                    Some(Ok(msg)) => {
+                        let shared = shared.clone();
+                        let stream = stream_name.clone();
+                        inflight.push(async move {
+                            let origin = Origin { partition: 0, stream: &stream, in_place: false };
+                            process(&shared, &msg, origin, None).await
+                        });
+                    }
+                    Some(Err(e)) => {
+                        debug!(error = %e, "pull error (retrying)");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    None => {
+                        warn!("queue pull stream ended (consumer deleted?)");
+                        break;
+                    }
+                },
+            }
+        }
+        drop(messages);
+        let deadline = Instant::now() + drain_timeout;
+        while !inflight.is_empty() {
+            tokio::select! {
+                _ = inflight.next() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    warn!(running = inflight.len(), "drain timeout: abandoning running handlers (their messages are redelivered)");
+                    break;
+                }
+            }
+        }
+        let _ = shared.client.flush().await;
+    }
+    .instrument(span)
+    .await;
+    Ok(())
+}
