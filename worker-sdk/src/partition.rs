@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{PullConsumer, pull};
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -30,8 +31,9 @@ use crate::error::{Error, Result};
 use crate::membership::{Coordination, Lease};
 use crate::process::{Origin, Outcome, Shared, process};
 
-/// Messages fetched ahead of the handler per partition.
-const PREFETCH: usize = 64;
+/// Messages fetched ahead of the handler per partition (bounded: a handoff returns fetched
+/// but unstarted messages with a NAK, which JetStream counts as a delivery).
+const PREFETCH: usize = 32;
 
 /// How a partition run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,11 +73,11 @@ pub(crate) async fn run_partition(
     let p = lease.partition;
     let span = info_span!("sluice.partition", partition = p);
     let renew_stop = CancellationToken::new();
-    let renew = tokio::spawn(
+    let mut renew = AbortOnDrop(tokio::spawn(
         coord
             .clone()
             .keep_lease_owned(lease.clone(), renew_stop.clone()),
-    );
+    ));
     let result = Runner::start(shared, lease.clone(), stop, drain_timeout)
         .instrument(span.clone())
         .await;
@@ -84,7 +86,7 @@ pub(crate) async fn run_partition(
         Err(e) => Err(e),
     };
     renew_stop.cancel();
-    let _ = renew.await;
+    let _ = (&mut renew.0).await;
     match &end {
         Ok(RunEnd::Released) | Err(_) => {
             if lease.is_valid() {
@@ -94,6 +96,21 @@ pub(crate) async fn run_partition(
         Ok(RunEnd::Fenced) => {}
     }
     end
+}
+
+/// Aborts a background task when its owner is dropped (a cancelled run leaves nothing behind).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.pull_task.abort();
+    }
 }
 
 impl Coordination {
@@ -213,7 +230,7 @@ impl Runner {
         let mut gap_tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             self.pump();
-            let room = self.held() < PREFETCH * 2;
+            let room = self.held() < PREFETCH;
             tokio::select! {
                 biased;
                 _ = self.lease.fenced.cancelled() => return Ok(self.fence().await),
@@ -403,23 +420,27 @@ impl Runner {
         }
     }
 
-    /// Skips a gap below the reorder buffer when nobody else holds an unacknowledged delivery.
+    /// Skips a gap below the reorder buffer where its offsets were acknowledged (ack floor) or
+    /// no longer exist in the stream (retention, deletes); otherwise keeps waiting for their
+    /// redelivery.
     async fn check_gap(&mut self) {
         let Ok(info) = self.consumer.get_info().await else {
             return;
         };
         self.next = self.next.max(info.ack_floor.stream_sequence + 1);
-        let held = self.held() + self.rx.len();
-        if info.num_ack_pending <= held
-            && let Some((&first, _)) = self.buffer.first_key_value()
-            && first > self.next
-        {
-            debug!(
-                from = self.next,
-                to = first,
-                "skipping a gap of deleted or acknowledged offsets"
-            );
-            self.next = first;
+        let Some((&first, _)) = self.buffer.first_key_value() else {
+            return;
+        };
+        let mut probes = 0;
+        while self.next < first && probes < 256 {
+            probes += 1;
+            match self.stream.get_raw_message(self.next).await {
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {
+                    debug!(offset = self.next, "skipping a deleted offset");
+                    self.next += 1;
+                }
+                _ => break,
+            }
         }
     }
 
@@ -438,8 +459,8 @@ impl Runner {
         RunEnd::Fenced
     }
 
-    /// Clean handoff: stop pulling, finish what was fetched (in order, within the drain
-    /// timeout), make sure the acks arrived, unpin.
+    /// Clean handoff: stop pulling, finish running handlers (within the drain timeout), return
+    /// fetched but unstarted messages, make sure the acks arrived, unpin.
     async fn drain(&mut self) -> Result<RunEnd> {
         self.stop_pulling().await;
         while let Ok(m) = self.rx.try_recv() {
@@ -447,7 +468,6 @@ impl Runner {
         }
         let deadline = Instant::now() + self.drain_timeout;
         loop {
-            self.pump();
             if self.inflight.is_empty() {
                 break;
             }

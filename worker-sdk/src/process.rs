@@ -206,12 +206,14 @@ pub(crate) async fn process(
             };
             let err = match result {
                 Ok(()) => {
-                    shared.observer.event(Event::Processed, origin.partition, Some(started.elapsed()));
+                    let latency = started.elapsed();
                     if cfg.delivery == Delivery::ExactlyOnce
                         && let Err(e) = shared.idempotency.record(&cfg, &message.idempotency_key).await
                     {
                         warn!(error = %e, "failed to record the idempotency key: the message may be handled again");
                     }
+                    // Reported once handling completed (and was recorded), before the ack.
+                    shared.observer.event(Event::Processed, origin.partition, Some(latency));
                     return ack(msg, lease).await;
                 }
                 Err(e) => e,

