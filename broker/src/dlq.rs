@@ -109,7 +109,7 @@ impl DeadLetter {
         if let Some(original) = original {
             for (name, values) in original.iter() {
                 let name_str: &str = name.as_ref();
-                if headers::ENVELOPE.contains(&name_str) || name_str == headers::NATS_MSG_ID {
+                if headers::ENVELOPE.contains(&name_str) || is_jetstream_header(name_str) {
                     continue;
                 }
                 for value in values {
@@ -194,7 +194,7 @@ pub fn original_headers(dlq_headers: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
     for (name, values) in dlq_headers.iter() {
         let name_str: &str = name.as_ref();
-        if headers::ENVELOPE.contains(&name_str) || name_str == headers::NATS_MSG_ID {
+        if headers::ENVELOPE.contains(&name_str) || is_jetstream_header(name_str) {
             continue;
         }
         for value in values {
@@ -205,6 +205,13 @@ pub fn original_headers(dlq_headers: &HeaderMap) -> HeaderMap {
         out.insert(headers::NATS_MSG_ID, id.as_str());
     }
     out
+}
+
+/// Headers JetStream sets or interprets (`Nats-Msg-Id`, `Nats-Stream-Source` on sourced
+/// messages, `Nats-Expected-*`, `Nats-TTL`, ...). They are not carried over when a message is
+/// dead-lettered or replayed: the server rejects some of them on publish and would act on others.
+pub fn is_jetstream_header(name: &str) -> bool {
+    name.len() >= 5 && name[..5].eq_ignore_ascii_case("nats-")
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
@@ -256,6 +263,7 @@ mod tests {
         original.insert(headers::NATS_MSG_ID, "order-17");
         original.append("X-Tag", "a");
         original.append("X-Tag", "b");
+        original.insert("Nats-Stream-Source", "SLUICE_T__default__orders__2 12");
         let dl = sample();
         let encoded = dl.encode(Some(&original));
         assert_eq!(DeadLetter::decode(&encoded).unwrap(), dl);
@@ -274,6 +282,9 @@ mod tests {
         );
         assert_eq!(replay.get_all("X-Tag").count(), 2);
         assert!(replay.get(headers::GROUP).is_none());
+        // Sourced messages carry Nats-Stream-Source, which JetStream refuses on publish.
+        assert!(encoded.get("Nats-Stream-Source").is_none());
+        assert!(replay.get("Nats-Stream-Source").is_none());
     }
 
     #[test]

@@ -1,0 +1,95 @@
+//! Shared pieces of the example binaries: the event shapes, logging set-up and the
+//! idempotent effect store the workers write to.
+//!
+//! Workers record each effect as a key in a KV bucket with `create`, which fails when the key
+//! exists: a handler that runs twice for the same message finds its effect already there and
+//! records the duplicate under `duplicate.<key>` instead, so end-to-end tests can prove that
+//! nothing was handled twice (and nothing was missed).
+
+use async_nats::jetstream::{self, kv};
+use serde::{Deserialize, Serialize};
+
+/// An uploaded video.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Upload {
+    /// Upload id, also the message key and id.
+    pub upload_id: String,
+    /// Uploader.
+    pub user: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// A corrupt file the encoder cannot decode.
+    pub corrupt: bool,
+}
+
+/// An order event.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Order {
+    /// Order id.
+    pub order_id: String,
+    /// Customer id, the message key.
+    pub customer: String,
+    /// Position of this order among the customer's orders (1-based).
+    pub customer_seq: u64,
+    /// Amount in cents.
+    pub amount_cents: u64,
+}
+
+/// Logs to stderr with `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The namespace from `SLUICE_NAMESPACE` (default `default`).
+pub fn namespace() -> String {
+    std::env::var("SLUICE_NAMESPACE").unwrap_or_else(|_| "default".into())
+}
+
+/// Opens (creating if needed) the effect bucket `bucket`.
+pub async fn effect_store(js: &jetstream::Context, bucket: &str) -> anyhow::Result<kv::Store> {
+    if let Ok(store) = js.get_key_value(bucket).await {
+        return Ok(store);
+    }
+    match js
+        .create_key_value(kv::Config {
+            bucket: bucket.to_string(),
+            history: 1,
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(store) => Ok(store),
+        // Another worker created it first.
+        Err(_) => Ok(js.get_key_value(bucket).await?),
+    }
+}
+
+/// Whether recording an effect found it new or already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// First time.
+    New,
+    /// Recorded before: the handler ran twice for this key.
+    Duplicate,
+}
+
+/// Records an effect once under `key`; a second recording is kept as `duplicate.<key>`.
+pub async fn record_effect(store: &kv::Store, key: &str, value: &str) -> anyhow::Result<Effect> {
+    match store.create(key, value.to_string().into()).await {
+        Ok(_) => Ok(Effect::New),
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+            store
+                .put(format!("duplicate.{key}"), value.to_string().into())
+                .await?;
+            Ok(Effect::Duplicate)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
