@@ -57,7 +57,13 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await.context(
         "failed to connect to Kubernetes: set KUBECONFIG or run in a pod with a service account",
     )?;
-    runtime::run(client, settings, shutdown_signal()).await;
+    runtime::run(
+        client,
+        settings,
+        std::sync::Arc::default(),
+        shutdown_signal(),
+    )
+    .await;
     Ok(())
 }
 
