@@ -84,7 +84,6 @@ pub fn build(broker: &Broker) -> Result<(BrokerCluster, BrokerObjects), Failure>
 #[derive(Debug, Default)]
 struct Applied {
     ready_replicas: i32,
-    max_stream_replicas: Option<u32>,
     created_secret: bool,
 }
 
@@ -105,7 +104,12 @@ pub async fn reconcile(
         ..BrokerStatus::default()
     };
     let mut notes = Vec::new();
-    match apply(client, env, broker).await {
+    let mut observed_max = None;
+    let result = apply(client, env, broker, &mut observed_max).await;
+    if observed_max.is_some() {
+        status.max_stream_replicas = observed_max;
+    }
+    match result {
         Ok((cluster, applied)) => {
             if applied.created_secret {
                 notes.push(Note {
@@ -116,9 +120,6 @@ pub async fn reconcile(
                         cluster.credentials_secret_name()
                     ),
                 });
-            }
-            if applied.max_stream_replicas.is_some() {
-                status.max_stream_replicas = applied.max_stream_replicas;
             }
             status.ready_replicas = Some(applied.ready_replicas);
             if applied.ready_replicas > 0 {
@@ -173,10 +174,12 @@ pub async fn reconcile(
     }
 }
 
+/// `observed_max` receives the streams' highest replica count when it was read.
 async fn apply(
     client: &Client,
     env: &Env,
     broker: &Broker,
+    observed_max: &mut Option<u32>,
 ) -> Result<(BrokerCluster, Applied), Failure> {
     // validate + build
     let (cluster, objects) = build(broker)?;
@@ -193,7 +196,7 @@ async fn apply(
         .unwrap_or(0);
     if running_replicas > i32::from(cluster.replicas()) {
         let max = max_stream_replicas(env, &ns, broker).await?;
-        applied.max_stream_replicas = Some(max);
+        *observed_max = Some(max);
         validate_scale_down(cluster.replicas(), u8::try_from(max).unwrap_or(u8::MAX))
             .map_err(|e| Failure::NotSupported(e.message().to_string()))?;
         info!(
