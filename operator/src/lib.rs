@@ -9,3 +9,4 @@ pub mod controller;
 pub mod crd;
 pub mod crdgen;
 pub mod desired;
+pub mod service;
