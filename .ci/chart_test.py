@@ -321,8 +321,40 @@ def _() -> None:
     assert b["metadata"]["name"] == "main" and b["metadata"]["namespace"] == NAMESPACE, b["metadata"]
     assert b["spec"]["replicas"] == 5, b["spec"]
     assert b["spec"]["version"] == "2.15.1", b["spec"]
-    assert b["spec"]["storage"] == {"size": "20Gi", "class": "fast"}, b["spec"]
+    assert b["spec"]["storage"] == {"size": "20Gi", "storageClassName": "fast"}, b["spec"]
     assert "main-credentials" in notes(VARIANTS["defaultBroker"]), "NOTES should say where the credentials are"
+
+
+def _unknown_fields(value: Any, schema: dict[str, Any], path: str) -> list[str]:
+    """Fields of `value` that the OpenAPI `schema` does not declare (structural check)."""
+    if schema.get("x-kubernetes-preserve-unknown-fields") or schema.get("x-kubernetes-int-or-string"):
+        return []
+    if isinstance(value, dict):
+        props = schema.get("properties")
+        if props is None:
+            extra = schema.get("additionalProperties")
+            return [p for k, v in value.items() for p in _unknown_fields(v, extra, f"{path}.{k}")] if isinstance(extra, dict) else []
+        out = []
+        for k, v in value.items():
+            if k not in props:
+                out.append(f"{path}.{k}")
+            else:
+                out.extend(_unknown_fields(v, props[k], f"{path}.{k}"))
+        return out
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [p for i, v in enumerate(value) for p in _unknown_fields(v, schema["items"], f"{path}[{i}]")]
+    return []
+
+
+@check("defaultBroker: every rendered field exists in the Broker CRD schema")
+def _() -> None:
+    crd = yaml.safe_load((CHART / "crds" / "brokers.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    variant = {"defaultBroker": {"enabled": True, "replicas": 3, "storage": {"size": "5Gi", "class": "fast"},
+                                 "resources": {"requests": {"cpu": "100m"}}}}
+    broker = of_kind(render(variant), "Broker")[0]
+    unknown = _unknown_fields(broker["spec"], schema["properties"]["spec"], "spec")
+    assert not unknown, f"fields the Broker CRD does not know: {unknown}"
 
 
 @check("serviceMonitor: scrapes the metrics Service's port at /metrics")
@@ -337,7 +369,7 @@ def _() -> None:
     assert sm[0]["metadata"]["labels"]["release"] == "prom"
 
 
-@check("networkPolicy: selects the operator, ingress only on 8080, egress DNS/API/NATS")
+@check("networkPolicy: selects the operator, ingress only on 8080, egress DNS/API/NATS client+monitor")
 def _() -> None:
     objects = render(VARIANTS["networkPolicy"])
     np = of_kind(objects, "NetworkPolicy")
@@ -349,7 +381,7 @@ def _() -> None:
     assert [p["port"] for r in spec["ingress"] for p in r["ports"]] == [8080], spec["ingress"]
     assert spec["ingress"][0]["from"] == [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
     egress_ports = sorted({p["port"] for r in spec["egress"] for p in r["ports"]})
-    assert egress_ports == [53, 443, 4222, 6443], egress_ports
+    assert egress_ports == [53, 443, 4222, 6443, 8222], egress_ports
 
 
 @check("crds: charts/sluice/crds/ equals crds/ when both exist")

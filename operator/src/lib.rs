@@ -11,3 +11,4 @@ pub mod crdgen;
 pub mod desired;
 pub mod dev;
 pub mod scaling;
+pub mod service;

@@ -102,9 +102,14 @@ async fn k8s_topics_become_ready_and_follow_deletion_policy() {
         resync: Duration::from_secs(5),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controllers = tokio::spawn(runtime::run(client.clone(), settings, async move {
-        let _ = stop_rx.await;
-    }));
+    let controllers = tokio::spawn(runtime::run(
+        client.clone(),
+        settings,
+        Default::default(),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
 
     let brokers: Api<Broker> = Api::namespaced(client.clone(), &ns);
     brokers

@@ -23,7 +23,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     let ms = s
         .strip_suffix("ms")
         .ok_or_else(|| format!("{s:?}: use milliseconds like 20ms"))?;
-    ms.parse::<u64>().map(Duration::from_millis).map_err(|e| e.to_string())
+    ms.parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|e| e.to_string())
 }
 
 /// Bucket of effects.

@@ -49,7 +49,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use sluice_broker::names::validate_label;
+use sluice_broker::names::{validate_label, validate_subdomain};
 use sluice_broker::{Error, ErrorKind, Result};
 
 pub use config::{NATS_CONF_KEY, config_map, nats_conf};
@@ -119,6 +119,9 @@ pub struct BrokerClusterParams {
     pub owner_reference: Option<OwnerReference>,
     /// Extra labels for every object and pod (never part of selectors).
     pub labels: BTreeMap<String, String>,
+    /// A user-provided credentials Secret (same keys as [`credentials_secret`] builds) used
+    /// instead of the generated `<name>-credentials`.
+    pub existing_credentials_secret: Option<String>,
 }
 
 impl BrokerClusterParams {
@@ -138,6 +141,7 @@ impl BrokerClusterParams {
             sync_interval: SyncPolicy::Default,
             owner_reference: None,
             labels: BTreeMap::new(),
+            existing_credentials_secret: None,
         }
     }
 }
@@ -155,6 +159,9 @@ impl BrokerCluster {
     pub fn new(params: BrokerClusterParams) -> Result<Self> {
         validate_label(&params.namespace, "namespace")?;
         validate_label(&params.name, "broker name")?;
+        if let Some(secret) = &params.existing_credentials_secret {
+            validate_subdomain(secret, "credentials Secret name")?;
+        }
         if params.name.len() > MAX_NAME_LEN {
             return Err(invalid(format!(
                 "broker name {:?} is {} characters long; use at most {MAX_NAME_LEN} so the StatefulSet's pod labels stay valid",
@@ -272,9 +279,18 @@ impl BrokerCluster {
         format!("{}-client", self.params.name)
     }
 
-    /// Name of the credentials Secret.
+    /// Name of the credentials Secret the servers read: the user's existing Secret, else the
+    /// generated `<name>-credentials`.
     pub fn credentials_secret_name(&self) -> String {
-        format!("{}-credentials", self.params.name)
+        self.params
+            .existing_credentials_secret
+            .clone()
+            .unwrap_or_else(|| format!("{}-credentials", self.params.name))
+    }
+
+    /// Whether the operator generates the credentials Secret (no existing Secret was named).
+    pub fn generates_credentials(&self) -> bool {
+        self.params.existing_credentials_secret.is_none()
     }
 
     /// Stable DNS name of server `ordinal`.

@@ -1,12 +1,22 @@
-//! `sluice operator`: runs the controllers.
+//! `sluice operator`: runs the controllers as a service — telemetry, the health and metrics
+//! endpoint, the CRDs applied at start, and (with `--leader-election`) only while this
+//! replica holds the leader Lease.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use clap::ArgAction;
 
+use crate::controller::metrics::Metrics;
 use crate::controller::runtime::{self, Settings};
+use crate::service::http::{self, Health};
+use crate::service::leader::{self, Elector, LeaderConfig};
+use crate::service::{crds, telemetry};
 
-/// Flags of `sluice operator`.
+/// Flags of `sluice operator`. The Helm chart passes `--namespace` and the `SLUICE_*`
+/// environment variables.
 #[derive(Debug, clap::Args)]
 pub struct OperatorArgs {
     /// Watch only this namespace (repeatable). Default: all namespaces.
@@ -20,6 +30,25 @@ pub struct OperatorArgs {
     /// operator's back), e.g. `30s`.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub resync: std::time::Duration,
+    /// Address of the /healthz, /readyz and /metrics endpoint.
+    #[arg(long, env = "SLUICE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Run the controllers only while holding the leader Lease (needed with several replicas).
+    #[arg(long, env = "SLUICE_LEADER_ELECTION", default_value_t = false, action = ArgAction::Set)]
+    pub leader_election: bool,
+    /// Namespace of the leader Lease. Default: the pod's namespace, else the client's default.
+    #[arg(long, env = "SLUICE_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "sluice-operator-leader")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease and in Events. Default: the host name plus a
+    /// random suffix.
+    #[arg(long, env = "SLUICE_POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Apply (create or update) the Sluice CRDs at start with server-side apply.
+    #[arg(long, env = "SLUICE_APPLY_CRDS", default_value_t = true, action = ArgAction::Set)]
+    pub apply_crds: bool,
 }
 
 /// Parses `name=url` pairs.
@@ -37,27 +66,81 @@ pub fn parse_overrides(pairs: &[String]) -> anyhow::Result<BTreeMap<String, Stri
     Ok(out)
 }
 
+fn identity(pod_name: Option<String>) -> String {
+    pod_name.filter(|n| !n.is_empty()).unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "sluice-operator".into());
+        format!(
+            "{host}-{}",
+            crate::broker_cluster::generate_password()
+                .get(..8)
+                .unwrap_or("x")
+                .to_lowercase()
+        )
+    })
+}
+
 /// Runs `sluice operator` until SIGTERM or Ctrl-C.
 pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let _telemetry = telemetry::init().context("failed to set up logging and tracing")?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
+        leader_election = args.leader_election,
         "sluice operator starting"
     );
     let settings = Settings {
-        namespaces: args.namespaces,
+        namespaces: args.namespaces.clone(),
         broker_urls: parse_overrides(&args.broker_urls)?,
         resync: args.resync,
     };
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    let listener = http::bind(args.metrics_addr).await.with_context(|| {
+        format!(
+            "failed to listen on {} (--metrics-addr / SLUICE_METRICS_ADDR)",
+            args.metrics_addr
+        )
+    })?;
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(http::serve(
+        listener,
+        metrics.clone(),
+        health.clone(),
+        async {
+            let _ = http_stopped.await;
+        },
+    ));
+
     let client = kube::Client::try_default().await.context(
         "failed to connect to Kubernetes: set KUBECONFIG or run in a pod with a service account",
     )?;
-    runtime::run(client, settings, shutdown_signal()).await;
+    if args.apply_crds {
+        crds::apply_crds(&client).await?;
+    }
+    health.set_ready();
+
+    if args.leader_election {
+        let namespace = args
+            .leader_election_namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_string());
+        let config = LeaderConfig::new(
+            namespace,
+            args.lease_name.clone(),
+            identity(args.pod_name.clone()),
+        );
+        tracing::info!(lease = %config.lease_name, namespace = %config.namespace, identity = %config.identity, "campaigning for the leader lease");
+        let elector = Elector::new(client.clone(), config);
+        let lead_metrics = metrics.clone();
+        leader::run(elector, metrics.clone(), shutdown_signal(), move |stop| {
+            runtime::run(client.clone(), settings.clone(), lead_metrics.clone(), stop)
+        })
+        .await;
+    } else {
+        metrics.set_leader(true);
+        runtime::run(client, settings, metrics.clone(), shutdown_signal()).await;
+    }
+    let _ = stop_http.send(());
+    let _ = server.await;
     Ok(())
 }
 
@@ -87,6 +170,44 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chart_environment_is_understood() {
+        use clap::Parser;
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: OperatorArgs,
+        }
+        // The chart passes `--namespace` flags and SLUICE_* variables; clap maps each
+        // variable to the flag of the same meaning, exercised here through the flags.
+        let cli = Cli::try_parse_from([
+            "operator",
+            "--namespace",
+            "team-a",
+            "--namespace",
+            "team-b",
+            "--leader-election",
+            "true",
+            "--leader-election-namespace",
+            "sluice-system",
+            "--pod-name",
+            "sluice-abc",
+            "--metrics-addr",
+            "0.0.0.0:8080",
+        ])
+        .unwrap();
+        assert_eq!(cli.args.namespaces, ["team-a", "team-b"]);
+        assert!(cli.args.leader_election);
+        assert_eq!(
+            cli.args.leader_election_namespace.as_deref(),
+            Some("sluice-system")
+        );
+        assert_eq!(cli.args.metrics_addr, "0.0.0.0:8080".parse().unwrap());
+        assert!(cli.args.apply_crds, "CRDs are applied unless switched off");
+        assert_eq!(identity(cli.args.pod_name), "sluice-abc");
+        assert!(identity(None).len() > 9);
+    }
 
     #[test]
     fn overrides_parse_and_reject_garbage() {

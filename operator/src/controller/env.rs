@@ -13,6 +13,7 @@ use sluice_broker::ConnectOptions;
 use tracing::info;
 
 use super::Failure;
+use crate::broker_cluster::{OPERATOR_PASSWORD_KEY, OPERATOR_USER_KEY};
 use crate::crd::broker::client_url;
 use crate::crd::{Broker, DeadLetterQueue, Queue, Topic};
 
@@ -114,7 +115,9 @@ impl Lookup {
         }
     }
 
-    /// Reads `user` and `password` from a Secret; `None` when the Secret does not exist.
+    /// Reads the credentials the operator connects with from a Secret: `operator-user` and
+    /// `operator-password` when present, else `user` and `password`; `None` when the Secret
+    /// does not exist.
     pub async fn credentials(
         &self,
         namespace: &str,
@@ -138,6 +141,16 @@ impl Lookup {
                             format!("Secret {secret} has no key {k:?}; it needs keys user and password"),
                         )))
                 };
+                // The operator's own user may delete and purge streams (workers may not);
+                // a Secret without it (e.g. made for an external broker) falls back to the
+                // worker credentials.
+                if data.contains_key(OPERATOR_USER_KEY) && data.contains_key(OPERATOR_PASSWORD_KEY)
+                {
+                    return Ok(Some((
+                        field(OPERATOR_USER_KEY)?,
+                        field(OPERATOR_PASSWORD_KEY)?,
+                    )));
+                }
                 Ok(Some((field("user")?, field("password")?)))
             }
             Lookup::Memory(m) => Ok(m

@@ -25,6 +25,21 @@ pub struct GroupOutcome {
     pub outcome: Outcome<ConsumerGroupStatus>,
     /// The worker Deployment (when the group has a template and is valid).
     pub deployment: Option<Deployment>,
+    /// What the autoscaler needs, when the broker answered.
+    pub measured: Option<Measured>,
+}
+
+/// The broker's view of a group at one reconcile: the autoscaler's input.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// Lag per partition.
+    pub lag: sluice_broker::GroupLag,
+    /// Partitions of the source (1 for a queue).
+    pub partitions: u32,
+    /// The group's ordering.
+    pub ordering: sluice_broker::config::Ordering,
+    /// Depth of the group's dead-letter queue, when it has one and it could be read.
+    pub dlq_depth: Option<u64>,
 }
 
 /// Reconciles one ConsumerGroup against its broker.
@@ -41,7 +56,8 @@ pub async fn reconcile(
         status.source = Some(source_label(kind, name));
     }
     match apply(env, group, &status).await {
-        Ok((lag, deployment)) => {
+        Ok((measured, deployment)) => {
+            let lag = &measured.lag;
             status.lag = Some(lag.total());
             status.partitions = lag
                 .partitions
@@ -65,6 +81,7 @@ pub async fn reconcile(
                     notes: Vec::new(),
                 },
                 deployment,
+                measured: Some(measured),
             }
         }
         Err(failure) => {
@@ -77,6 +94,7 @@ pub async fn reconcile(
                     notes: Vec::new(),
                 },
                 deployment: None,
+                measured: None,
             }
         }
     }
@@ -134,7 +152,7 @@ async fn apply(
     env: &Env,
     group: &ConsumerGroup,
     status: &ConsumerGroupStatus,
-) -> Result<(sluice_broker::GroupLag, Option<Deployment>), Failure> {
+) -> Result<(Measured, Option<Deployment>), Failure> {
     let (ns, name) = ns_name(group);
     // dereference
     let source = resolve_source(env, &ns, group).await?;
@@ -194,7 +212,28 @@ async fn apply(
             e,
         )
     })?;
-    Ok((lag, deployment))
+    let dlq_depth = match &group.spec.dead_letter {
+        Some(dl) => match super::resource_ref(&ns, &dl.queue) {
+            Ok(rr) => match broker.dlq_status(&rr).await {
+                Ok(d) => Some(d.depth),
+                Err(e) => {
+                    warn!(error = %e, dlq = %dl.queue, "cannot read the dead-letter queue's depth; the autoscaler counts no dead-letters this time");
+                    None
+                }
+            },
+            Err(_) => None,
+        },
+        None => None,
+    };
+    Ok((
+        Measured {
+            lag,
+            partitions: cfg.source.partitions,
+            ordering: cfg.ordering,
+            dlq_depth,
+        },
+        deployment,
+    ))
 }
 
 /// Replicas to run: what the autoscaler asked for in status, else `autoscaling.minReplicas`

@@ -20,10 +20,15 @@
 //! status patches, Events, and requeue policy: invalid specs wait for a change, transient
 //! failures back off, healthy objects resync periodically.
 
+pub mod autoscaling;
+pub mod broker;
 pub mod conditions;
 pub mod dlq;
 pub mod env;
 pub mod group;
+pub mod kube_api;
+pub mod metrics;
+pub mod monitor;
 pub mod queue;
 pub mod runtime;
 pub mod topic;
@@ -65,6 +70,9 @@ pub enum Failure {
     /// The broker refused a request.
     #[error("{0}")]
     Broker(String),
+    /// A Kubernetes API call did not finish within [`kube_api::API_TIMEOUT`].
+    #[error("{0}")]
+    Timeout(String),
     /// A Kubernetes API call failed.
     #[error("{context}: {source}")]
     Kube {
@@ -108,6 +116,7 @@ impl Failure {
             Failure::NotSupported(_) => "NotSupported",
             Failure::Unavailable(_) => "BrokerUnavailable",
             Failure::Broker(_) => "BrokerError",
+            Failure::Timeout(_) => "KubernetesTimeout",
             Failure::Kube { .. } => "KubernetesError",
         }
     }
@@ -117,7 +126,10 @@ impl Failure {
         match self {
             Failure::InvalidSpec(_) | Failure::NotSupported(_) => Requeue::AwaitChange,
             Failure::Missing { .. } => Requeue::After(MISSING_RETRY),
-            Failure::Unavailable(_) | Failure::Broker(_) | Failure::Kube { .. } => Requeue::Backoff,
+            Failure::Unavailable(_)
+            | Failure::Broker(_)
+            | Failure::Timeout(_)
+            | Failure::Kube { .. } => Requeue::Backoff,
         }
     }
 }

@@ -1,16 +1,25 @@
 //! kube-runtime wiring: one Controller per kind (and namespace, when restricted), watches
 //! guarded by `DeserializeGuard`, `finalizer()` cleanup, server-side-applied status and
-//! Deployments, Events, and requeue policy.
+//! children, Events, metrics, and requeue policy.
+//!
+//! Every reconcile is bounded by [`RECONCILE_TIMEOUT`] (covering the finalizer helper's own
+//! writes) and each explicit API call by [`kube_api::API_TIMEOUT`].
+//!
+//! Status is written with one field manager ([`MANAGER`]) by server-side apply of the whole
+//! status the reconcile computed; nothing in status is read back as an input (the
+//! autoscaler's state lives in [`Context`], the worker count in the Deployment), so a stale
+//! cached status can never be re-applied over a newer decision.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
@@ -19,12 +28,20 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 
+use super::autoscaling::{DeploymentTarget, GroupScaler, RecordedTarget};
 use super::env::{BrokerPool, Env, Lookup};
+use super::kube_api::{self, Object};
+use super::metrics::{GroupLabels, Metrics};
 use super::{DEFAULT_RESYNC, FINALIZER, Failure, MANAGER, Note, Outcome, Requeue};
-use crate::crd::{ConsumerGroup, DeadLetterQueue, Queue, Topic};
+use crate::autoscale::Autoscaler;
+use crate::crd::{Broker, ConsumerGroup, DeadLetterQueue, Queue, Topic};
+use crate::desired::autoscaling::{LagHistory, autoscale_policy};
+use crate::desired::worker::GROUP_LABEL;
+
+/// Longest one reconcile may take, finalizer writes included.
+pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Settings of the controllers.
 #[derive(Debug, Clone)]
@@ -54,6 +71,9 @@ pub struct Context {
     recorder: Recorder,
     resync: Duration,
     failures: Mutex<HashMap<String, u32>>,
+    metrics: Arc<Metrics>,
+    scalers: Mutex<HashMap<(String, String), GroupScaler>>,
+    clock: Instant,
 }
 
 impl Debug for Context {
@@ -65,8 +85,8 @@ impl Debug for Context {
 }
 
 impl Context {
-    /// A context for `client` with `settings`.
-    pub fn new(client: Client, settings: &Settings) -> Self {
+    /// A context for `client` with `settings`, recording into `metrics`.
+    pub fn new(client: Client, settings: &Settings, metrics: Arc<Metrics>) -> Self {
         Self {
             env: Env {
                 lookup: Lookup::Kube(client.clone()),
@@ -76,13 +96,28 @@ impl Context {
                 client.clone(),
                 Reporter {
                     controller: MANAGER.into(),
-                    instance: std::env::var("POD_NAME").ok(),
+                    instance: std::env::var("SLUICE_POD_NAME").ok(),
                 },
             ),
             client,
             resync: settings.resync,
             failures: Mutex::default(),
+            metrics,
+            scalers: Mutex::default(),
+            clock: Instant::now(),
         }
+    }
+
+    /// A context whose broker connections go through `env` (tests: a real nats-server with
+    /// the Kubernetes API faked).
+    pub fn with_env(mut self, env: Env) -> Self {
+        self.env = env;
+        self
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     fn backoff(&self, key: &str) -> Duration {
@@ -112,64 +147,101 @@ pub enum ReconcileError {
     /// The finalizer helper failed (apply, cleanup, or adding/removing the finalizer).
     #[error("{0}")]
     Finalizer(#[from] Box<kube::runtime::finalizer::Error<Failure>>),
-    /// Writing status failed.
+    /// A reconcile without finalizer failed.
     #[error("{0}")]
-    Status(Failure),
+    Failed(Failure),
+    /// The reconcile did not finish within [`RECONCILE_TIMEOUT`].
+    #[error("reconcile did not finish within {0:?}; it is retried")]
+    Timeout(Duration),
 }
 
-type Apply<K> = fn(Arc<Context>, Arc<K>) -> BoxFuture<'static, Result<Action, Failure>>;
-type Cleanup<K> = fn(Arc<Context>, Arc<K>) -> BoxFuture<'static, Result<Action, Failure>>;
-
-trait Kind:
-    Resource<DynamicType = (), Scope = NamespaceResourceScope>
-    + Clone
-    + DeserializeOwned
-    + Serialize
-    + Debug
-    + Send
-    + Sync
-    + 'static
-{
-}
-impl<K> Kind for K where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + Debug
-        + Send
-        + Sync
-        + 'static
-{
+impl ReconcileError {
+    /// Static category for metrics.
+    pub fn reason(&self) -> &'static str {
+        use kube::runtime::finalizer::Error as F;
+        match self {
+            ReconcileError::Finalizer(e) => match e.as_ref() {
+                F::ApplyFailed(f) | F::CleanupFailed(f) => f.reason(),
+                F::AddFinalizer(_) | F::RemoveFinalizer(_) => "FinalizerUpdateFailed",
+                F::UnnamedObject | F::InvalidFinalizer => "InvalidObject",
+            },
+            ReconcileError::Failed(f) => f.reason(),
+            ReconcileError::Timeout(_) => "ReconcileTimeout",
+        }
+    }
 }
 
-async fn reconcile_guarded<K: Kind>(
-    guard: Arc<DeserializeGuard<K>>,
+/// A kind the operator reconciles: how to apply it and how to clean it up.
+pub trait Reconciled: Object {
+    /// Kind name for logs and metrics.
+    const KIND: &'static str;
+    /// Whether deletion needs cleanup on the broker (a finalizer).
+    const FINALIZED: bool;
+    /// Reconciles a live object.
+    fn apply(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>>;
+    /// Cleans up a deleted object (only called when [`Reconciled::FINALIZED`]).
+    fn cleanup(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>>;
+}
+
+/// Reconciles one object: finalizer handling, the kind's apply or cleanup, a bound of
+/// [`RECONCILE_TIMEOUT`], and the reconcile metrics.
+pub async fn reconcile<K: Reconciled>(
+    obj: Arc<K>,
     ctx: Arc<Context>,
-    apply: Apply<K>,
-    cleanup: Cleanup<K>,
 ) -> Result<Action, ReconcileError> {
-    let obj = match &guard.0 {
-        Ok(obj) => obj.clone(),
-        Err(invalid) => {
-            warn!(error = %invalid, "object does not match the CRD schema; waiting for a fix");
-            return Ok(Action::await_change());
+    let started = Instant::now();
+    let span = info_span!(
+        "reconcile",
+        kind = K::KIND,
+        namespace = %obj.namespace().unwrap_or_default(),
+        name = %obj.name_any()
+    );
+    let work = async {
+        if K::FINALIZED {
+            let api: Api<K> =
+                Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+            let c = ctx.clone();
+            finalizer(&api, FINALIZER, obj, |event| async move {
+                match event {
+                    Finalizer::Apply(o) => K::apply(c, o).await,
+                    Finalizer::Cleanup(o) => K::cleanup(c, o).await,
+                }
+            })
+            .await
+            .map_err(|e| ReconcileError::Finalizer(Box::new(e)))
+        } else {
+            K::apply(ctx.clone(), obj)
+                .await
+                .map_err(ReconcileError::Failed)
         }
     };
-    let ns = obj.namespace().unwrap_or_default();
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
-    let c = ctx.clone();
-    finalizer(&api, FINALIZER, Arc::new(obj), |event| async move {
-        match event {
-            Finalizer::Apply(o) => apply(c, o).await,
-            Finalizer::Cleanup(o) => cleanup(c, o).await,
-        }
-    })
-    .await
-    .map_err(|e| ReconcileError::Finalizer(Box::new(e)))
+    let result = match tokio::time::timeout(RECONCILE_TIMEOUT, work.instrument(span)).await {
+        Ok(r) => r,
+        Err(_) => Err(ReconcileError::Timeout(RECONCILE_TIMEOUT)),
+    };
+    ctx.metrics
+        .reconciled(K::KIND, started.elapsed().as_secs_f64());
+    if let Err(e) = &result {
+        ctx.metrics.failed(K::KIND, e.reason());
+    }
+    result
 }
 
-fn error_policy<K: Kind>(
+async fn reconcile_guarded<K: Reconciled>(
+    guard: Arc<DeserializeGuard<K>>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    match &guard.0 {
+        Ok(obj) => reconcile(Arc::new(obj.clone()), ctx).await,
+        Err(invalid) => {
+            warn!(kind = K::KIND, error = %invalid, "object does not match the CRD schema; waiting for a fix");
+            ctx.metrics.failed(K::KIND, "InvalidObject");
+            Ok(Action::await_change())
+        }
+    }
+}
+
+fn error_policy<K: Reconciled>(
     guard: Arc<DeserializeGuard<K>>,
     err: &ReconcileError,
     ctx: Arc<Context>,
@@ -180,20 +252,20 @@ fn error_policy<K: Kind>(
         .map(|o| {
             format!(
                 "{}/{}/{}",
-                K::kind(&()),
+                K::KIND,
                 o.namespace().unwrap_or_default(),
                 o.name_any()
             )
         })
         .unwrap_or_default();
     let delay = ctx.backoff(&key);
-    warn!(error = %err, ?delay, "reconcile failed; retrying");
+    warn!(kind = K::KIND, error = %err, ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
 }
 
 /// Writes status (server-side apply on the status subresource), publishes Events, and turns
 /// the outcome's requeue into an Action.
-async fn finish<K: Kind, S: Serialize>(
+async fn finish<K: Object, S: Serialize>(
     ctx: &Context,
     obj: &K,
     outcome: Outcome<S>,
@@ -206,18 +278,15 @@ async fn finish<K: Kind, S: Serialize>(
         "kind": K::kind(&()),
         "status": outcome.status,
     });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
+    kube_api::bounded(
+        || format!("failed to write status of {} {ns}/{name}", K::kind(&())),
+        api.patch_status(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        ),
     )
-    .await
-    .map_err(|e| {
-        Failure::kube(
-            format!("failed to write status of {} {ns}/{name}", K::kind(&())),
-            e,
-        )
-    })?;
+    .await?;
     publish(ctx, obj, &outcome.notes).await;
     let key = format!("{}/{ns}/{name}", K::kind(&()));
     Ok(match outcome.requeue {
@@ -233,7 +302,7 @@ async fn finish<K: Kind, S: Serialize>(
     })
 }
 
-async fn publish<K: Kind>(ctx: &Context, obj: &K, notes: &[Note]) {
+async fn publish<K: Object>(ctx: &Context, obj: &K, notes: &[Note]) {
     let reference = obj.object_ref(&());
     for note in notes {
         let event = Event {
@@ -247,144 +316,332 @@ async fn publish<K: Kind>(ctx: &Context, obj: &K, notes: &[Note]) {
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            warn!(error = %e, reason = note.reason, "failed to publish event");
+        let published = tokio::time::timeout(
+            kube_api::API_TIMEOUT,
+            ctx.recorder.publish(&event, &reference),
+        )
+        .await;
+        match published {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, reason = note.reason, "failed to publish event"),
+            Err(_) => warn!(reason = note.reason, "publishing an event timed out"),
         }
     }
 }
 
-fn topic_apply(ctx: Arc<Context>, obj: Arc<Topic>) -> BoxFuture<'static, Result<Action, Failure>> {
-    async move {
-        let outcome = super::topic::reconcile(&ctx.env, &obj, ctx.resync).await;
-        finish(&ctx, obj.as_ref(), outcome).await
+impl Reconciled for Topic {
+    const KIND: &'static str = "Topic";
+    const FINALIZED: bool = true;
+    fn apply(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+        async move {
+            let outcome = super::topic::reconcile(&ctx.env, &obj, ctx.resync).await;
+            finish(&ctx, obj.as_ref(), outcome).await
+        }
+        .boxed()
     }
-    .boxed()
-}
-
-fn topic_cleanup(
-    ctx: Arc<Context>,
-    obj: Arc<Topic>,
-) -> BoxFuture<'static, Result<Action, Failure>> {
-    async move {
-        super::topic::cleanup(&ctx.env, &obj)
-            .await
-            .map(|()| Action::await_change())
-    }
-    .boxed()
-}
-
-fn queue_apply(ctx: Arc<Context>, obj: Arc<Queue>) -> BoxFuture<'static, Result<Action, Failure>> {
-    async move {
-        let outcome = super::queue::reconcile(&ctx.env, &obj, ctx.resync).await;
-        finish(&ctx, obj.as_ref(), outcome).await
-    }
-    .boxed()
-}
-
-fn queue_cleanup(
-    ctx: Arc<Context>,
-    obj: Arc<Queue>,
-) -> BoxFuture<'static, Result<Action, Failure>> {
-    async move {
-        super::queue::cleanup(&ctx.env, &obj)
-            .await
-            .map(|()| Action::await_change())
-    }
-    .boxed()
-}
-
-fn dlq_apply(
-    ctx: Arc<Context>,
-    obj: Arc<DeadLetterQueue>,
-) -> BoxFuture<'static, Result<Action, Failure>> {
-    async move {
-        let outcome = super::dlq::reconcile(&ctx.env, &obj, ctx.resync).await;
-        finish(&ctx, obj.as_ref(), outcome).await
-    }
-    .boxed()
-}
-
-fn dlq_cleanup(
-    ctx: Arc<Context>,
-    obj: Arc<DeadLetterQueue>,
-) -> BoxFuture<'static, Result<Action, Failure>> {
-    async move {
-        super::dlq::cleanup(&ctx.env, &obj)
-            .await
-            .map(|()| Action::await_change())
-    }
-    .boxed()
-}
-
-fn group_apply(
-    ctx: Arc<Context>,
-    obj: Arc<ConsumerGroup>,
-) -> BoxFuture<'static, Result<Action, Failure>> {
-    async move {
-        let mut result = super::group::reconcile(&ctx.env, &obj, ctx.resync).await;
-        if let Some(deployment) = result.deployment.take() {
-            let ns = obj.namespace().unwrap_or_default();
-            let name = deployment.metadata.name.clone().unwrap_or_default();
-            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-            let applied = api
-                .patch(
-                    &name,
-                    &PatchParams::apply(MANAGER).force(),
-                    &Patch::Apply(&deployment),
-                )
+    fn cleanup(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+        async move {
+            super::topic::cleanup(&ctx.env, &obj)
                 .await
-                .map_err(|e| Failure::kube(format!("failed to apply Deployment {ns}/{name}"), e))?;
-            result.outcome.status.replicas =
-                applied.status.and_then(|s| s.ready_replicas).or(Some(0));
+                .map(|()| Action::await_change())
         }
-        finish(&ctx, obj.as_ref(), result.outcome).await
+        .boxed()
     }
-    .boxed()
 }
 
-fn group_cleanup(
-    ctx: Arc<Context>,
-    obj: Arc<ConsumerGroup>,
-) -> BoxFuture<'static, Result<Action, Failure>> {
-    async move {
-        super::group::cleanup(&ctx.env, &obj)
-            .await
-            .map(|()| Action::await_change())
+impl Reconciled for Queue {
+    const KIND: &'static str = "Queue";
+    const FINALIZED: bool = true;
+    fn apply(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+        async move {
+            let outcome = super::queue::reconcile(&ctx.env, &obj, ctx.resync).await;
+            finish(&ctx, obj.as_ref(), outcome).await
+        }
+        .boxed()
     }
-    .boxed()
+    fn cleanup(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+        async move {
+            super::queue::cleanup(&ctx.env, &obj)
+                .await
+                .map(|()| Action::await_change())
+        }
+        .boxed()
+    }
 }
 
-fn apis<K: Kind>(client: &Client, namespaces: &[String]) -> Vec<Api<DeserializeGuard<K>>>
+impl Reconciled for DeadLetterQueue {
+    const KIND: &'static str = "DeadLetterQueue";
+    const FINALIZED: bool = true;
+    fn apply(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+        async move {
+            let outcome = super::dlq::reconcile(&ctx.env, &obj, ctx.resync).await;
+            finish(&ctx, obj.as_ref(), outcome).await
+        }
+        .boxed()
+    }
+    fn cleanup(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+        async move {
+            super::dlq::cleanup(&ctx.env, &obj)
+                .await
+                .map(|()| Action::await_change())
+        }
+        .boxed()
+    }
+}
+
+impl Reconciled for Broker {
+    const KIND: &'static str = "Broker";
+    // Deleting a Broker touches nothing on the broker: its children are garbage-collected
+    // through their owner references and the volumes are retained.
+    const FINALIZED: bool = false;
+    fn apply(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+        async move {
+            let outcome = super::broker::reconcile(&ctx.client, &ctx.env, &obj, ctx.resync).await;
+            finish(&ctx, obj.as_ref(), outcome).await
+        }
+        .boxed()
+    }
+    fn cleanup(_ctx: Arc<Context>, _obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+        async { Ok(Action::await_change()) }.boxed()
+    }
+}
+
+impl Reconciled for ConsumerGroup {
+    const KIND: &'static str = "ConsumerGroup";
+    const FINALIZED: bool = true;
+    fn apply(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+        async move {
+            let result = super::group::reconcile(&ctx.env, &obj, ctx.resync).await;
+            let outcome = scale_and_apply(&ctx, &obj, result).await?;
+            finish(&ctx, obj.as_ref(), outcome).await
+        }
+        .boxed()
+    }
+    fn cleanup(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+        async move {
+            let key = (obj.namespace().unwrap_or_default(), obj.name_any());
+            if let Ok(mut s) = ctx.scalers.lock() {
+                s.remove(&key);
+            }
+            ctx.metrics.forget_group(&GroupLabels {
+                namespace: key.0,
+                group: key.1,
+            });
+            super::group::cleanup(&ctx.env, &obj)
+                .await
+                .map(|()| Action::await_change())
+        }
+        .boxed()
+    }
+}
+
+/// Runs the group's autoscaler on the measured lag and applies the worker Deployment once,
+/// with the decided replica count (see [`super::autoscaling`]); fills the status fields of
+/// the decision and adds an Event when the replicas changed.
+async fn scale_and_apply(
+    ctx: &Context,
+    group: &ConsumerGroup,
+    result: super::group::GroupOutcome,
+) -> Result<Outcome<crate::crd::ConsumerGroupStatus>, Failure> {
+    let mut outcome = result.outcome;
+    let ns = group.namespace().unwrap_or_default();
+    let name = group.name_any();
+    let policy = match group
+        .spec
+        .autoscaling
+        .as_ref()
+        .map(autoscale_policy)
+        .transpose()
+    {
+        Ok(p) => p,
+        Err(invalid) => {
+            let failure = Failure::InvalidSpec(invalid);
+            super::conditions::failed(
+                &mut outcome.status.conditions,
+                &failure,
+                group.metadata.generation,
+            );
+            outcome.requeue = failure.requeue();
+            return Ok(outcome);
+        }
+    };
+    let target = match result.deployment {
+        Some(mut d) => {
+            if policy.is_none()
+                && let Some(spec) = d.spec.as_mut()
+            {
+                // No autoscaling: leave spec.replicas to whoever scales the workers.
+                spec.replicas = None;
+            }
+            Some(DeploymentTarget::new(&ctx.client, d).await?)
+        }
+        None => None,
+    };
+    let (Some(policy), Some(measured)) = (policy, result.measured) else {
+        if let Some(t) = &target {
+            let applied = t.apply_unchanged().await?;
+            outcome.status.replicas = ready_replicas(&applied);
+        }
+        return Ok(outcome);
+    };
+    if let Requeue::After(d) = outcome.requeue {
+        outcome.requeue = Requeue::After(d.min(policy.poll_interval));
+    }
+    let key = (ns.clone(), name.clone());
+    let uid = group.uid().unwrap_or_default();
+    // Take the group's state out of the map so no lock is held across awaits.
+    let taken = ctx.scalers.lock().ok().and_then(|mut m| m.remove(&key));
+    let mut scaler = match taken {
+        Some(mut s) if s.uid == uid => {
+            if s.autoscaler.policy() != &policy
+                && let Err(e) = s.autoscaler.set_policy(policy.clone())
+            {
+                warn!(error = %e, "autoscaling policy rejected");
+            }
+            s
+        }
+        _ => GroupScaler {
+            autoscaler: Autoscaler::new(policy.clone()).map_err(|e| {
+                Failure::InvalidSpec(crate::crd::InvalidField::new("autoscaling", e.to_string()))
+            })?,
+            history: LagHistory::default(),
+            uid,
+            last_desired: None,
+        },
+    };
+    let snapshot = scaler.history.snapshot(
+        &measured.lag,
+        measured.partitions,
+        measured.ordering,
+        measured.dlq_depth,
+    );
+    let now = ctx.clock.elapsed();
+    let step = match &target {
+        Some(t) => scaler.autoscaler.step(t, &snapshot, now).await,
+        None => {
+            let recorded = RecordedTarget {
+                current: scaler.last_desired.unwrap_or(policy.min),
+            };
+            scaler.autoscaler.step(&recorded, &snapshot, now).await
+        }
+    };
+    let record = scaler.autoscaler.record(time::OffsetDateTime::now_utc());
+    let step = match step {
+        Ok(step) => {
+            scaler.last_desired = Some(step.decision.desired);
+            Some(step)
+        }
+        Err(e) => {
+            warn!(error = %e, "autoscaler step failed; keeping the current replicas");
+            None
+        }
+    };
+    if let Ok(mut m) = ctx.scalers.lock() {
+        m.insert(key, scaler);
+    }
+    let labels = GroupLabels {
+        namespace: ns,
+        group: name,
+    };
+    let mut applied = target.as_ref().and_then(DeploymentTarget::applied);
+    if let (Some(t), None) = (&target, &applied) {
+        // No scale happened (or it failed): apply the Deployment once, keeping its replicas.
+        applied = Some(t.apply_unchanged().await?);
+    }
+    if let Some(d) = &applied {
+        outcome.status.replicas = ready_replicas(d);
+    }
+    if let Some(step) = step {
+        let d = &step.decision;
+        ctx.metrics.group_decision(
+            &labels,
+            d.inputs.total_lag,
+            d.inputs.effective_lag,
+            d.desired,
+        );
+        outcome.status.desired_replicas = Some(i32::try_from(d.desired).unwrap_or(i32::MAX));
+        outcome.status.scaling_reason = Some(d.to_string());
+        if step.scaled {
+            ctx.metrics.group_scaled(&labels);
+            outcome.notes.push(Note {
+                warning: false,
+                reason: if d.desired > d.current {
+                    "ScaledUp"
+                } else {
+                    "ScaledDown"
+                },
+                message: format!("{} -> {} workers: {d}", d.current, d.desired),
+            });
+        }
+    }
+    outcome.status.autoscaling = record.or(outcome.status.autoscaling);
+    Ok(outcome)
+}
+
+fn ready_replicas(d: &Deployment) -> Option<i32> {
+    Some(
+        d.status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0),
+    )
+}
+
+fn apis<K>(client: &Client, namespaces: &[String]) -> Vec<(Option<String>, Api<K>)>
 where
-    DeserializeGuard<K>: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
 {
     if namespaces.is_empty() {
-        vec![Api::all(client.clone())]
+        vec![(None, Api::all(client.clone()))]
     } else {
         namespaces
             .iter()
-            .map(|ns| Api::namespaced(client.clone(), ns))
+            .map(|ns| (Some(ns.clone()), Api::namespaced(client.clone(), ns)))
             .collect()
     }
 }
 
-async fn drive<K: Kind>(
-    api: Api<DeserializeGuard<K>>,
-    ctx: Arc<Context>,
-    apply: Apply<K>,
-    cleanup: Cleanup<K>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) where
-    DeserializeGuard<K>:
-        Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+type Stop = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>;
+
+fn controller<K: Reconciled>(api: Api<DeserializeGuard<K>>) -> Controller<DeserializeGuard<K>>
+where
+    DeserializeGuard<K>: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
 {
     Controller::new(api, watcher::Config::default())
-        .graceful_shutdown_on(shutdown)
-        .run(
-            move |g, c| reconcile_guarded(g, c, apply, cleanup),
-            error_policy::<K>,
-            ctx,
-        )
+}
+
+async fn drive<K: Reconciled>(
+    controller: Controller<DeserializeGuard<K>>,
+    ctx: Arc<Context>,
+    stop: Stop,
+) where
+    DeserializeGuard<K>: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    controller
+        .graceful_shutdown_on(stop)
+        .run(reconcile_guarded::<K>, error_policy::<K>, ctx)
         .for_each(|r| async move {
             match r {
                 Ok((obj, _)) => tracing::debug!(object = %obj.name, "reconciled"),
@@ -394,77 +651,67 @@ async fn drive<K: Kind>(
         .await;
 }
 
-/// Runs the Topic, Queue, DeadLetterQueue and ConsumerGroup controllers until `shutdown`
-/// completes, then lets in-flight reconciles finish.
+/// Runs the Broker, Topic, Queue, DeadLetterQueue and ConsumerGroup controllers until
+/// `shutdown` completes, then lets in-flight reconciles finish.
 pub async fn run(
     client: Client,
     settings: Settings,
+    metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let ctx = Arc::new(Context::new(client.clone(), &settings));
+    let ctx = Arc::new(Context::new(client.clone(), &settings, metrics));
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let signal = move || {
+    let signal = move || -> Stop {
         let mut rx = rx.clone();
-        async move {
+        Box::pin(async move {
             let _ = rx.wait_for(|stop| *stop).await;
-        }
+        })
     };
+    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=sluice-operator");
     let mut tasks = Vec::new();
-    for api in apis::<Topic>(&client, &settings.namespaces) {
-        tasks.push(tokio::spawn(drive(
-            api,
+    for (ns, api) in apis::<DeserializeGuard<Broker>>(&client, &settings.namespaces) {
+        let c = controller::<Broker>(api)
+            .owns(scoped::<StatefulSet>(&client, &ns), owned.clone())
+            .owns(scoped::<Service>(&client, &ns), owned.clone())
+            .owns(scoped::<ConfigMap>(&client, &ns), owned.clone())
+            .owns(scoped::<PodDisruptionBudget>(&client, &ns), owned.clone());
+        tasks.push(tokio::spawn(drive::<Broker>(c, ctx.clone(), signal())));
+    }
+    for (_, api) in apis::<DeserializeGuard<Topic>>(&client, &settings.namespaces) {
+        tasks.push(tokio::spawn(drive::<Topic>(
+            controller(api),
             ctx.clone(),
-            topic_apply,
-            topic_cleanup,
             signal(),
         )));
     }
-    for api in apis::<Queue>(&client, &settings.namespaces) {
-        tasks.push(tokio::spawn(drive(
-            api,
+    for (_, api) in apis::<DeserializeGuard<Queue>>(&client, &settings.namespaces) {
+        tasks.push(tokio::spawn(drive::<Queue>(
+            controller(api),
             ctx.clone(),
-            queue_apply,
-            queue_cleanup,
             signal(),
         )));
     }
-    for api in apis::<DeadLetterQueue>(&client, &settings.namespaces) {
-        tasks.push(tokio::spawn(drive(
-            api,
+    for (_, api) in apis::<DeserializeGuard<DeadLetterQueue>>(&client, &settings.namespaces) {
+        tasks.push(tokio::spawn(drive::<DeadLetterQueue>(
+            controller(api),
             ctx.clone(),
-            dlq_apply,
-            dlq_cleanup,
             signal(),
         )));
     }
-    let group_apis = apis::<ConsumerGroup>(&client, &settings.namespaces);
-    for (i, api) in group_apis.into_iter().enumerate() {
-        let deployments: Api<Deployment> = match settings.namespaces.get(i) {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        };
-        let ctx = ctx.clone();
-        let stop = signal();
-        tasks.push(tokio::spawn(async move {
-            Controller::new(api, watcher::Config::default())
-                .owns(
-                    deployments,
-                    watcher::Config::default()
-                        .labels("app.kubernetes.io/managed-by=sluice-operator"),
-                )
-                .graceful_shutdown_on(stop)
-                .run(
-                    move |g, c| reconcile_guarded(g, c, group_apply, group_cleanup),
-                    error_policy::<ConsumerGroup>,
-                    ctx,
-                )
-                .for_each(|_| async {})
-                .await;
-        }));
+    for (ns, api) in apis::<DeserializeGuard<ConsumerGroup>>(&client, &settings.namespaces) {
+        let c = controller::<ConsumerGroup>(api).owns(
+            scoped::<Deployment>(&client, &ns),
+            watcher::Config::default().labels(GROUP_LABEL),
+        );
+        tasks.push(tokio::spawn(drive::<ConsumerGroup>(
+            c,
+            ctx.clone(),
+            signal(),
+        )));
     }
     info!(namespaces = ?settings.namespaces, "controllers running");
     shutdown.await;
-    info!("shutting down: finishing in-flight reconciles");
+    info!("stopping controllers: finishing in-flight reconciles");
     let _ = tx.send(true);
     for t in tasks {
         if let Err(e) = t.await {

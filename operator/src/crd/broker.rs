@@ -103,8 +103,11 @@ pub struct Durability {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BrokerAuth {
-    /// Secret with keys `user` and `password` clients authenticate with. Unset: the operator
-    /// generates `<broker>-credentials`.
+    /// Secret the servers and clients take their credentials from, in the namespace of the
+    /// Broker, with the keys `user` and `password` (workers) and `operator-user` and
+    /// `operator-password` (the operator; workers may not delete or purge streams). Values
+    /// must be letters and digits, passwords at least 16 characters starting with a letter.
+    /// Unset: the operator generates `<broker>-credentials` once and never changes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub existing_secret: Option<String>,
 }
@@ -143,7 +146,15 @@ pub struct BrokerStatus {
     /// Servers that are ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
-    /// Server currently leading the JetStream meta group.
+    /// Server currently leading the JetStream meta group (read from a server's `/jsz`
+    /// monitoring endpoint; unset when no server answered).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta_leader: Option<String>,
+    /// Servers in the JetStream meta group, as reported with the meta leader.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub meta_peers: Vec<String>,
+    /// Highest replica count of any stream on the broker, the floor for scaling it down
+    /// (read when a scale-down is requested).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_stream_replicas: Option<u32>,
 }

@@ -264,6 +264,9 @@ pub struct ConsumerGroupStatus {
     /// Which member owns which partitions.
     #[serde(default)]
     pub assignment: Vec<MemberAssignment>,
+    /// The autoscaler's last decision: inputs, desired replicas, reason and last scale time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<crate::autoscale::ScaleRecord>,
 }
 
 /// Lag of one partition.

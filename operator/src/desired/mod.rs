@@ -7,6 +7,7 @@
 //! are applied here, never written back into the spec.
 
 pub mod autoscaling;
+pub mod broker;
 pub mod dlq;
 pub mod group;
 pub mod queue;

@@ -270,7 +270,15 @@ impl Session {
             }
         };
         let template_key = format!("{template:?}");
-        let policy = autoscale_policy(&group.spec);
+        let policy = match &group.spec.autoscaling {
+            Some(spec) => autoscale_policy(spec),
+            // No autoscaling block: one worker, as the operator's Deployment would run.
+            None => Ok(crate::autoscale::AutoscalePolicy {
+                min: 1,
+                max: 1,
+                ..Default::default()
+            }),
+        };
         match self.groups.get_mut(&key) {
             Some(runtime) => {
                 runtime.group = group.clone();

@@ -1,0 +1,297 @@
+//! Broker: a NATS JetStream cluster.
+//!
+//! Pipeline of one reconcile:
+//!
+//! 1. **validate + build** (pure) — [`crate::desired::broker::cluster`] maps the spec onto the
+//!    [`crate::broker_cluster`] builders; [`build`] returns the ConfigMap (nats.conf), the
+//!    headless and client Services, the StatefulSet and the PodDisruptionBudget, each owned by
+//!    the Broker (controller owner reference, so deleting the Broker garbage-collects them;
+//!    the volumes are kept, see the StatefulSet's PVC retention policy).
+//! 2. **credentials** — the Secret is created once with fresh random passwords when absent
+//!    and never written again ([`kube_api::create_if_absent`]); a user-named Secret
+//!    (`auth.existingSecret`) is only read. A Secret the servers could not use is reported,
+//!    never repaired.
+//! 3. **scale-down guard** — when the StatefulSet runs more servers than asked for, the
+//!    operator connects to the broker (operator credentials, through [`env::BrokerPool`]),
+//!    reads the highest replica count of any stream and refuses (`NotSupported`, nothing
+//!    applied) a size below it ([`validate_scale_down`]). Without a broker connection a
+//!    scale-down waits: it is never done blind.
+//! 4. **apply** — server-side apply, field manager [`super::MANAGER`], of the five objects.
+//! 5. **status** — ready servers (from the StatefulSet), the JetStream meta leader and peers
+//!    (from a ready server's `/jsz`, see [`super::monitor`]), `Ready` once every server is
+//!    ready.
+
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::{Client, ResourceExt};
+use tracing::{info, instrument, warn};
+
+use super::env::Env;
+use super::monitor::{MetaGroup, meta_group};
+use super::{Failure, Note, Outcome, Requeue, conditions, kube_api, ns_name};
+use crate::broker_cluster::{
+    BrokerCluster, CredentialsSecretAction, MONITOR_PORT, client_service, config_map,
+    credentials_secret, existing_secret_action, generate_password, headless_service,
+    pod_disruption_budget, stateful_set, validate_scale_down,
+};
+use crate::crd::{Broker, BrokerStatus, ConditionStatus};
+
+/// How long reading a server's `/jsz` may take.
+pub const MONITOR_TIMEOUT: Duration = Duration::from_secs(3);
+/// Requeue while servers are starting.
+pub const PROGRESS_RETRY: Duration = Duration::from_secs(10);
+
+/// The objects of one broker cluster, built from the Broker (pure).
+#[derive(Debug, Clone)]
+pub struct BrokerObjects {
+    /// nats.conf.
+    pub config_map: ConfigMap,
+    /// Routes and per-server DNS names.
+    pub headless_service: Service,
+    /// The client address.
+    pub client_service: Service,
+    /// The servers.
+    pub stateful_set: StatefulSet,
+    /// At most one server down by voluntary disruption.
+    pub pod_disruption_budget: PodDisruptionBudget,
+}
+
+/// Builds every applied object of `broker` (the credentials Secret is separate: it is created
+/// once, never applied).
+pub fn build(broker: &Broker) -> Result<(BrokerCluster, BrokerObjects), Failure> {
+    let cluster = crate::desired::broker::cluster(broker)?;
+    if cluster.params().owner_reference.is_none() {
+        return Err(Failure::Missing {
+            reason: "NotYetStored",
+            message: "the Broker has no uid yet".into(),
+        });
+    }
+    let objects = BrokerObjects {
+        config_map: config_map(&cluster),
+        headless_service: headless_service(&cluster),
+        client_service: client_service(&cluster),
+        stateful_set: stateful_set(&cluster),
+        pod_disruption_budget: pod_disruption_budget(&cluster),
+    };
+    Ok((cluster, objects))
+}
+
+/// What the apply step learnt, for the status.
+#[derive(Debug, Default)]
+struct Applied {
+    ready_replicas: i32,
+    created_secret: bool,
+}
+
+/// Reconciles one Broker: credentials, scale-down guard, apply, status.
+#[instrument(skip_all, fields(broker = %format!("{}/{}", ns_name(broker).0, ns_name(broker).1)))]
+pub async fn reconcile(
+    client: &Client,
+    env: &Env,
+    broker: &Broker,
+    resync: Duration,
+) -> Outcome<BrokerStatus> {
+    let generation = broker.metadata.generation;
+    let previous = broker.status.clone().unwrap_or_default();
+    let mut status = BrokerStatus {
+        conditions: previous.conditions,
+        observed_generation: generation,
+        max_stream_replicas: previous.max_stream_replicas,
+        ..BrokerStatus::default()
+    };
+    let mut notes = Vec::new();
+    let mut observed_max = None;
+    let result = apply(client, env, broker, &mut observed_max).await;
+    if observed_max.is_some() {
+        status.max_stream_replicas = observed_max;
+    }
+    match result {
+        Ok((cluster, applied)) => {
+            if applied.created_secret {
+                notes.push(Note {
+                    warning: false,
+                    reason: "CredentialsCreated",
+                    message: format!(
+                        "generated Secret {} with the broker's credentials",
+                        cluster.credentials_secret_name()
+                    ),
+                });
+            }
+            status.ready_replicas = Some(applied.ready_replicas);
+            if applied.ready_replicas > 0 {
+                let meta = read_meta_group(&cluster, applied.ready_replicas).await;
+                status.meta_leader = meta.leader;
+                status.meta_peers = meta.peers;
+            }
+            let wanted = i32::from(cluster.replicas());
+            let requeue = if applied.ready_replicas >= wanted {
+                conditions::ready(
+                    &mut status.conditions,
+                    format!("all {wanted} servers are ready"),
+                    generation,
+                );
+                Requeue::After(resync)
+            } else {
+                conditions::set(
+                    &mut status.conditions,
+                    conditions::READY,
+                    ConditionStatus::False,
+                    "ServersStarting",
+                    format!("{} of {wanted} servers are ready", applied.ready_replicas),
+                    generation,
+                );
+                Requeue::After(PROGRESS_RETRY.min(resync))
+            };
+            Outcome {
+                status,
+                requeue,
+                notes,
+            }
+        }
+        Err(failure) => {
+            warn!(reason = failure.reason(), error = %failure, "broker not reconciled");
+            conditions::failed(&mut status.conditions, &failure, generation);
+            status.ready_replicas = previous.ready_replicas;
+            status.meta_leader = previous.meta_leader;
+            status.meta_peers = previous.meta_peers;
+            if matches!(failure, Failure::NotSupported(_)) {
+                notes.push(Note {
+                    warning: true,
+                    reason: "ScaleDownRefused",
+                    message: failure.to_string(),
+                });
+            }
+            Outcome {
+                requeue: failure.requeue(),
+                status,
+                notes,
+            }
+        }
+    }
+}
+
+/// `observed_max` receives the streams' highest replica count when it was read.
+async fn apply(
+    client: &Client,
+    env: &Env,
+    broker: &Broker,
+    observed_max: &mut Option<u32>,
+) -> Result<(BrokerCluster, Applied), Failure> {
+    // validate + build
+    let (cluster, objects) = build(broker)?;
+    let ns = cluster.namespace().to_string();
+    // credentials
+    let mut applied = Applied {
+        created_secret: ensure_credentials(client, &cluster).await?,
+        ..Applied::default()
+    };
+    // scale-down guard
+    let running: Option<StatefulSet> = kube_api::get_opt(client, &ns, cluster.name()).await?;
+    let running_replicas = running
+        .and_then(|s| s.spec.and_then(|s| s.replicas))
+        .unwrap_or(0);
+    if running_replicas > i32::from(cluster.replicas()) {
+        let max = max_stream_replicas(env, &ns, broker).await?;
+        *observed_max = Some(max);
+        validate_scale_down(cluster.replicas(), u8::try_from(max).unwrap_or(u8::MAX))
+            .map_err(|e| Failure::NotSupported(e.message().to_string()))?;
+        info!(
+            from = running_replicas,
+            to = cluster.replicas(),
+            max_stream_replicas = max,
+            "scale-down fits every stream"
+        );
+    }
+    // apply
+    kube_api::apply(client, &objects.config_map).await?;
+    kube_api::apply(client, &objects.headless_service).await?;
+    kube_api::apply(client, &objects.client_service).await?;
+    let sts = kube_api::apply(client, &objects.stateful_set).await?;
+    kube_api::apply(client, &objects.pod_disruption_budget).await?;
+    applied.ready_replicas = sts
+        .status
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or_default();
+    Ok((cluster, applied))
+}
+
+/// Creates the generated credentials Secret when absent; checks a present (or user-named)
+/// Secret is usable. Never overwrites a Secret. Returns whether it created one.
+async fn ensure_credentials(client: &Client, cluster: &BrokerCluster) -> Result<bool, Failure> {
+    let ns = cluster.namespace();
+    let name = cluster.credentials_secret_name();
+    let existing: Option<Secret> = kube_api::get_opt(client, ns, &name).await?;
+    match existing_secret_action(existing.as_ref()) {
+        CredentialsSecretAction::Keep => Ok(false),
+        CredentialsSecretAction::Unusable { reason } => Err(Failure::Missing {
+            reason: "CredentialsUnusable",
+            message: format!("the broker's servers cannot start with this Secret: {reason}"),
+        }),
+        CredentialsSecretAction::Create if !cluster.generates_credentials() => {
+            Err(Failure::Missing {
+                reason: "SecretNotFound",
+                message: format!(
+                    "spec.auth.existingSecret: Secret {name} does not exist in namespace {ns}; create it with keys user, password, operator-user and operator-password"
+                ),
+            })
+        }
+        CredentialsSecretAction::Create => {
+            let secret = credentials_secret(cluster, &generate_password(), &generate_password())
+                .map_err(|e| Failure::Broker(e.message().to_string()))?;
+            let created = kube_api::create_if_absent(client, &secret).await?;
+            if created {
+                info!(secret = %name, "created the broker's credentials Secret");
+            }
+            Ok(created)
+        }
+    }
+}
+
+/// The highest replica count of any stream on the broker (0 without streams).
+async fn max_stream_replicas(env: &Env, namespace: &str, broker: &Broker) -> Result<u32, Failure> {
+    let connection = env.pool.get(&env.lookup, namespace, broker).await.map_err(|e| {
+        Failure::Unavailable(format!(
+            "a scale-down needs the replica counts of the broker's streams, but {e}; it waits until the broker answers"
+        ))
+    })?;
+    let name = broker.name_any();
+    let infos: Vec<_> = tokio::time::timeout(
+        super::env::CONNECT_TIMEOUT,
+        connection.jetstream().streams().try_collect(),
+    )
+    .await
+    .map_err(|_| {
+        Failure::Unavailable(format!(
+            "timed out listing the streams of Broker {namespace}/{name}"
+        ))
+    })?
+    .map_err(|e| {
+        Failure::Unavailable(format!(
+            "failed to list the streams of Broker {namespace}/{name}: {e}"
+        ))
+    })?;
+    Ok(infos
+        .iter()
+        .map(|i| u32::try_from(i.config.num_replicas).unwrap_or(u32::MAX))
+        .max()
+        .unwrap_or(0))
+}
+
+/// Asks the ready servers' `/jsz`, in ordinal order, until one answers.
+async fn read_meta_group(cluster: &BrokerCluster, ready: i32) -> MetaGroup {
+    let port = u16::try_from(MONITOR_PORT).unwrap_or(8222);
+    for ordinal in 0..cluster.replicas() {
+        let host = cluster.pod_dns_name(ordinal);
+        let server = format!("{}-{ordinal}", cluster.name());
+        match meta_group(&host, port, &server, MONITOR_TIMEOUT).await {
+            Ok(meta) => return meta,
+            Err(e) => tracing::debug!(%server, error = %e, ready, "no meta group from server"),
+        }
+    }
+    warn!("no server answered /jsz; meta leader unknown");
+    MetaGroup::default()
+}

@@ -1,0 +1,491 @@
+//! Controller flows through the Kubernetes layer (kube-runtime's finalizer helper, status and
+//! child writes, Events, the autoscaler's Deployment writes) against an in-memory fake API
+//! server (tower-test), with a real nats-server as the broker.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod fake_api;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use fake_api::FakeApi;
+use serde_json::{Value, json};
+use sluice_broker::embedded::{Cluster, NatsServer, ServerOptions};
+use sluice_broker::{Broker as Nats, ConnectOptions, ResourceRef, names};
+use sluice_operator::controller::metrics::Metrics;
+use sluice_operator::controller::runtime::{self, Context, Settings};
+use sluice_operator::crd::{Broker, ConsumerGroup, Topic};
+
+const NS: &str = "shop";
+const MANAGER: &str = "sluice-operator";
+
+fn sluice_path(plural: &str, name: &str) -> String {
+    format!("/apis/sluice.dev/v1alpha1/namespaces/{NS}/{plural}/{name}")
+}
+
+fn core_path(plural: &str, name: &str) -> String {
+    format!("/api/v1/namespaces/{NS}/{plural}/{name}")
+}
+
+fn apps_path(plural: &str, name: &str) -> String {
+    format!("/apis/apps/v1/namespaces/{NS}/{plural}/{name}")
+}
+
+fn object(kind: &str, name: &str, uid: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": NS, "uid": uid, "generation": 1},
+        "spec": spec,
+    })
+}
+
+fn read<K: serde::de::DeserializeOwned>(fake: &FakeApi, path: &str) -> K {
+    serde_json::from_value(
+        fake.get(path)
+            .unwrap_or_else(|| panic!("{path} not stored")),
+    )
+    .unwrap()
+}
+
+fn condition(obj: &Value, type_: &str) -> (String, String) {
+    let c = obj["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {obj}"));
+    (
+        c["status"].as_str().unwrap().to_string(),
+        c["reason"].as_str().unwrap().to_string(),
+    )
+}
+
+fn context(client: kube::Client, broker_url: &str) -> Arc<Context> {
+    let settings = Settings {
+        broker_urls: BTreeMap::from([("main".to_string(), broker_url.to_string())]),
+        ..Settings::default()
+    };
+    Arc::new(Context::new(
+        client,
+        &settings,
+        Arc::new(Metrics::default()),
+    ))
+}
+
+async fn nats(server_urls: &str) -> Nats {
+    Nats::connect(&ConnectOptions::from_url_list(server_urls))
+        .await
+        .unwrap()
+}
+
+/// Seeds a Broker and a Topic and runs the Topic through its first two reconciles (finalizer,
+/// then apply), returning the stored Topic.
+async fn provisioned_topic(fake: &FakeApi, ctx: &Arc<Context>, spec: Value) -> Topic {
+    fake.put(
+        &sluice_path("brokers", "main"),
+        object("Broker", "main", "uid-broker", json!({"replicas": 1})),
+    );
+    let path = sluice_path("topics", "orders");
+    fake.put(&path, object("Topic", "orders", "uid-topic", spec));
+    runtime::reconcile(Arc::new(read::<Topic>(fake, &path)), ctx.clone())
+        .await
+        .unwrap();
+    runtime::reconcile(Arc::new(read::<Topic>(fake, &path)), ctx.clone())
+        .await
+        .unwrap();
+    read(fake, &path)
+}
+
+#[tokio::test]
+async fn topic_reconcile_adds_the_finalizer_then_patches_status_ready() {
+    let server = NatsServer::start(ServerOptions::default()).await.unwrap();
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client, &server.url());
+    fake.put(
+        &sluice_path("brokers", "main"),
+        object("Broker", "main", "uid-broker", json!({"replicas": 1})),
+    );
+    let path = sluice_path("topics", "orders");
+    fake.put(
+        &path,
+        object(
+            "Topic",
+            "orders",
+            "uid-topic",
+            json!({"broker": "main", "partitions": 2}),
+        ),
+    );
+
+    // First pass: only the finalizer is added (JSON patch on the object), nothing else.
+    runtime::reconcile(Arc::new(read::<Topic>(&fake, &path)), ctx.clone())
+        .await
+        .unwrap();
+    let writes = fake.writes();
+    assert_eq!(writes.len(), 1, "{writes:#?}");
+    assert_eq!(writes[0].path, path);
+    assert!(writes[0].content_type.starts_with("application/json-patch"));
+    assert_eq!(
+        fake.get(&path).unwrap()["metadata"]["finalizers"],
+        json!(["sluice.dev/cleanup"])
+    );
+    let orders = ResourceRef::new(NS, "orders").unwrap();
+    let nats = nats(&server.url()).await;
+    assert!(
+        nats.jetstream()
+            .get_stream(names::topic_stream(&orders, 0))
+            .await
+            .is_err()
+    );
+
+    // Second pass: streams are provisioned and status is server-side applied.
+    fake.clear_requests();
+    runtime::reconcile(Arc::new(read::<Topic>(&fake, &path)), ctx.clone())
+        .await
+        .unwrap();
+    let status_write = fake
+        .writes()
+        .into_iter()
+        .find(|r| r.path == format!("{path}/status"))
+        .expect("status written");
+    assert!(status_write.is_forced_apply_by(MANAGER), "{status_write:?}");
+    let stored = fake.get(&path).unwrap();
+    assert_eq!(
+        condition(&stored, "Ready"),
+        ("True".into(), "Provisioned".into())
+    );
+    assert_eq!(stored["status"]["observedGeneration"], 1);
+    for p in 0..2 {
+        assert!(
+            nats.jetstream()
+                .get_stream(names::topic_stream(&orders, p))
+                .await
+                .is_ok()
+        );
+    }
+    let metrics = ctx.metrics().encode();
+    assert!(
+        metrics.contains("sluice_operator_reconciles_total{kind=\"Topic\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn topic_deletion_retain_keeps_streams_delete_removes_them() {
+    for (policy, streams_survive) in [("Retain", true), ("Delete", false)] {
+        let server = NatsServer::start(ServerOptions::default()).await.unwrap();
+        let (client, fake) = FakeApi::start();
+        let ctx = context(client, &server.url());
+        let mut topic = provisioned_topic(
+            &fake,
+            &ctx,
+            json!({"broker": "main", "partitions": 2, "deletionPolicy": policy}),
+        )
+        .await;
+        let orders = ResourceRef::new(NS, "orders").unwrap();
+        let nats = nats(&server.url()).await;
+        assert!(
+            nats.jetstream()
+                .get_stream(names::topic_stream(&orders, 1))
+                .await
+                .is_ok()
+        );
+
+        // `kubectl delete`: the API server sets deletionTimestamp; the finalizer holds it.
+        topic.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+        let path = sluice_path("topics", "orders");
+        let mut stored = serde_json::to_value(&topic).unwrap();
+        stored["metadata"]["resourceVersion"] =
+            fake.get(&path).unwrap()["metadata"]["resourceVersion"].clone();
+        fake.put(&path, stored);
+        runtime::reconcile(Arc::new(read::<Topic>(&fake, &path)), ctx.clone())
+            .await
+            .unwrap();
+
+        assert_eq!(
+            fake.get(&path).unwrap()["metadata"]["finalizers"],
+            json!([]),
+            "{policy}: finalizer removed so the object can go"
+        );
+        for p in 0..2 {
+            let exists = nats
+                .jetstream()
+                .get_stream(names::topic_stream(&orders, p))
+                .await
+                .is_ok();
+            assert_eq!(exists, streams_survive, "{policy}: partition {p}");
+        }
+    }
+}
+
+fn owned_by_broker(obj: &Value) {
+    let owner = &obj["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["kind"], "Broker", "{obj}");
+    assert_eq!(owner["name"], "main");
+    assert_eq!(owner["uid"], "uid-broker");
+    assert_eq!(owner["controller"], true);
+}
+
+#[tokio::test]
+async fn broker_reconcile_applies_children_and_creates_the_secret_only_once() {
+    let (client, fake) = FakeApi::start();
+    // No broker connection is needed for a first start (no scale-down).
+    let ctx = context(client, "nats://127.0.0.1:1");
+    let path = sluice_path("brokers", "main");
+    fake.put(
+        &path,
+        object(
+            "Broker",
+            "main",
+            "uid-broker",
+            json!({"replicas": 3, "storage": {"size": "5Gi", "storageClassName": "fast"}}),
+        ),
+    );
+
+    runtime::reconcile(Arc::new(read::<Broker>(&fake, &path)), ctx.clone())
+        .await
+        .unwrap();
+    let applied: Vec<String> = fake
+        .writes()
+        .into_iter()
+        .filter(|r| r.is_forced_apply_by(MANAGER))
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(
+        applied,
+        [
+            core_path("configmaps", "main-config"),
+            core_path("services", "main-headless"),
+            core_path("services", "main-client"),
+            apps_path("statefulsets", "main"),
+            format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/main"),
+            format!("{path}/status"),
+        ]
+    );
+    for child in [
+        core_path("configmaps", "main-config"),
+        core_path("services", "main-headless"),
+        core_path("services", "main-client"),
+        apps_path("statefulsets", "main"),
+        format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/main"),
+        core_path("secrets", "main-credentials"),
+    ] {
+        owned_by_broker(
+            &fake
+                .get(&child)
+                .unwrap_or_else(|| panic!("{child} missing")),
+        );
+    }
+    let sts = fake.get(&apps_path("statefulsets", "main")).unwrap();
+    assert_eq!(sts["spec"]["replicas"], 3);
+    assert_eq!(
+        sts["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"],
+        "fast"
+    );
+    let secret_path = core_path("secrets", "main-credentials");
+    let secret = fake.get(&secret_path).unwrap();
+    let keys: Vec<&String> = secret["data"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        ["operator-password", "operator-user", "password", "user"]
+    );
+    let creates: Vec<_> = fake
+        .writes()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/secrets"))
+        .collect();
+    assert_eq!(creates.len(), 1);
+    let stored = fake.get(&path).unwrap();
+    assert_eq!(stored["status"]["readyReplicas"], 0);
+    assert_eq!(
+        condition(&stored, "Ready"),
+        ("False".into(), "ServersStarting".into())
+    );
+
+    // Again, with the Secret present: it is neither re-created nor rewritten.
+    fake.clear_requests();
+    runtime::reconcile(Arc::new(read::<Broker>(&fake, &path)), ctx.clone())
+        .await
+        .unwrap();
+    assert!(
+        fake.writes().iter().all(|r| !r.path.contains("/secrets")),
+        "{:#?}",
+        fake.writes()
+    );
+    assert_eq!(fake.get(&secret_path).unwrap()["data"], secret["data"]);
+    let events: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/events"))
+        .collect();
+    assert!(
+        events.is_empty(),
+        "CredentialsCreated is reported once: {events:#?}"
+    );
+}
+
+#[tokio::test]
+async fn broker_scale_down_below_stream_replicas_is_refused() {
+    let cluster = Cluster::start(3).await.unwrap();
+    let urls = cluster.urls();
+    let js = nats(&urls).await;
+    js.jetstream()
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "replicated".into(),
+            subjects: vec!["replicated.>".into()],
+            num_replicas: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client, &urls);
+    let path = sluice_path("brokers", "main");
+    fake.put(
+        &path,
+        object("Broker", "main", "uid-broker", json!({"replicas": 3})),
+    );
+    runtime::reconcile(Arc::new(read::<Broker>(&fake, &path)), ctx.clone())
+        .await
+        .unwrap();
+    let sts_path = apps_path("statefulsets", "main");
+    assert_eq!(fake.get(&sts_path).unwrap()["spec"]["replicas"], 3);
+
+    // Shrink to 1 while a stream keeps 3 replicas. (The loopback cluster has no auth, so the
+    // generated operator credentials the pool presents are accepted.)
+    let mut smaller = fake.get(&path).unwrap();
+    smaller["spec"]["replicas"] = json!(1);
+    smaller["metadata"]["generation"] = json!(2);
+    fake.put(&path, smaller);
+    fake.clear_requests();
+    runtime::reconcile(Arc::new(read::<Broker>(&fake, &path)), ctx.clone())
+        .await
+        .unwrap();
+    assert!(
+        fake.writes()
+            .iter()
+            .all(|r| !r.path.contains("/statefulsets/")),
+        "the StatefulSet must not be touched: {:#?}",
+        fake.writes()
+    );
+    assert_eq!(fake.get(&sts_path).unwrap()["spec"]["replicas"], 3);
+    let stored = fake.get(&path).unwrap();
+    assert_eq!(
+        condition(&stored, "Ready"),
+        ("False".into(), "NotSupported".into())
+    );
+    assert_eq!(condition(&stored, "NotSupported").0, "True");
+    assert_eq!(stored["status"]["maxStreamReplicas"], 3);
+    drop(cluster);
+}
+
+#[tokio::test]
+async fn group_scale_decision_applies_deployment_replicas_once() {
+    let server = NatsServer::start(ServerOptions::default()).await.unwrap();
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client, &server.url());
+    provisioned_topic(&fake, &ctx, json!({"broker": "main", "partitions": 4})).await;
+
+    // 25 messages on every partition: lag 100.
+    let nats = nats(&server.url()).await;
+    let orders = ResourceRef::new(NS, "orders").unwrap();
+    for p in 0..4 {
+        for i in 0..25 {
+            nats.jetstream()
+                .publish(names::topic_subject(&orders, p), format!("m{i}").into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    }
+
+    let path = sluice_path("consumergroups", "billing");
+    fake.put(
+        &path,
+        object(
+            "ConsumerGroup",
+            "billing",
+            "uid-group",
+            json!({
+                "source": {"topic": "orders"},
+                "autoscaling": {"minReplicas": 1, "maxReplicas": 10, "targetLagPerReplica": 10, "pollInterval": "2s"},
+                "template": {"spec": {"containers": [{"name": "worker", "image": "example/worker:1"}]}},
+            }),
+        ),
+    );
+    runtime::reconcile(Arc::new(read::<ConsumerGroup>(&fake, &path)), ctx.clone())
+        .await
+        .unwrap();
+    fake.clear_requests();
+    runtime::reconcile(Arc::new(read::<ConsumerGroup>(&fake, &path)), ctx.clone())
+        .await
+        .unwrap();
+
+    let deployment_path = apps_path("deployments", "billing-workers");
+    let deployment_writes: Vec<_> = fake
+        .writes()
+        .into_iter()
+        .filter(|r| r.path == deployment_path)
+        .collect();
+    assert_eq!(
+        deployment_writes.len(),
+        1,
+        "one writer, one write: {deployment_writes:#?}"
+    );
+    assert!(deployment_writes[0].is_forced_apply_by(MANAGER));
+    // ceil(100 / 10) = 10, capped at the 4 partitions (ordering: partition).
+    assert_eq!(deployment_writes[0].body["spec"]["replicas"], 4);
+    let d = fake.get(&deployment_path).unwrap();
+    assert_eq!(d["metadata"]["ownerReferences"][0]["uid"], "uid-group");
+
+    let stored = fake.get(&path).unwrap();
+    assert_eq!(stored["status"]["desiredReplicas"], 4);
+    assert_eq!(stored["status"]["lag"], 100);
+    let record = &stored["status"]["autoscaling"];
+    assert_eq!(record["desired"], 4);
+    assert_eq!(record["current"], 0);
+    assert_eq!(record["lagTotal"], 100);
+    assert!(record["lastScaleTime"].is_string(), "{record}");
+    let events: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/events"))
+        .collect();
+    assert!(
+        events.iter().any(|e| e.body["reason"] == "ScaledUp"),
+        "{events:#?}"
+    );
+    let metrics = ctx.metrics().encode();
+    for line in [
+        "sluice_operator_group_desired_replicas{namespace=\"shop\",group=\"billing\"} 4",
+        "sluice_operator_group_lag_messages{namespace=\"shop\",group=\"billing\"} 100",
+        "sluice_operator_group_scale_events_total{namespace=\"shop\",group=\"billing\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line} in\n{metrics}"
+        );
+    }
+
+    // Next poll, same lag: steady; the Deployment is applied once more with the stored count,
+    // never with a count read back from status.
+    fake.clear_requests();
+    runtime::reconcile(Arc::new(read::<ConsumerGroup>(&fake, &path)), ctx.clone())
+        .await
+        .unwrap();
+    let again: Vec<_> = fake
+        .writes()
+        .into_iter()
+        .filter(|r| r.path == deployment_path)
+        .collect();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].body["spec"]["replicas"], 4);
+    assert_eq!(
+        fake.get(&path).unwrap()["status"]["autoscaling"]["reasonCode"],
+        "Steady"
+    );
+}

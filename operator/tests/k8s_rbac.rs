@@ -1,0 +1,195 @@
+//! Against a real cluster (only when `KUBECONFIG` is set, and the Helm SDK `helm_python` is
+//! importable by `python3`): the RBAC the chart renders suffices for the operator's calls.
+//! The chart is rendered with the test namespace as release namespace and watched namespace,
+//! its ServiceAccount and (Cluster)Roles are applied, and the operator's work is done through
+//! a client impersonating that ServiceAccount: applying the CRDs, the leader Lease, and
+//! reconciling a Broker, a Topic and an autoscaled ConsumerGroup.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod k8s_support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use k8s_support::{TempNamespace, client_or_skip};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::ApiResource;
+use kube::{Client, Config};
+use serde_json::Value;
+use sluice_broker::embedded::{NatsServer, ServerOptions};
+use sluice_operator::controller::conditions::{self, READY};
+use sluice_operator::controller::metrics::Metrics;
+use sluice_operator::controller::runtime::{self, Context, Settings};
+use sluice_operator::crd::{Broker, ConsumerGroup, Topic};
+use sluice_operator::service::crds::apply_crds;
+use sluice_operator::service::leader::{Elector, LeaderConfig};
+
+const RENDER: &str = r#"
+import json, sys, yaml
+import helm_python as helm
+chart, release, namespace = sys.argv[1], sys.argv[2], sys.argv[3]
+values = {"watchNamespaces": [namespace]}
+with helm.Chart.load(chart) as c:
+    manifests = c.render(values, name=release, namespace=namespace, is_install=True)
+out = []
+for path, text in manifests.items():
+    if path.endswith("NOTES.txt"):
+        continue
+    out.extend(d for d in yaml.safe_load_all(text) if d)
+print(json.dumps(out))
+"#;
+
+/// The chart's objects, or `None` when the Helm SDK is not installed.
+fn render_chart(release: &str, namespace: &str) -> Option<Vec<Value>> {
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/sluice");
+    let out = std::process::Command::new("python3")
+        .args(["-c", RENDER, chart.to_str().unwrap(), release, namespace])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "skipping k8s_rbac: cannot render the chart (pip install helm-python-sdk pyyaml): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn resource_of(obj: &Value) -> ApiResource {
+    let (group, version) = match obj["apiVersion"].as_str().unwrap().split_once('/') {
+        Some((g, v)) => (g.to_string(), v.to_string()),
+        None => (
+            String::new(),
+            obj["apiVersion"].as_str().unwrap().to_string(),
+        ),
+    };
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        &group,
+        &version,
+        obj["kind"].as_str().unwrap(),
+    ))
+}
+
+#[tokio::test]
+async fn k8s_chart_rbac_suffices_for_the_operator() {
+    let Some(admin) = client_or_skip("k8s_rbac").await else {
+        return;
+    };
+    let mut ns = TempNamespace::create(&admin, "rbac").await;
+    let release = ns.name.clone();
+    let Some(objects) = render_chart(&release, &ns.name) else {
+        return;
+    };
+    // Install what the operator needs from the chart: its identity and its permissions.
+    let mut service_account = None;
+    for obj in &objects {
+        let kind = obj["kind"].as_str().unwrap();
+        if !matches!(
+            kind,
+            "ServiceAccount" | "Role" | "RoleBinding" | "ClusterRole" | "ClusterRoleBinding"
+        ) {
+            continue;
+        }
+        let resource = resource_of(obj);
+        let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+        let api: Api<DynamicObject> = match obj["metadata"]["namespace"].as_str() {
+            Some(n) => Api::namespaced_with(admin.clone(), n, &resource),
+            None => {
+                ns.also_delete(resource.clone(), name.clone());
+                Api::all_with(admin.clone(), &resource)
+            }
+        };
+        api.patch(
+            &name,
+            &PatchParams::apply("sluice-test").force(),
+            &Patch::Apply(obj),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying {kind} {name}: {e}"));
+        if kind == "ServiceAccount" {
+            service_account = Some(name);
+        }
+    }
+    let service_account = service_account.expect("the chart renders a ServiceAccount");
+
+    let mut config = Config::infer().await.unwrap();
+    config.auth_info.impersonate = Some(format!(
+        "system:serviceaccount:{}:{service_account}",
+        ns.name
+    ));
+    let operator = Client::try_from(config).unwrap();
+
+    // CRDs (cluster-scoped, limited to Sluice's names).
+    apply_crds(&operator)
+        .await
+        .expect("the chart's RBAC lets the operator apply its CRDs");
+
+    // The leader Lease in the release namespace.
+    let mut elector = Elector::new(
+        operator.clone(),
+        LeaderConfig::new(&ns.name, "sluice-operator-leader", "rbac-test"),
+    );
+    assert!(elector.try_acquire_or_renew().await.expect("lease create"));
+    assert!(elector.try_acquire_or_renew().await.expect("lease renew"));
+    elector.release().await;
+
+    // Reconciles, with a local nats-server standing in for the broker pods.
+    let server = NatsServer::start(ServerOptions::default()).await.unwrap();
+    let settings = Settings {
+        namespaces: vec![ns.name.clone()],
+        broker_urls: BTreeMap::from([("main".to_string(), server.url())]),
+        ..Settings::default()
+    };
+    let ctx = Arc::new(Context::new(
+        operator.clone(),
+        &settings,
+        Arc::new(Metrics::default()),
+    ));
+    let yaml = |s: &str| serde_yaml::from_str::<serde_yaml::Value>(s).unwrap();
+    let brokers: Api<Broker> = Api::namespaced(admin.clone(), &ns.name);
+    let broker = brokers
+        .create(&Default::default(), &serde_yaml::from_value(yaml("apiVersion: sluice.dev/v1alpha1\nkind: Broker\nmetadata: {name: main}\nspec: {replicas: 1}\n")).unwrap())
+        .await
+        .unwrap();
+    runtime::reconcile(Arc::new(broker), ctx.clone())
+        .await
+        .expect("Broker reconcile (StatefulSet, Services, ConfigMap, PDB, Secret, status, events)");
+
+    let topics: Api<Topic> = Api::namespaced(admin.clone(), &ns.name);
+    topics
+        .create(&Default::default(), &serde_yaml::from_value(yaml("apiVersion: sluice.dev/v1alpha1\nkind: Topic\nmetadata: {name: orders}\nspec: {broker: main, partitions: 2, deletionPolicy: Delete}\n")).unwrap())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let t = topics.get("orders").await.unwrap();
+        runtime::reconcile(Arc::new(t), ctx.clone())
+            .await
+            .expect("Topic reconcile (finalizer, status)");
+    }
+    let t = topics.get("orders").await.unwrap();
+    assert!(conditions::is_true(&t.status.unwrap().conditions, READY));
+
+    let groups: Api<ConsumerGroup> = Api::namespaced(admin.clone(), &ns.name);
+    groups
+        .create(&Default::default(), &serde_yaml::from_value(yaml("apiVersion: sluice.dev/v1alpha1\nkind: ConsumerGroup\nmetadata: {name: billing}\nspec:\n  source: {topic: orders}\n  autoscaling: {maxReplicas: 2}\n  template:\n    spec:\n      containers: [{name: worker, image: 'registry.k8s.io/pause:3.9'}]\n")).unwrap())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let g = groups.get("billing").await.unwrap();
+        runtime::reconcile(Arc::new(g), ctx.clone())
+            .await
+            .expect("ConsumerGroup reconcile (finalizer, Deployment, pods, status, events)");
+    }
+    let g = groups.get("billing").await.unwrap();
+    assert!(conditions::is_true(&g.status.unwrap().conditions, READY));
+
+    // Deletion: the finalizer's cleanup and removal work under the same identity.
+    topics.delete("orders", &Default::default()).await.unwrap();
+    let t = topics.get("orders").await.unwrap();
+    runtime::reconcile(Arc::new(t), ctx.clone())
+        .await
+        .expect("Topic cleanup");
+}
