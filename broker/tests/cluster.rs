@@ -45,10 +45,21 @@ async fn r3_topic_survives_kill_of_one_node() {
         .skip(1)
         .collect::<Vec<_>>()
         .join(",");
-    let survivor = Broker::connect(&ConnectOptions::from_url_list(&survivor_urls))
-        .await
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    // Right after the kill the survivors may still be electing a JetStream meta leader, so
+    // connecting (which asks JetStream for account info) is retried within the deadline too.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let survivor = loop {
+        match Broker::connect(&ConnectOptions::from_url_list(&survivor_urls)).await {
+            Ok(b) => break b,
+            Err(e) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "survivors never answered JetStream requests: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
     loop {
         match survivor.topic_status(&events, 3).await {
             Ok(status) if status.iter().all(|p| p.leader.is_some()) => {
