@@ -207,6 +207,30 @@ pub fn original_headers(dlq_headers: &HeaderMap) -> HeaderMap {
     out
 }
 
+/// The headers a replay publishes: the original headers (as [`original_headers`]) with
+/// `Nats-Msg-Id = replay:<dlq sequence>:<original id>`, `Sluice-Original-Id = <original id>`
+/// and `Sluice-Replay-Of = <dlq sequence>`.
+///
+/// The id is derived from the DLQ entry rather than reused as is: the original id is usually
+/// still inside the source's de-duplication window (the first delivery was minutes ago), where
+/// JetStream would silently drop the replay. Replaying the same DLQ entry twice yields the same
+/// id, so a repeated replay is de-duplicated; consumers keep recognising the message through
+/// `Sluice-Original-Id` (the SDK's idempotency key prefers it).
+pub fn replay_headers(dlq_headers: &HeaderMap, dlq_sequence: u64) -> HeaderMap {
+    let mut out = original_headers(dlq_headers);
+    let original = dlq_headers
+        .get(headers::ORIGINAL_ID)
+        .map(|v| v.as_str().to_string())
+        .unwrap_or_else(|| format!("dlq:{dlq_sequence}"));
+    out.insert(
+        headers::NATS_MSG_ID,
+        format!("replay:{dlq_sequence}:{original}").as_str(),
+    );
+    out.insert(headers::ORIGINAL_ID, original.as_str());
+    out.insert(headers::REPLAY_OF, dlq_sequence.to_string().as_str());
+    out
+}
+
 /// Headers JetStream sets or interprets (`Nats-Msg-Id`, `Nats-Stream-Source` on sourced
 /// messages, `Nats-Expected-*`, `Nats-TTL`, ...). They are not carried over when a message is
 /// dead-lettered or replayed: the server rejects some of them on publish and would act on others.
@@ -285,6 +309,29 @@ mod tests {
         // Sourced messages carry Nats-Stream-Source, which JetStream refuses on publish.
         assert!(encoded.get("Nats-Stream-Source").is_none());
         assert!(replay.get("Nats-Stream-Source").is_none());
+    }
+
+    #[test]
+    fn replay_headers_derive_a_stable_id_and_keep_the_original() {
+        let mut original = HeaderMap::new();
+        original.insert(headers::KEY, "customer-7");
+        let encoded = sample().encode(Some(&original));
+        let replay = replay_headers(&encoded, 42);
+        assert_eq!(
+            replay.get(headers::NATS_MSG_ID).unwrap().as_str(),
+            "replay:42:order-17"
+        );
+        assert_eq!(
+            replay.get(headers::ORIGINAL_ID).unwrap().as_str(),
+            "order-17"
+        );
+        assert_eq!(replay.get(headers::REPLAY_OF).unwrap().as_str(), "42");
+        assert_eq!(replay.get(headers::KEY).unwrap().as_str(), "customer-7");
+        assert!(replay.get(headers::GROUP).is_none());
+        assert_eq!(
+            replay_headers(&encoded, 42).get(headers::NATS_MSG_ID),
+            replay.get(headers::NATS_MSG_ID)
+        );
     }
 
     #[test]

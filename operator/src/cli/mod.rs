@@ -5,7 +5,12 @@ use clap::{Parser, Subcommand};
 
 pub mod crds;
 pub mod dev;
+pub mod dlq;
+pub mod lag;
+pub mod offsets;
 pub mod operator;
+pub mod target;
+pub mod topics;
 
 /// Sluice: message queues and event streams on Kubernetes.
 #[derive(Debug, Parser)]
@@ -25,6 +30,14 @@ pub enum Command {
     Operator(operator::OperatorArgs),
     /// Run manifests locally: embedded broker, local worker processes, live view.
     Dev(dev::DevArgs),
+    /// List topics with partitions and messages.
+    Topics(topics::TopicsArgs),
+    /// Show a group's lag per partition.
+    Lag(lag::LagArgs),
+    /// Inspect and replay dead-lettered messages.
+    Dlq(dlq::DlqArgs),
+    /// Reset a topic group's position (replay a topic for one group).
+    Offsets(offsets::OffsetsArgs),
 }
 
 /// Runs the parsed command line.
@@ -33,5 +46,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Crds(args) => crds::run(&args),
         Command::Operator(args) => operator::run(args).await,
         Command::Dev(args) => dev::run(args).await,
+        Command::Topics(args) => topics::run(args).await,
+        Command::Lag(args) => lag::run(args).await,
+        Command::Dlq(args) => dlq::run(args).await,
+        Command::Offsets(args) => offsets::run(args).await,
     }
 }
