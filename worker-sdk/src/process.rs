@@ -149,15 +149,17 @@ pub(crate) async fn process(
         key = message.key.as_deref().unwrap_or(""),
         id = %message.idempotency_key,
     );
+    // The handling joins the producer's trace (W3C `traceparent` in the message headers).
+    crate::telemetry::set_parent_from_headers(&span, &message.headers);
     async move {
         let ack_wait = Duration::from_millis(cfg.ack_wait_ms);
         let max = cfg.retry.max_attempts;
-        let first_seen = OffsetDateTime::now_utc();
         if delivered > max {
             let err = format!(
                 "delivered {delivered} times, more than maxAttempts={max} (earlier attempts failed or crashed the worker)"
             );
-            return dead_letter(shared, &cfg, msg, &message, delivered - 1, &err, first_seen, lease).await;
+            let now = OffsetDateTime::now_utc();
+            return dead_letter(shared, &cfg, msg, &message, delivered - 1, &err, now, lease).await;
         }
         if cfg.delivery == Delivery::ExactlyOnce {
             match shared.idempotency.seen(&cfg, &message.idempotency_key).await {
@@ -196,6 +198,7 @@ pub(crate) async fn process(
             };
         }
         let mut local = 0u32;
+        let mut first_failure: Option<OffsetDateTime> = None;
         loop {
             let attempt = delivered + local;
             let mut m = message.clone();
@@ -219,14 +222,15 @@ pub(crate) async fn process(
                 Err(e) => e,
             };
             shared.observer.event(Event::Failed, origin.partition, Some(started.elapsed()));
+            let first_failure = *first_failure.get_or_insert_with(OffsetDateTime::now_utc);
             let text = err.to_string();
             if !err.is_retryable() {
                 warn!(error = %text, "permanent failure: dead-lettering");
-                return dead_letter(shared, &cfg, msg, &message, attempt, &text, first_seen, lease).await;
+                return dead_letter(shared, &cfg, msg, &message, attempt, &text, first_failure, lease).await;
             }
             if attempt >= max {
                 warn!(error = %text, attempt, "last attempt failed: dead-lettering");
-                return dead_letter(shared, &cfg, msg, &message, attempt, &text, first_seen, lease).await;
+                return dead_letter(shared, &cfg, msg, &message, attempt, &text, first_failure, lease).await;
             }
             let delay = retry_delay(&cfg, attempt);
             shared.observer.event(Event::Retried, origin.partition, None);
