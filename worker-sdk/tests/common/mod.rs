@@ -545,8 +545,8 @@ impl sluice_worker::Observer for EventCounter {
 // calls `child_main`. The worker reads the real `SLUICE_*` environment; the handler appends one
 // line per event to `SLUICE_TEST_LOG` and reacts to payload prefixes:
 // - `abort:` aborts the process (every attempt), after logging `start`;
-// - `abort-once:` publishes its output, then aborts on the first attempt only;
-// - `crash-before-ack:` completes (logs `done`) on the first attempt and the process aborts in
+// - `abort-once:` publishes its output, then aborts the first time a handler sees it;
+// - `crash-before-ack:` completes (logs `done`) the first time and the process aborts in
 //   the worker's Processed hook, i.e. after the idempotency key was recorded, before the ack;
 // - `fail:` returns a retryable error.
 // `SLUICE_TEST_WORK_MS` makes each handling sleep; `SLUICE_TEST_OUTPUT` makes it publish its
@@ -603,6 +603,18 @@ fn child_log_line(event: &str, member: &str, key: &str, attempt: u32, payload: &
         .unwrap();
     f.write_all(line.as_bytes()).unwrap();
     f.sync_data().unwrap();
+}
+
+/// Whether the log holds exactly one `start` of `key` (the current handling's).
+fn first_start(key: &str) -> bool {
+    let Ok(path) = std::env::var("SLUICE_TEST_LOG") else {
+        return true;
+    };
+    read_child_log(std::path::Path::new(&path))
+        .iter()
+        .filter(|e| e.event == "start" && e.key == key)
+        .count()
+        == 1
 }
 
 static CRASH_ON_PROCESSED: std::sync::atomic::AtomicBool =
@@ -681,14 +693,15 @@ pub fn child_main() {
                             .await
                             .map_err(HandlerError::retryable)?;
                     }
-                    if payload.starts_with("abort-once:") && msg.attempt == 1 {
+                    if payload.starts_with("abort-once:") && first_start(&msg.idempotency_key) {
                         std::process::abort();
                     }
                     if payload.starts_with("fail:") {
                         log("fail");
                         return Err(HandlerError::retryable("told to fail"));
                     }
-                    if payload.starts_with("crash-before-ack:") && msg.attempt == 1 {
+                    if payload.starts_with("crash-before-ack:") && first_start(&msg.idempotency_key)
+                    {
                         CRASH_ON_PROCESSED.store(true, std::sync::atomic::Ordering::SeqCst);
                     }
                     log("done");
