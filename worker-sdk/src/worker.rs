@@ -245,6 +245,14 @@ impl Worker {
                 )?),
                 None => None,
             };
+        // Not ready any more as soon as shutdown starts (the pod leaves the Service first).
+        let unready = tokio::spawn({
+            let (shutdown, metrics) = (shutdown.clone(), metrics.clone());
+            async move {
+                shutdown.cancelled().await;
+                metrics.set_ready(false);
+            }
+        });
         let mut observers: Vec<Arc<dyn Observer>> = vec![Arc::new(metrics.clone())];
         observers.extend(self.observers);
         let result = run_member(
@@ -255,6 +263,7 @@ impl Worker {
             Arc::new(Fanout::new(observers)),
         )
         .await;
+        unready.abort();
         metrics.set_ready(false);
         if let Some(server) = server {
             server.shutdown().await;
