@@ -1,8 +1,10 @@
 //! The seam between message handling and metrics: handling reports [`Event`]s to an
-//! [`Observer`]. The default observer only logs at debug level; the metrics module plugs in
-//! its counters and histograms here.
+//! [`Observer`]. A [`Worker`](crate::Worker) always reports to its
+//! [`WorkerMetrics`](crate::WorkerMetrics) and, through a [`Fanout`], to any observer added with
+//! [`Worker::observer`](crate::Worker::observer); [`LogObserver`] only logs at debug level.
 
 use std::fmt::Debug;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Something that happened to one message.
@@ -34,5 +36,54 @@ pub struct LogObserver;
 impl Observer for LogObserver {
     fn event(&self, event: Event, partition: u32, latency: Option<Duration>) {
         tracing::debug!(?event, partition, ?latency, "message event");
+    }
+}
+
+/// Reports every event to several observers in turn (the worker's metrics plus any observer
+/// the user added).
+#[derive(Debug, Clone, Default)]
+pub struct Fanout {
+    observers: Vec<Arc<dyn Observer>>,
+}
+
+impl Fanout {
+    /// A fan-out to `observers`.
+    pub fn new(observers: Vec<Arc<dyn Observer>>) -> Self {
+        Self { observers }
+    }
+}
+
+impl Observer for Fanout {
+    fn event(&self, event: Event, partition: u32, latency: Option<Duration>) {
+        for o in &self.observers {
+            o.event(event, partition, latency);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Debug, Default)]
+    struct Seen(Mutex<Vec<(Event, u32)>>);
+
+    impl Observer for Seen {
+        fn event(&self, event: Event, partition: u32, _latency: Option<Duration>) {
+            self.0.lock().unwrap().push((event, partition));
+        }
+    }
+
+    #[test]
+    fn fanout_reports_to_every_observer() {
+        let a = Arc::new(Seen::default());
+        let b = Arc::new(Seen::default());
+        let f = Fanout::new(vec![a.clone(), b.clone()]);
+        f.event(Event::Processed, 3, None);
+        f.event(Event::DeadLettered, 1, None);
+        let expected = vec![(Event::Processed, 3), (Event::DeadLettered, 1)];
+        assert_eq!(*a.0.lock().unwrap(), expected);
+        assert_eq!(*b.0.lock().unwrap(), expected);
     }
 }

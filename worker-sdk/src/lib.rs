@@ -64,13 +64,21 @@
 //!   kept `idempotencyTtl`): after the handler returns `Ok`, the SDK records the message's
 //!   idempotency key, then acks. A redelivered message whose key is recorded is acked without
 //!   calling the handler. The remaining window is a crash *after the handler returned and before
-//!   the key was recorded*: then the handler runs again. Therefore:
+//!   the key was recorded*: then the handler runs again. A redelivery that arrives while the
+//!   first handling still runs on the same member (its ack wait lapsed because the process
+//!   stalled) is not started again; on a queue, a redelivery to *another* member while the
+//!   first is still running is not covered by the store (neither has completed yet), which is
+//!   why the visibility timeout is kept alive with progress acks. Therefore:
 //!   - outputs published through [`Context::publish`] carry ids `<input id>/<n>`, and JetStream
 //!     drops the duplicate when the re-run publishes the same outputs within the target stream's
 //!     duplicate window (handlers must publish deterministically);
 //!   - effects outside the broker are exactly-once only when the handler commits them together
 //!     with [`Message::idempotency_key`] (e.g. a unique column in the same database
 //!     transaction). The SDK cannot make an arbitrary side effect exactly-once.
+//!
+//!   The idempotency key is `Sluice-Original-Id` when present (what `sluice dlq replay` sets),
+//!   else `Nats-Msg-Id`, else `<stream>:<offset>`: a replayed dead letter is the same message,
+//!   so a replay of a message whose handling completed is acknowledged without handling.
 //!
 //! # Retries and dead letters
 //! `attempt` counts JetStream deliveries (so attempts that crashed the process count) plus
@@ -81,11 +89,34 @@
 //! ([`sluice_broker::dlq`]) and waits for the broker's ack before terminating the original; if
 //! the publish fails nothing is acknowledged. Without a DLQ the message is terminated with a
 //! warning. `Sluice-First-Failure` is the first failure this worker saw (earlier failures on
-//! crashed workers are not known).
+//! crashed workers are not known); `Sluice-Original-Id` is the message's idempotency key; the
+//! original headers, W3C `traceparent`/`tracestate` included, travel with the dead letter.
+//! The DLQ publish is de-duplicated per (group, original id), so a crash between
+//! dead-lettering and terminating does not dead-letter twice; a replayed message that fails
+//! again is dead-lettered under its replay id, so the new failure is not dropped as a duplicate.
+//!
+//! **Known limit: deliveries count, not handler starts.** JetStream counts every delivery,
+//! including messages a worker had fetched ahead (up to 32 per partition) but not started when
+//! it crashed. With ordered consumption, a message that crashes the worker `maxAttempts`
+//! times can therefore take messages fetched behind it to the limit too: those are
+//! dead-lettered without having been handled (`Sluice-Last-Error` says "delivered N times"),
+//! never lost; replay them with `sluice dlq replay`. Crashes that are not repeated (the usual
+//! case) only cost a delivery each.
+//!
+//! # Metrics and tracing
+//! Every worker records [`WorkerMetrics`] (processed, failed, retried, dead-lettered, handler
+//! latency; [`Worker::metrics`] gives the registry) and reports the same events to any
+//! [`Observer`] added with [`Worker::observer`]. With `SLUICE_METRICS_ADDR` set (or
+//! [`WorkerOptions::metrics_addr`]) it serves `/metrics`, `/healthz` and `/readyz`; `/readyz`
+//! answers 200 once the worker joined its group and 503 again during shutdown. Each message is
+//! handled in a `sluice.message` span whose parent is the trace context in the message's
+//! `traceparent` header (see [`telemetry`]; export needs [`telemetry::init_tracing`]).
 //!
 //! # Shutdown
 //! SIGTERM, SIGINT or [`ShutdownHandle::shutdown`]: stop fetching, finish running handlers
-//! within the drain timeout, ack, unpin, release partitions, delete the member key, return `Ok`.
+//! within the drain timeout, ack, return fetched but unstarted messages (NAK), unpin, release
+//! partitions, delete the member key, return `Ok` (a worker binary then exits 0). On a queue,
+//! messages the client had buffered but not started come back after the visibility timeout.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod assignment;

@@ -27,8 +27,10 @@ pub struct Message {
     /// Which delivery this is, counted by JetStream across crashes and members, plus the
     /// retries made in place (1 on the first attempt).
     pub attempt: u32,
-    /// Stable id of this message: the producer's message id (`Nats-Msg-Id`) or
-    /// `<stream>:<offset>`. Commit it together with your effects for exactly-once.
+    /// Stable id of this message: `Sluice-Original-Id` when the message was replayed from a
+    /// dead-letter queue (so a replay counts as the same message), else the producer's message
+    /// id (`Nats-Msg-Id`), else `<stream>:<offset>`. Commit it together with your effects for
+    /// exactly-once.
     pub idempotency_key: String,
 }
 
@@ -55,12 +57,16 @@ impl Message {
     }
 }
 
-/// The original message id, else `<stream>:<offset>`.
+/// The id a message is known by across retries, replays and re-handling: the original id a
+/// DLQ replay carries (`Sluice-Original-Id`), else the producer's `Nats-Msg-Id`, else
+/// `<stream>:<offset>`.
 pub(crate) fn idempotency_key(h: &HeaderMap, stream: &str, offset: u64) -> String {
-    match h.get(headers::NATS_MSG_ID) {
-        Some(id) if !id.as_str().is_empty() => id.as_str().to_string(),
-        _ => format!("{stream}:{offset}"),
-    }
+    [headers::ORIGINAL_ID, headers::NATS_MSG_ID]
+        .into_iter()
+        .filter_map(|name| h.get(name))
+        .map(|v| v.as_str().trim())
+        .find(|v| !v.is_empty())
+        .map_or_else(|| format!("{stream}:{offset}"), str::to_string)
 }
 
 /// What a handler can do besides reading its message: publish outputs whose ids derive from
@@ -156,5 +162,19 @@ mod tests {
         assert_eq!(idempotency_key(&h, "S", 7), "S:7");
         h.insert(headers::NATS_MSG_ID, "order-1");
         assert_eq!(idempotency_key(&h, "S", 7), "order-1");
+    }
+
+    #[test]
+    fn a_replayed_message_keeps_its_original_id() {
+        // What `sluice dlq replay` publishes: original headers + a replay-specific msg id.
+        let mut h = HeaderMap::new();
+        h.insert(headers::NATS_MSG_ID, "replay:42:order-1");
+        h.insert(headers::ORIGINAL_ID, "order-1");
+        assert_eq!(idempotency_key(&h, "S", 99), "order-1");
+        // An empty original id does not count.
+        let mut h = HeaderMap::new();
+        h.insert(headers::NATS_MSG_ID, "order-2");
+        h.insert(headers::ORIGINAL_ID, "");
+        assert_eq!(idempotency_key(&h, "S", 99), "order-2");
     }
 }

@@ -149,15 +149,17 @@ pub(crate) async fn process(
         key = message.key.as_deref().unwrap_or(""),
         id = %message.idempotency_key,
     );
+    // The handling joins the producer's trace (W3C `traceparent` in the message headers).
+    crate::telemetry::set_parent_from_headers(&span, &message.headers);
     async move {
         let ack_wait = Duration::from_millis(cfg.ack_wait_ms);
         let max = cfg.retry.max_attempts;
-        let first_seen = OffsetDateTime::now_utc();
         if delivered > max {
             let err = format!(
                 "delivered {delivered} times, more than maxAttempts={max} (earlier attempts failed or crashed the worker)"
             );
-            return dead_letter(shared, &cfg, msg, &message, delivered - 1, &err, first_seen, lease).await;
+            let now = OffsetDateTime::now_utc();
+            return dead_letter(shared, &cfg, msg, &message, delivered - 1, &err, now, lease).await;
         }
         if cfg.delivery == Delivery::ExactlyOnce {
             match shared.idempotency.seen(&cfg, &message.idempotency_key).await {
@@ -196,6 +198,7 @@ pub(crate) async fn process(
             };
         }
         let mut local = 0u32;
+        let mut first_failure: Option<OffsetDateTime> = None;
         loop {
             let attempt = delivered + local;
             let mut m = message.clone();
@@ -219,14 +222,15 @@ pub(crate) async fn process(
                 Err(e) => e,
             };
             shared.observer.event(Event::Failed, origin.partition, Some(started.elapsed()));
+            let first_failure = *first_failure.get_or_insert_with(OffsetDateTime::now_utc);
             let text = err.to_string();
             if !err.is_retryable() {
                 warn!(error = %text, "permanent failure: dead-lettering");
-                return dead_letter(shared, &cfg, msg, &message, attempt, &text, first_seen, lease).await;
+                return dead_letter(shared, &cfg, msg, &message, attempt, &text, first_failure, lease).await;
             }
             if attempt >= max {
                 warn!(error = %text, attempt, "last attempt failed: dead-lettering");
-                return dead_letter(shared, &cfg, msg, &message, attempt, &text, first_seen, lease).await;
+                return dead_letter(shared, &cfg, msg, &message, attempt, &text, first_failure, lease).await;
             }
             let delay = retry_delay(&cfg, attempt);
             shared.observer.event(Event::Retried, origin.partition, None);
@@ -334,7 +338,11 @@ async fn dead_letter(
         last_failure: OffsetDateTime::now_utc(),
         original_id: message.idempotency_key.clone(),
     };
-    let headers = envelope.encode(Some(&message.headers));
+    let mut headers = envelope.encode(Some(&message.headers));
+    headers.insert(
+        sluice_broker::dlq::headers::NATS_MSG_ID,
+        dlq_message_id(&envelope, &message.headers).as_str(),
+    );
     let subject = names::dlq_subject(&dlq_ref);
     let published = match shared
         .js
@@ -361,6 +369,23 @@ async fn dead_letter(
     Outcome::DeadLettered
 }
 
+/// The de-duplication id of a DLQ publish: stable per (group, original message), so a worker
+/// that crashes between dead-lettering and acknowledging does not dead-letter twice. A replayed
+/// message (it carries `Sluice-Original-Id` and its own replay id) that fails again gets an id
+/// per replay, so its new failure is not swallowed as a duplicate of the first dead letter.
+fn dlq_message_id(envelope: &DeadLetter, incoming: &async_nats::HeaderMap) -> String {
+    use sluice_broker::dlq::headers;
+    let replay_id = incoming
+        .get(headers::ORIGINAL_ID)
+        .and(incoming.get(headers::NATS_MSG_ID))
+        .map(|v| v.as_str())
+        .filter(|id| !id.is_empty() && *id != envelope.original_id);
+    match replay_id {
+        Some(id) => format!("dlq:{}:{id}", envelope.group),
+        None => envelope.dlq_message_id(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,5 +408,32 @@ mod tests {
         cfg.retry.backoff.jitter = false;
         let ms: Vec<u128> = (1..5).map(|a| retry_delay(&cfg, a).as_millis()).collect();
         assert_eq!(ms, vec![100, 200, 350, 350]);
+    }
+
+    #[test]
+    fn a_replay_that_fails_again_is_dead_lettered_under_a_new_id() {
+        use sluice_broker::dlq::headers;
+        let envelope = DeadLetter {
+            source_kind: SourceKind::Topic,
+            source_name: "orders".into(),
+            source_subject: "s".into(),
+            partition: 0,
+            offset: 9,
+            group: "billing".into(),
+            attempts: 3,
+            last_error: "e".into(),
+            first_failure: OffsetDateTime::UNIX_EPOCH,
+            last_failure: OffsetDateTime::UNIX_EPOCH,
+            original_id: "order-1".into(),
+        };
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(headers::NATS_MSG_ID, "order-1");
+        assert_eq!(dlq_message_id(&envelope, &h), "dlq:billing:order-1");
+        h.insert(headers::NATS_MSG_ID, "replay:42:order-1");
+        h.insert(headers::ORIGINAL_ID, "order-1");
+        assert_eq!(
+            dlq_message_id(&envelope, &h),
+            "dlq:billing:replay:42:order-1"
+        );
     }
 }

@@ -1,8 +1,11 @@
 //! Competing consumers on a queue: one shared durable consumer on the queue stream (no pin),
 //! handlers run concurrently up to `maxConcurrency`; the visibility timeout is the ack wait,
 //! kept alive with progress acks while a handler runs; retries by NAK with delay; the same
-//! attempt limit and dead-lettering as topics.
+//! attempt limit and dead-lettering as topics. A redelivery of a message this member is still
+//! handling (its visibility timeout lapsed, e.g. the process stalled) is ignored: the running
+//! handling acknowledges it.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,11 +20,13 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::error::{Error, Result};
 use crate::process::{Origin, Shared, process};
 
-/// Consumes the group's queue until `shutdown`, then finishes running handlers.
+/// Consumes the group's queue until `shutdown`, then finishes running handlers; calls
+/// `joined` once it consumes.
 pub(crate) async fn run_queue_member(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     drain_timeout: Duration,
+    joined: impl FnOnce(),
 ) -> Result<()> {
     let cfg = shared.config.borrow().clone();
     let stream_name = names::queue_stream(&cfg.source_ref()?);
@@ -50,21 +55,34 @@ pub(crate) async fn run_queue_member(
         .await
         .map_err(|e| Error::broker(format!("failed to pull from {stream_name}/{durable}"), e))?;
     info!(stream = %stream_name, "consuming queue");
+    joined();
     let stream_name: Arc<str> = stream_name.into();
     let mut inflight = FuturesUnordered::new();
+    let mut running: HashSet<u64> = HashSet::new();
     async {
         loop {
             let max = shared.config.borrow().max_concurrency.max(1) as usize;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(_) = inflight.next(), if !inflight.is_empty() => {}
+                Some(seq) = inflight.next(), if !inflight.is_empty() => {
+                    running.remove(&seq);
+                }
                 m = messages.next(), if inflight.len() < max => match m {
                     Some(Ok(msg)) => {
+                        let Ok(seq) = msg.info().map(|i| i.stream_sequence) else {
+                            warn!("queue message without JetStream metadata: skipped");
+                            continue;
+                        };
+                        if !running.insert(seq) {
+                            debug!(offset = seq, "redelivery of a message still being handled: ignored");
+                            continue;
+                        }
                         let shared = shared.clone();
                         let stream = stream_name.clone();
                         inflight.push(async move {
                             let origin = Origin { partition: 0, stream: &stream, in_place: false };
-                            process(&shared, &msg, origin, None).await
+                            process(&shared, &msg, origin, None).await;
+                            seq
                         });
                     }
                     Some(Err(e)) => {

@@ -3,6 +3,7 @@
 //! [`ShutdownHandle`].
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,11 +17,12 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::coordinator::run_topic_member;
 use crate::error::{Error, ErrorKind, HandlerError, Result};
-use crate::hooks::{LogObserver, Observer};
+use crate::hooks::{Fanout, Observer};
 use crate::idempotency::IdempotencyStore;
 use crate::kv::ttl_secs;
 use crate::membership::Coordination;
 use crate::message::{Context, Message};
+use crate::metrics::{METRICS_ADDR_ENV, MetricsServer, WorkerMetrics, parse_listen_addr};
 use crate::process::{BoxHandler, Shared};
 use crate::queue::run_queue_member;
 
@@ -60,6 +62,9 @@ pub struct WorkerOptions {
     pub config_timeout: Duration,
     /// Whether `run` shuts down on SIGTERM and SIGINT.
     pub handle_signals: bool,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` (`SLUICE_METRICS_ADDR`); `None`
+    /// serves nothing (the metrics are still recorded, see [`Worker::metrics`]).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl WorkerOptions {
@@ -78,12 +83,14 @@ impl WorkerOptions {
             drain_timeout: Duration::from_secs(30),
             config_timeout: Duration::from_secs(60),
             handle_signals: true,
+            metrics_addr: None,
         }
     }
 
     /// Reads `SLUICE_BROKER_URL` (comma-separated), `SLUICE_BROKER_USER`,
     /// `SLUICE_BROKER_PASSWORD`, `SLUICE_NAMESPACE` (default `default`), `SLUICE_GROUP` and
-    /// `SLUICE_MEMBER_ID` (default `<hostname>-<pid>`).
+    /// `SLUICE_MEMBER_ID` (default `<hostname>-<pid>`) and `SLUICE_METRICS_ADDR` (optional,
+    /// `host:port` or `:port`).
     pub fn from_env() -> Result<Self> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
@@ -112,6 +119,13 @@ impl WorkerOptions {
         options.connect.user = get("SLUICE_BROKER_USER").filter(|v| !v.is_empty());
         options.connect.password = get("SLUICE_BROKER_PASSWORD");
         options.connect.name = format!("sluice-worker {}", options.member_id);
+        options.metrics_addr = match get(METRICS_ADDR_ENV).filter(|v| !v.trim().is_empty()) {
+            Some(v) => Some(
+                parse_listen_addr(&v)
+                    .map_err(|e| Error::with_source(ErrorKind::Config, "bad metrics address", e))?,
+            ),
+            None => None,
+        };
         Ok(options)
     }
 }
@@ -134,16 +148,19 @@ impl WorkerOptions {
 pub struct Worker {
     options: WorkerOptions,
     shutdown: ShutdownHandle,
-    observer: Arc<dyn Observer>,
+    metrics: WorkerMetrics,
+    observers: Vec<Arc<dyn Observer>>,
 }
 
 impl Worker {
-    /// A worker with explicit options.
+    /// A worker with explicit options. It records [`WorkerMetrics`] labelled with its group.
     pub fn new(options: WorkerOptions) -> Self {
+        let metrics = WorkerMetrics::new(options.group.clone());
         Self {
             options,
             shutdown: ShutdownHandle::default(),
-            observer: Arc::new(LogObserver),
+            metrics,
+            observers: Vec::new(),
         }
     }
 
@@ -164,10 +181,23 @@ impl Worker {
         self
     }
 
-    /// Reports message events (processed, failed, retried, dead-lettered) to `observer`.
+    /// Also reports message events (processed, failed, retried, dead-lettered, duplicate) to
+    /// `observer`, after the worker's own metrics. Can be called more than once.
     pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
-        self.observer = observer;
+        self.observers.push(observer);
         self
+    }
+
+    /// Records into `metrics` instead of a fresh registry (e.g. one your program serves or
+    /// extends itself).
+    pub fn with_metrics(mut self, metrics: WorkerMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The worker's metrics (a handle on the same registry the worker records into).
+    pub fn metrics(&self) -> WorkerMetrics {
+        self.metrics.clone()
     }
 
     /// A handle that shuts this worker down.
@@ -196,73 +226,127 @@ impl Worker {
 
     async fn run_inner(self, handler: BoxHandler) -> Result<()> {
         let o = self.options;
+        let metrics = self.metrics;
         let shutdown = self.shutdown.token.clone();
         if o.handle_signals {
             tokio::spawn(wait_for_signal(shutdown.clone()));
         }
-        let broker = Broker::connect(&o.connect).await?;
-        let store = broker.group_config_store().await?;
-        let mut updates = Box::pin(store.watch(&o.namespace, &o.group).await?);
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            u = tokio::time::timeout(o.config_timeout, updates.next()) => u,
-        };
-        let cfg = match first {
-            Ok(Some(ConfigUpdate::Put(cfg))) => *cfg,
-            Ok(Some(ConfigUpdate::Removed)) | Ok(None) | Err(_) => {
-                return Err(Error::new(
-                    ErrorKind::GroupNotFound,
-                    format!(
-                        "no config for group {}/{} on the config channel within {:?}: is the ConsumerGroup applied and Ready?",
-                        o.namespace, o.group, o.config_timeout
-                    ),
-                ));
+        // Served from the start so /healthz answers; /readyz turns 200 once the worker joined.
+        let server =
+            match o.metrics_addr {
+                Some(addr) => Some(MetricsServer::serve(addr, metrics.clone()).await.map_err(
+                    |e| {
+                        Error::with_source(
+                            ErrorKind::Config,
+                            "failed to start the metrics endpoint",
+                            e,
+                        )
+                    },
+                )?),
+                None => None,
+            };
+        // Not ready any more as soon as shutdown starts (the pod leaves the Service first).
+        let unready = tokio::spawn({
+            let (shutdown, metrics) = (shutdown.clone(), metrics.clone());
+            async move {
+                shutdown.cancelled().await;
+                metrics.set_ready(false);
             }
-        };
-        cfg.validate()?;
-        info!(source = %cfg.source.name, delivery = ?cfg.delivery, ordering = ?cfg.ordering, "group config loaded");
-        let kind = cfg.source.kind;
-        let pin = Duration::from_millis(cfg.pin_timeout_ms);
-        let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg));
-        let removed = CancellationToken::new();
-        let follower = tokio::spawn(follow_config(
-            updates,
-            cfg_tx,
-            removed.clone(),
-            shutdown.clone(),
-        ));
-        let js = broker.jetstream().clone();
-        let shared = Arc::new(Shared {
-            client: broker.client().clone(),
-            js: js.clone(),
-            config: cfg_rx,
-            handler,
-            member_id: o.member_id.clone(),
-            idempotency: IdempotencyStore::new(js.clone()),
-            observer: self.observer,
         });
-        let result = match kind {
-            SourceKind::Topic => {
-                let group = sluice_broker::ResourceRef::new(o.namespace.clone(), o.group.clone())?;
-                let ttl = Duration::from_secs(ttl_secs(pin));
-                let coord = Coordination::open(&js, &group, &o.member_id, ttl).await?;
-                run_topic_member(shared, coord, shutdown.clone(), o.drain_timeout).await
-            }
-            SourceKind::Queue => run_queue_member(shared, shutdown.clone(), o.drain_timeout).await,
-        };
-        follower.abort();
-        let _ = broker.client().flush().await;
-        if removed.is_cancelled() {
-            return Err(Error::new(
-                ErrorKind::GroupRemoved,
-                format!(
-                    "group {}/{} was deleted: stopped consuming",
-                    o.namespace, o.group
-                ),
-            ));
+        let mut observers: Vec<Arc<dyn Observer>> = vec![Arc::new(metrics.clone())];
+        observers.extend(self.observers);
+        let result = run_member(
+            o,
+            handler,
+            shutdown,
+            metrics.clone(),
+            Arc::new(Fanout::new(observers)),
+        )
+        .await;
+        unready.abort();
+        metrics.set_ready(false);
+        if let Some(server) = server {
+            server.shutdown().await;
         }
         result
     }
+}
+
+async fn run_member(
+    o: WorkerOptions,
+    handler: BoxHandler,
+    shutdown: CancellationToken,
+    metrics: WorkerMetrics,
+    observer: Arc<dyn Observer>,
+) -> Result<()> {
+    let broker = Broker::connect(&o.connect).await?;
+    let store = broker.group_config_store().await?;
+    let mut updates = Box::pin(store.watch(&o.namespace, &o.group).await?);
+    let first = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        u = tokio::time::timeout(o.config_timeout, updates.next()) => u,
+    };
+    let cfg = match first {
+        Ok(Some(ConfigUpdate::Put(cfg))) => *cfg,
+        Ok(Some(ConfigUpdate::Removed)) | Ok(None) | Err(_) => {
+            return Err(Error::new(
+                ErrorKind::GroupNotFound,
+                format!(
+                    "no config for group {}/{} on the config channel within {:?}: is the ConsumerGroup applied and Ready?",
+                    o.namespace, o.group, o.config_timeout
+                ),
+            ));
+        }
+    };
+    cfg.validate()?;
+    info!(source = %cfg.source.name, delivery = ?cfg.delivery, ordering = ?cfg.ordering, "group config loaded");
+    let kind = cfg.source.kind;
+    let pin = Duration::from_millis(cfg.pin_timeout_ms);
+    let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg));
+    let removed = CancellationToken::new();
+    let follower = tokio::spawn(follow_config(
+        updates,
+        cfg_tx,
+        removed.clone(),
+        shutdown.clone(),
+    ));
+    let js = broker.jetstream().clone();
+    let shared = Arc::new(Shared {
+        client: broker.client().clone(),
+        js: js.clone(),
+        config: cfg_rx,
+        handler,
+        member_id: o.member_id.clone(),
+        idempotency: IdempotencyStore::new(js.clone()),
+        observer,
+    });
+    let result = match kind {
+        SourceKind::Topic => {
+            let group = sluice_broker::ResourceRef::new(o.namespace.clone(), o.group.clone())?;
+            let ttl = Duration::from_secs(ttl_secs(pin));
+            let coord = Coordination::open(&js, &group, &o.member_id, ttl).await?;
+            metrics.set_ready(true);
+            run_topic_member(shared, coord, shutdown.clone(), o.drain_timeout).await
+        }
+        SourceKind::Queue => {
+            run_queue_member(shared, shutdown.clone(), o.drain_timeout, || {
+                metrics.set_ready(true)
+            })
+            .await
+        }
+    };
+    follower.abort();
+    let _ = broker.client().flush().await;
+    if removed.is_cancelled() {
+        return Err(Error::new(
+            ErrorKind::GroupRemoved,
+            format!(
+                "group {}/{} was deleted: stopped consuming",
+                o.namespace, o.group
+            ),
+        ));
+    }
+    result
 }
 
 async fn follow_config(

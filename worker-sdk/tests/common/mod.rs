@@ -320,3 +320,536 @@ pub fn counts(records: &[Record]) -> std::collections::BTreeMap<(u32, u64), usiz
     }
     c
 }
+
+// ---------------------------------------------------------------------------------------------
+// Queues, streams, DLQ envelopes and worker child processes (delivery, DLQ, exactly-once,
+// shutdown and queue tests).
+
+/// A queue group config with test-friendly timings.
+pub fn queue_group(queue: &str, group: &str) -> GroupConfig {
+    let mut cfg = topic_group(queue, group, 1);
+    cfg.source.kind = SourceKind::Queue;
+    cfg
+}
+
+impl Env {
+    /// Provisions the queue stream, the DLQ (if any) and the group.
+    pub async fn provision_queue(&self, cfg: &GroupConfig) {
+        let queue = ResourceRef::new(NS, cfg.source.name.clone()).unwrap();
+        self.broker
+            .ensure_queue(&queue, &sluice_broker::config::QueueSettings::default())
+            .await
+            .unwrap();
+        if let Some(dlq) = &cfg.dead_letter {
+            self.broker
+                .ensure_dlq(
+                    &ResourceRef::new(NS, dlq.clone()).unwrap(),
+                    &DlqSettings::default(),
+                )
+                .await
+                .unwrap();
+        }
+        self.broker.ensure_group(cfg).await.unwrap();
+    }
+
+    /// Publishes `payload` to a queue with a message id.
+    pub async fn publish_queue(&self, queue: &str, id: &str, payload: &str) -> u64 {
+        let q = ResourceRef::new(NS, queue).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("Nats-Msg-Id", id);
+        self.broker
+            .jetstream()
+            .publish_with_headers(names::queue_subject(&q), h, payload.to_string().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+            .sequence
+    }
+
+    /// Publishes with arbitrary headers to a topic partition.
+    pub async fn publish_with(&self, topic: &str, partition: u32, h: HeaderMap, payload: &str) {
+        let t = ResourceRef::new(NS, topic).unwrap();
+        self.broker
+            .jetstream()
+            .publish_with_headers(
+                names::topic_subject(&t, partition),
+                h,
+                payload.to_string().into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    /// The DLQ's messages with their decoded envelopes.
+    pub async fn dead_letters(
+        &self,
+        dlq: &str,
+    ) -> Vec<(sluice_broker::dlq::DeadLetter, HeaderMap, String)> {
+        self.dlq_messages(dlq)
+            .await
+            .into_iter()
+            .map(|(h, p)| {
+                let dl = sluice_broker::dlq::DeadLetter::decode(&h).unwrap();
+                (dl, h, p)
+            })
+            .collect()
+    }
+
+    /// Every message of a stream: (headers, payload).
+    pub async fn stream_messages(&self, stream_name: &str) -> Vec<(HeaderMap, String)> {
+        let stream = self
+            .broker
+            .jetstream()
+            .get_stream(stream_name)
+            .await
+            .unwrap();
+        let last = stream.get_info().await.unwrap().state.last_sequence;
+        let mut out = Vec::new();
+        for seq in 1..=last {
+            if let Ok(m) = stream.get_raw_message(seq).await {
+                out.push((m.headers, String::from_utf8_lossy(&m.payload).to_string()));
+            }
+        }
+        out
+    }
+
+    /// Consumer info of the group's consumer on a stream.
+    pub async fn consumer_info(
+        &self,
+        stream_name: &str,
+        group: &str,
+    ) -> async_nats::jetstream::consumer::Info {
+        let durable = names::group_consumer(&ResourceRef::new(NS, group).unwrap());
+        let stream = self
+            .broker
+            .jetstream()
+            .get_stream(stream_name)
+            .await
+            .unwrap();
+        let mut c: async_nats::jetstream::consumer::PullConsumer =
+            stream.get_consumer(&durable).await.unwrap();
+        c.info().await.unwrap().clone()
+    }
+}
+
+/// Async version of [`wait_until`] for conditions that need the broker.
+pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !cond().await {
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Handler calls per payload, successful ones only.
+pub fn ok_by_payload(records: &[Record]) -> std::collections::BTreeMap<String, usize> {
+    let mut c = std::collections::BTreeMap::new();
+    for r in records.iter().filter(|r| r.ok) {
+        *c.entry(r.payload.clone()).or_insert(0) += 1;
+    }
+    c
+}
+
+/// Spawns a member with a fully built worker (for options the [`MemberSpec`] does not cover).
+pub fn spawn_worker(worker: Worker, spec: MemberSpec) -> Member {
+    let shutdown = worker.shutdown_handle();
+    let (kill_tx, kill_rx) = oneshot::channel::<()>();
+    let id = spec.id.clone();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let records = spec.records.clone();
+        let behaviour = spec.behaviour.clone();
+        let member = spec.id.clone();
+        let work = spec.work;
+        let handler = move |msg: Message, _ctx: Context| {
+            let records = records.clone();
+            let behaviour = behaviour.clone();
+            let member = member.clone();
+            async move {
+                let start = Instant::now();
+                if !work.is_zero() {
+                    tokio::time::sleep(work).await;
+                }
+                let result = behaviour(&msg);
+                records.lock().unwrap().push(Record {
+                    member,
+                    partition: msg.partition,
+                    offset: msg.offset,
+                    key: msg.key.clone(),
+                    payload: String::from_utf8_lossy(&msg.payload).to_string(),
+                    attempt: msg.attempt,
+                    start,
+                    end: Instant::now(),
+                    ok: result.is_ok(),
+                });
+                result
+            }
+        };
+        let out = rt.block_on(async move {
+            tokio::select! {
+                r = worker.run(handler) => Some(r),
+                _ = kill_rx => None,
+            }
+        });
+        rt.shutdown_background();
+        out
+    });
+    Member {
+        id,
+        shutdown,
+        kill: Some(kill_tx),
+        thread: Some(thread),
+    }
+}
+
+/// Worker options of a test member (no signal handling, short drain).
+pub fn member_options(env: &Env, group: &str, id: &str) -> WorkerOptions {
+    let mut options = WorkerOptions::new(&env.url(), NS, group, id);
+    options.handle_signals = false;
+    options.drain_timeout = Duration::from_secs(10);
+    options
+}
+
+/// Counts events by kind.
+#[derive(Debug, Default)]
+pub struct EventCounter(pub Mutex<std::collections::HashMap<sluice_worker::Event, usize>>);
+
+impl EventCounter {
+    pub fn get(&self, e: sluice_worker::Event) -> usize {
+        self.0.lock().unwrap().get(&e).copied().unwrap_or(0)
+    }
+}
+
+impl sluice_worker::Observer for EventCounter {
+    fn event(&self, event: sluice_worker::Event, _partition: u32, _latency: Option<Duration>) {
+        *self.0.lock().unwrap().entry(event).or_insert(0) += 1;
+    }
+}
+
+// --- worker child processes -------------------------------------------------------------------
+//
+// A test binary re-executes itself as a worker process: `spawn_child` runs the test named
+// `child_worker` (ignored, so it never runs on its own) with `SLUICE_TEST_CHILD=1`, and that test
+// calls `child_main`. The worker reads the real `SLUICE_*` environment; the handler appends one
+// line per event to `SLUICE_TEST_LOG` and reacts to payload prefixes:
+// - `abort:` aborts the process (every attempt), after logging `start`;
+// - `abort-once:` publishes its output, then aborts the first time a handler sees it;
+// - `crash-before-ack:` completes (logs `done`) the first time and the process aborts in
+//   the worker's Processed hook, i.e. after the idempotency key was recorded, before the ack;
+// - `fail:` returns a retryable error.
+// `SLUICE_TEST_WORK_MS` makes each handling sleep; `SLUICE_TEST_OUTPUT` makes it publish its
+// payload there through `Context::publish`.
+
+/// The name of the test every test binary declares as the child entry point.
+pub const CHILD_TEST: &str = "child_worker";
+
+/// One line of a child's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildEvent {
+    pub event: String,
+    pub member: String,
+    pub key: String,
+    pub attempt: u32,
+    pub payload: String,
+}
+
+pub fn read_child_log(path: &std::path::Path) -> Vec<ChildEvent> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.splitn(5, '\t').collect();
+            (f.len() == 5).then(|| ChildEvent {
+                event: f[0].into(),
+                member: f[1].into(),
+                key: f[2].into(),
+                attempt: f[3].parse().unwrap_or(0),
+                payload: f[4].into(),
+            })
+        })
+        .collect()
+}
+
+/// Counts events of one kind per payload.
+pub fn child_counts(log: &[ChildEvent], event: &str) -> std::collections::BTreeMap<String, usize> {
+    let mut c = std::collections::BTreeMap::new();
+    for e in log.iter().filter(|e| e.event == event) {
+        *c.entry(e.payload.clone()).or_insert(0) += 1;
+    }
+    c
+}
+
+fn child_log_line(event: &str, member: &str, key: &str, attempt: u32, payload: &str) {
+    use std::io::Write;
+    let Ok(path) = std::env::var("SLUICE_TEST_LOG") else {
+        return;
+    };
+    let line = format!("{event}\t{member}\t{key}\t{attempt}\t{payload}\n");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(line.as_bytes()).unwrap();
+    f.sync_data().unwrap();
+}
+
+/// Whether the log holds exactly one `start` of `key` (the current handling's).
+fn first_start(key: &str) -> bool {
+    let Ok(path) = std::env::var("SLUICE_TEST_LOG") else {
+        return true;
+    };
+    read_child_log(std::path::Path::new(&path))
+        .iter()
+        .filter(|e| e.event == "start" && e.key == key)
+        .count()
+        == 1
+}
+
+static CRASH_ON_PROCESSED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+#[derive(Debug)]
+struct ChildObserver {
+    member: String,
+}
+
+impl sluice_worker::Observer for ChildObserver {
+    fn event(&self, event: sluice_worker::Event, _partition: u32, _latency: Option<Duration>) {
+        match event {
+            sluice_worker::Event::Processed
+                if CRASH_ON_PROCESSED.load(std::sync::atomic::Ordering::SeqCst) =>
+            {
+                child_log_line("crash-before-ack", &self.member, "", 0, "");
+                std::process::abort();
+            }
+            sluice_worker::Event::Duplicate => {
+                child_log_line("dup", &self.member, "", 0, "");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The body of every test binary's `child_worker` test.
+pub fn child_main() {
+    if std::env::var("SLUICE_TEST_CHILD").is_err() {
+        eprintln!("child_worker is a worker process entry point: run by the other tests");
+        return;
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let work = Duration::from_millis(
+        std::env::var("SLUICE_TEST_WORK_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    );
+    let output = std::env::var("SLUICE_TEST_OUTPUT").ok();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let result = rt.block_on(async move {
+        let worker = Worker::from_env().unwrap();
+        let member = worker.options().member_id.clone();
+        let worker = worker.observer(Arc::new(ChildObserver {
+            member: member.clone(),
+        }));
+        worker
+            .run(move |msg: Message, ctx: Context| {
+                let member = member.clone();
+                let output = output.clone();
+                async move {
+                    let payload = String::from_utf8_lossy(&msg.payload).to_string();
+                    let log = |event: &str| {
+                        child_log_line(event, &member, &msg.idempotency_key, msg.attempt, &payload)
+                    };
+                    log("start");
+                    if payload.starts_with("abort:") {
+                        std::process::abort();
+                    }
+                    if !work.is_zero() {
+                        tokio::time::sleep(work).await;
+                    }
+                    if let Some(subject) = output {
+                        ctx.publish(subject, None, msg.payload.clone())
+                            .await
+                            .map_err(HandlerError::retryable)?;
+                    }
+                    if payload.starts_with("abort-once:") && first_start(&msg.idempotency_key) {
+                        std::process::abort();
+                    }
+                    if payload.starts_with("fail:") {
+                        log("fail");
+                        return Err(HandlerError::retryable("told to fail"));
+                    }
+                    if payload.starts_with("crash-before-ack:") && first_start(&msg.idempotency_key)
+                    {
+                        CRASH_ON_PROCESSED.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    log("done");
+                    Ok(())
+                }
+            })
+            .await
+    });
+    result.unwrap();
+}
+
+/// A worker child process; killed when dropped.
+pub struct Child {
+    pub member: String,
+    pub proc: std::process::Child,
+}
+
+impl Child {
+    /// Whether it exited, and how.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.proc.try_wait().unwrap()
+    }
+
+    /// Sends SIGTERM (the real signal, through `kill`).
+    pub fn sigterm(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.proc.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.exited() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                panic!("child {} did not exit within {timeout:?}", self.member);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.proc.kill();
+        let _ = self.proc.wait();
+    }
+}
+
+/// How to start worker children of one group.
+#[derive(Clone)]
+pub struct ChildSpec {
+    pub url: String,
+    pub group: String,
+    pub log: std::path::PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+impl ChildSpec {
+    pub fn new(env: &Env, group: &str, dir: &std::path::Path) -> Self {
+        Self {
+            url: env.url(),
+            group: group.into(),
+            log: dir.join("handled.log"),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn with(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn spawn(&self, member: &str) -> Child {
+        let exe = std::env::current_exe().unwrap();
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log.with_extension("stderr"))
+            .unwrap();
+        let proc = std::process::Command::new(exe)
+            .args([
+                CHILD_TEST,
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("SLUICE_TEST_CHILD", "1")
+            .env("SLUICE_BROKER_URL", &self.url)
+            .env("SLUICE_NAMESPACE", NS)
+            .env("SLUICE_GROUP", &self.group)
+            .env("SLUICE_MEMBER_ID", member)
+            .env("SLUICE_TEST_LOG", &self.log)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        Child {
+            member: member.into(),
+            proc,
+        }
+    }
+
+    pub fn events(&self) -> Vec<ChildEvent> {
+        read_child_log(&self.log)
+    }
+
+    /// The children's stderr, for failure messages.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.log.with_extension("stderr")).unwrap_or_default()
+    }
+}
+
+/// Keeps one worker child running, restarting it (under a new member id) whenever it dies.
+pub struct Supervisor {
+    pub spec: ChildSpec,
+    pub child: Child,
+    pub crashes: u32,
+}
+
+impl Supervisor {
+    pub fn start(spec: ChildSpec) -> Self {
+        let child = spec.spawn("w0");
+        Self {
+            spec,
+            child,
+            crashes: 0,
+        }
+    }
+
+    /// Restarts the child if it died; call while polling.
+    pub fn tend(&mut self) {
+        if let Some(status) = self.child.exited() {
+            assert!(
+                !status.success() || status.code().is_none(),
+                "worker exited cleanly while it should be running: {status}\n{}",
+                self.spec.stderr()
+            );
+            self.crashes += 1;
+            self.child = self.spec.spawn(&format!("w{}", self.crashes));
+        }
+    }
+}
