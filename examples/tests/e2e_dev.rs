@@ -1,0 +1,222 @@
+//! End to end through `sluice dev`: both example pipelines run on the embedded broker with
+//! their real worker binaries, then the DLQ replay and the offset reset of the operations
+//! commands. Effects are checked in the workers' own effect buckets, independently of the
+//! summary `sluice dev` prints.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use futures::StreamExt;
+use sluice_broker::embedded::{NatsServer, ServerOptions};
+
+/// The `sluice` binary, built beside the example binaries by `cargo build --workspace`
+/// (`cargo nextest run --workspace` builds it too).
+fn sluice() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_video-worker")).parent().unwrap();
+    let bin = dir.join("sluice");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --workspace` (or the whole workspace's tests) first",
+        bin.display()
+    );
+    bin
+}
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(name)
+}
+
+fn run(args: &[&str]) -> Output {
+    let out = Command::new(sluice())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("sluice runs");
+    println!("$ sluice {}\n{}", args.join(" "), String::from_utf8_lossy(&out.stdout));
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(out.status.success(), "sluice {} failed", args.join(" "));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn summary(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn group<'a>(summary: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    summary["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["group"] == format!("default/{name}"))
+        .unwrap_or_else(|| panic!("no group {name} in {summary}"))
+}
+
+/// Keys of a KV bucket in the data dir's broker (started on its store).
+async fn bucket_keys(data: &Path, bucket: &str) -> Vec<String> {
+    let server = NatsServer::start(ServerOptions {
+        dir: Some(data.join("broker")),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let kv = js.get_key_value(bucket).await.unwrap();
+    let mut keys: Vec<String> = kv.keys().await.unwrap().map(|k| k.unwrap()).collect().await;
+    keys.sort();
+    keys
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn video_pipeline_dead_letters_the_poison_upload_and_replays_it_once_after_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let s1 = tmp.path().join("s1.json");
+    let stdout = run_ok(&[
+        "dev",
+        example("video-pipeline").to_str().unwrap(),
+        "--until-idle",
+        "--timeout",
+        "4m",
+        "--no-ui",
+        "--data-dir",
+        data_s,
+        "--summary-json",
+        s1.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("published=25 processed=124 dead-lettered=1 lost=0"), "{stdout}");
+    let s = summary(&s1);
+    assert_eq!(group(&s, "encoders")["processed"], 24);
+    assert_eq!(group(&s, "encoders")["dead_lettered"], 1);
+    for g in ["thumbnailers", "subtitlers", "indexers", "notifiers"] {
+        assert_eq!(group(&s, g)["processed"], 25, "{g}");
+        assert_eq!(group(&s, g)["lost"], 0, "{g}");
+    }
+
+    // The poison upload sits in the DLQ with the envelope.
+    let listed = run_ok(&["dlq", "list", "video-dlq", "--dev", data_s]);
+    assert!(listed.contains("encoders") && listed.contains("cannot decode upload-13"), "{listed}");
+    let shown = run_ok(&["dlq", "show", "video-dlq", "1", "--dev", data_s]);
+    for header in [
+        "Sluice-Group: encoders",
+        "Sluice-Source: queue/encode",
+        "Sluice-Original-Id: upload-13",
+        "Sluice-Attempts: 1",
+        "Sluice-Last-Error: permanent: cannot decode upload-13",
+    ] {
+        assert!(shown.contains(header), "missing {header:?} in\n{shown}");
+    }
+
+    // Ship the fixed encoder (a manifest edit), replay the DLQ, run again.
+    let fixed = tmp.path().join("fixed");
+    copy_dir(&example("video-pipeline"), &fixed);
+    let workers = fixed.join("workers.yaml");
+    let text = std::fs::read_to_string(&workers).unwrap();
+    let patched = text.replacen(
+        "args: [\"--stage\", \"encode\"]",
+        "args: [\"--stage\", \"encode\"]\n          env: [{name: VIDEO_ACCEPT_CORRUPT, value: \"1\"}]",
+        1,
+    );
+    assert_ne!(patched, text, "the encoder template was found");
+    std::fs::write(&workers, patched).unwrap();
+    let replayed = run_ok(&["dlq", "replay", "video-dlq", "--dev", data_s]);
+    assert!(replayed.contains("replayed 1 message(s)"), "{replayed}");
+    let s2 = tmp.path().join("s2.json");
+    let stdout = run_ok(&[
+        "dev",
+        fixed.to_str().unwrap(),
+        "--until-idle",
+        "--timeout",
+        "4m",
+        "--no-ui",
+        "--data-dir",
+        data_s,
+        "--summary-json",
+        s2.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("lost=0"), "{stdout}");
+    let s = summary(&s2);
+    assert_eq!(group(&s, "encoders")["dead_lettered"], 0, "the DLQ was drained");
+    assert_eq!(group(&s, "encoders")["lost"], 0);
+    let listed = run_ok(&["dlq", "list", "video-dlq", "--dev", data_s]);
+    assert!(!listed.contains("upload-13"), "{listed}");
+
+    // Every stage did every upload exactly once: upload-13 was encoded once, after the replay.
+    let keys = bucket_keys(&data, "VIDEO_RESULTS").await;
+    let duplicates: Vec<_> = keys.iter().filter(|k| k.starts_with("duplicate.")).collect();
+    assert!(duplicates.is_empty(), "handled twice: {duplicates:?}");
+    for stage in ["encode", "thumbnails", "subtitles", "search-index", "notify-followers"] {
+        let done = keys.iter().filter(|k| k.starts_with(&format!("{stage}."))).count();
+        assert_eq!(done, 25, "stage {stage}: {keys:?}");
+    }
+    assert!(keys.contains(&"encode.upload-13".to_string()));
+}
+
+#[tokio::test]
+async fn order_events_reach_every_group_and_audit_replays_after_an_offset_reset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let s1 = tmp.path().join("s1.json");
+    let stdout = run_ok(&[
+        "dev",
+        example("order-events").to_str().unwrap(),
+        "--until-idle",
+        "--timeout",
+        "4m",
+        "--no-ui",
+        "--data-dir",
+        data_s,
+        "--summary-json",
+        s1.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("published=600 processed=1800 dead-lettered=0 lost=0"), "{stdout}");
+    for role in ["ANALYTICS", "NOTIFICATIONS", "AUDIT"] {
+        let keys = bucket_keys(&data, &format!("ORDERS_{role}")).await;
+        assert_eq!(keys.len(), 600, "{role}: every order once");
+        assert!(keys.iter().all(|k| !k.starts_with("duplicate.")), "{role}");
+    }
+
+    let reset = run_ok(&["offsets", "reset", "audit", "--to", "earliest", "--dev", data_s]);
+    assert!(reset.contains("restarts from earliest on 6 partition(s)"), "{reset}");
+    let stdout = run_ok(&[
+        "dev",
+        example("order-events").to_str().unwrap(),
+        "--until-idle",
+        "--timeout",
+        "4m",
+        "--no-ui",
+        "--data-dir",
+        data_s,
+    ]);
+    assert!(stdout.contains("lost=0"), "{stdout}");
+    // Audit saw every order again; the other groups did not.
+    let audit = bucket_keys(&data, "ORDERS_AUDIT").await;
+    assert_eq!(audit.iter().filter(|k| k.starts_with("duplicate.")).count(), 600);
+    for role in ["ANALYTICS", "NOTIFICATIONS"] {
+        let keys = bucket_keys(&data, &format!("ORDERS_{role}")).await;
+        assert!(keys.iter().all(|k| !k.starts_with("duplicate.")), "{role} replayed: {keys:?}");
+    }
+    // Per-customer order held in every process of the ordered groups.
+    for entry in std::fs::read_dir(data.join("logs")).unwrap() {
+        let path = entry.unwrap().path();
+        let log = std::fs::read_to_string(&path).unwrap();
+        assert!(!log.contains("out of order"), "{}:\n{log}", path.display());
+    }
+}
