@@ -220,3 +220,36 @@ async fn order_events_reach_every_group_and_audit_replays_after_an_offset_reset(
         assert!(!log.contains("out of order"), "{}:\n{log}", path.display());
     }
 }
+
+#[tokio::test]
+async fn a_burst_scales_workers_up_and_back_down_without_losing_or_repeating_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let s1 = tmp.path().join("s1.json");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/burst.yaml");
+    let stdout = run_ok(&[
+        "dev",
+        manifest.to_str().unwrap(),
+        "--until-idle",
+        "--wait-scale-down",
+        "--timeout",
+        "4m",
+        "--no-ui",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--summary-json",
+        s1.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("published=3000 processed=3000 dead-lettered=0 lost=0"), "{stdout}");
+    let s = summary(&s1);
+    let scaling = &group(&s, "burst")["scaling"];
+    assert!(scaling["max_replicas"].as_u64().unwrap() > 1, "never scaled up: {scaling}");
+    assert!(scaling["max_replicas"].as_u64().unwrap() <= 6, "beyond the partition cap: {scaling}");
+    assert!(scaling["scale_downs"].as_u64().unwrap() >= 1, "never scaled down: {scaling}");
+    assert_eq!(scaling["replicas"], 1, "back at the minimum: {scaling}");
+    // Every message handled once, across the rebalances that scaling caused.
+    let keys = bucket_keys(&data, "ORDERS_BURST").await;
+    assert_eq!(keys.iter().filter(|k| !k.starts_with("duplicate.")).count(), 3000);
+    let duplicates: Vec<_> = keys.iter().filter(|k| k.starts_with("duplicate.")).collect();
+    assert!(duplicates.is_empty(), "handled twice: {duplicates:?}");
+}

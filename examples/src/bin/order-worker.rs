@@ -14,6 +14,9 @@ struct Args {
     /// analytics, notifications or audit.
     #[arg(long)]
     role: String,
+    /// Simulated work per order, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    work_ms: u64,
 }
 
 #[tokio::main]
@@ -23,6 +26,7 @@ async fn main() -> anyhow::Result<()> {
     let bucket = format!("ORDERS_{}", args.role.to_uppercase());
     let last_seen: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
     let check_order = args.role != "notifications";
+    let work = std::time::Duration::from_millis(args.work_ms);
     Worker::from_env()?
         .run(move |msg, ctx| {
             let bucket = bucket.clone();
@@ -38,6 +42,9 @@ async fn main() -> anyhow::Result<()> {
                         tracing::error!(customer = %order.customer, seq = order.customer_seq, last = *last, "out of order");
                     }
                     *last = order.customer_seq;
+                }
+                if !work.is_zero() {
+                    tokio::time::sleep(work).await;
                 }
                 let store = effect_store(ctx.jetstream(), &bucket)
                     .await

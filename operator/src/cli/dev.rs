@@ -22,6 +22,10 @@ pub struct DevArgs {
     /// retries pending); prints the summary. Exit code 1 if anything was lost or a Job failed.
     #[arg(long)]
     pub until_idle: bool,
+    /// With --until-idle, also wait until the autoscaler has scaled every group back to its
+    /// minimum (shows scale-down; mind the groups' scaleDownStabilization).
+    #[arg(long, requires = "until_idle")]
+    pub wait_scale_down: bool,
     /// Give up waiting for idleness after this long (with --until-idle).
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -102,7 +106,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             next_line = Instant::now() + Duration::from_secs(5);
         }
         if args.until_idle {
-            if session.is_idle().await? {
+            if session.is_idle().await? && (!args.wait_scale_down || session.at_minimum().await) {
                 idle_streak += 1;
                 // Idle on three consecutive ticks: nothing arrives from sources or retries.
                 if idle_streak >= 3 {
@@ -124,8 +128,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let summary = summary?;
     for g in &summary.groups {
         println!(
-            "group {}: expected={} processed={} dead-lettered={} lost={}",
-            g.group, g.expected, g.processed, g.dead_lettered, g.lost
+            "group {}: expected={} processed={} dead-lettered={} lost={} (workers: max {}, {} scale-ups, {} scale-downs)",
+            g.group,
+            g.expected,
+            g.processed,
+            g.dead_lettered,
+            g.lost,
+            g.scaling.max_replicas,
+            g.scaling.scale_ups,
+            g.scaling.scale_downs
         );
     }
     println!("{}", summary.totals.line());

@@ -59,6 +59,20 @@ struct GroupRuntime {
     next_poll: Instant,
     reason: String,
     problem: Option<String>,
+    scaling: ScalingStats,
+}
+
+/// What the autoscaler did to one group during the run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ScalingStats {
+    /// Scale-ups applied.
+    pub scale_ups: u32,
+    /// Scale-downs applied.
+    pub scale_downs: u32,
+    /// Most worker processes at once.
+    pub max_replicas: u32,
+    /// Worker processes at the end.
+    pub replicas: u32,
 }
 
 /// A running dev session.
@@ -319,6 +333,7 @@ impl Session {
                         next_poll: Instant::now(),
                         reason: "starting".into(),
                         problem: None,
+                        scaling: ScalingStats::default(),
                     },
                 );
             }
@@ -445,13 +460,26 @@ impl Session {
         for (key, runtime) in self.groups.iter_mut() {
             let Some(pool) = &runtime.pool else { continue };
             pool.restart_exited().await?;
+            let running = pool.len().await as u32;
+            runtime.scaling.replicas = running;
+            runtime.scaling.max_replicas = runtime.scaling.max_replicas.max(running);
             if now < runtime.next_poll {
                 continue;
             }
             if let Some(scaler) = runtime.scaler.as_mut() {
                 runtime.next_poll = now + scaler.policy().poll_interval;
+                let before = pool.len().await as u32;
                 match scaler.poll(&runtime.lag_source, pool, since_start).await {
-                    Ok(step) => runtime.reason = step.decision.to_string(),
+                    Ok(step) => {
+                        runtime.reason = step.decision.to_string();
+                        if step.scaled {
+                            if step.decision.desired > before {
+                                runtime.scaling.scale_ups += 1;
+                            } else {
+                                runtime.scaling.scale_downs += 1;
+                            }
+                        }
+                    }
                     Err(e) => {
                         warn!(group = %label(key), error = %e, "autoscaler step failed");
                         runtime.reason = format!("autoscaler: {e}");
@@ -531,6 +559,26 @@ impl Session {
             }
         }
         Ok(true)
+    }
+
+    /// Whether every group with workers runs no more than its autoscaling minimum.
+    pub async fn at_minimum(&self) -> bool {
+        for runtime in self.groups.values() {
+            if let (Some(pool), Some(scaler)) = (&runtime.pool, &runtime.scaler)
+                && pool.len().await > scaler.policy().min as usize
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// What the autoscaler did, per group (`namespace/name`).
+    pub fn scaling(&self) -> BTreeMap<String, ScalingStats> {
+        self.groups
+            .iter()
+            .map(|(k, r)| (label(k), r.scaling))
+            .collect()
     }
 
     /// The current view.
@@ -613,7 +661,12 @@ impl Session {
     /// Per-group accounting and totals (see [`super::summary`]).
     pub async fn summary(&self) -> anyhow::Result<super::summary::Summary> {
         let configs: Vec<GroupConfig> = self.groups.values().map(|g| g.config.clone()).collect();
-        super::summary::compute(&self.broker, &self.manifests, &configs).await
+        let mut summary = super::summary::compute(&self.broker, &self.manifests, &configs).await?;
+        let scaling = self.scaling();
+        for g in &mut summary.groups {
+            g.scaling = scaling.get(&g.group).copied().unwrap_or_default();
+        }
+        Ok(summary)
     }
 
     /// Stops every worker gracefully, then the broker.

@@ -32,6 +32,8 @@ pub struct GroupSummary {
     pub dead_lettered: u64,
     /// Neither handled nor dead-lettered.
     pub lost: u64,
+    /// What the autoscaler did.
+    pub scaling: super::session::ScalingStats,
 }
 
 /// The end-of-run report.
@@ -97,6 +99,7 @@ pub async fn compute(
             processed: acked.saturating_sub(dead_lettered),
             dead_lettered,
             lost: expected.saturating_sub(acked),
+            scaling: Default::default(),
         };
         summary.totals.processed += g.processed;
         summary.totals.dead_lettered += g.dead_lettered;
