@@ -14,7 +14,9 @@ use sluice_broker::embedded::{NatsServer, ServerOptions};
 /// The `sluice` binary, built beside the example binaries by `cargo build --workspace`
 /// (`cargo nextest run --workspace` builds it too).
 fn sluice() -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_video-worker")).parent().unwrap();
+    let dir = Path::new(env!("CARGO_BIN_EXE_video-worker"))
+        .parent()
+        .unwrap();
     let bin = dir.join("sluice");
     assert!(
         bin.is_file(),
@@ -34,7 +36,11 @@ fn run(args: &[&str]) -> Output {
         .env("RUST_LOG", "warn")
         .output()
         .expect("sluice runs");
-    println!("$ sluice {}\n{}", args.join(" "), String::from_utf8_lossy(&out.stdout));
+    println!(
+        "$ sluice {}\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout)
+    );
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
     out
 }
@@ -100,7 +106,10 @@ async fn video_pipeline_dead_letters_the_poison_upload_and_replays_it_once_after
         "--summary-json",
         s1.to_str().unwrap(),
     ]);
-    assert!(stdout.contains("published=25 processed=124 dead-lettered=1 lost=0"), "{stdout}");
+    assert!(
+        stdout.contains("published=25 processed=124 dead-lettered=1 lost=0"),
+        "{stdout}"
+    );
     let s = summary(&s1);
     assert_eq!(group(&s, "encoders")["processed"], 24);
     assert_eq!(group(&s, "encoders")["dead_lettered"], 1);
@@ -111,7 +120,10 @@ async fn video_pipeline_dead_letters_the_poison_upload_and_replays_it_once_after
 
     // The poison upload sits in the DLQ with the envelope.
     let listed = run_ok(&["dlq", "list", "video-dlq", "--dev", data_s]);
-    assert!(listed.contains("encoders") && listed.contains("cannot decode upload-13"), "{listed}");
+    assert!(
+        listed.contains("encoders") && listed.contains("cannot decode upload-13"),
+        "{listed}"
+    );
     let shown = run_ok(&["dlq", "show", "video-dlq", "1", "--dev", data_s]);
     for header in [
         "Sluice-Group: encoders",
@@ -152,17 +164,33 @@ async fn video_pipeline_dead_letters_the_poison_upload_and_replays_it_once_after
     ]);
     assert!(stdout.contains("lost=0"), "{stdout}");
     let s = summary(&s2);
-    assert_eq!(group(&s, "encoders")["dead_lettered"], 0, "the DLQ was drained");
+    assert_eq!(
+        group(&s, "encoders")["dead_lettered"],
+        0,
+        "the DLQ was drained"
+    );
     assert_eq!(group(&s, "encoders")["lost"], 0);
     let listed = run_ok(&["dlq", "list", "video-dlq", "--dev", data_s]);
     assert!(!listed.contains("upload-13"), "{listed}");
 
     // Every stage did every upload exactly once: upload-13 was encoded once, after the replay.
     let keys = bucket_keys(&data, "VIDEO_RESULTS").await;
-    let duplicates: Vec<_> = keys.iter().filter(|k| k.starts_with("duplicate.")).collect();
+    let duplicates: Vec<_> = keys
+        .iter()
+        .filter(|k| k.starts_with("duplicate."))
+        .collect();
     assert!(duplicates.is_empty(), "handled twice: {duplicates:?}");
-    for stage in ["encode", "thumbnails", "subtitles", "search-index", "notify-followers"] {
-        let done = keys.iter().filter(|k| k.starts_with(&format!("{stage}."))).count();
+    for stage in [
+        "encode",
+        "thumbnails",
+        "subtitles",
+        "search-index",
+        "notify-followers",
+    ] {
+        let done = keys
+            .iter()
+            .filter(|k| k.starts_with(&format!("{stage}.")))
+            .count();
         assert_eq!(done, 25, "stage {stage}: {keys:?}");
     }
     assert!(keys.contains(&"encode.upload-13".to_string()));
@@ -186,15 +214,23 @@ async fn order_events_reach_every_group_and_audit_replays_after_an_offset_reset(
         "--summary-json",
         s1.to_str().unwrap(),
     ]);
-    assert!(stdout.contains("published=600 processed=1800 dead-lettered=0 lost=0"), "{stdout}");
+    assert!(
+        stdout.contains("published=600 processed=1800 dead-lettered=0 lost=0"),
+        "{stdout}"
+    );
     for role in ["ANALYTICS", "NOTIFICATIONS", "AUDIT"] {
         let keys = bucket_keys(&data, &format!("ORDERS_{role}")).await;
         assert_eq!(keys.len(), 600, "{role}: every order once");
         assert!(keys.iter().all(|k| !k.starts_with("duplicate.")), "{role}");
     }
 
-    let reset = run_ok(&["offsets", "reset", "audit", "--to", "earliest", "--dev", data_s]);
-    assert!(reset.contains("restarts from earliest on 6 partition(s)"), "{reset}");
+    let reset = run_ok(&[
+        "offsets", "reset", "audit", "--to", "earliest", "--dev", data_s,
+    ]);
+    assert!(
+        reset.contains("restarts from earliest on 6 partition(s)"),
+        "{reset}"
+    );
     let stdout = run_ok(&[
         "dev",
         example("order-events").to_str().unwrap(),
@@ -208,10 +244,16 @@ async fn order_events_reach_every_group_and_audit_replays_after_an_offset_reset(
     assert!(stdout.contains("lost=0"), "{stdout}");
     // Audit saw every order again; the other groups did not.
     let audit = bucket_keys(&data, "ORDERS_AUDIT").await;
-    assert_eq!(audit.iter().filter(|k| k.starts_with("duplicate.")).count(), 600);
+    assert_eq!(
+        audit.iter().filter(|k| k.starts_with("duplicate.")).count(),
+        600
+    );
     for role in ["ANALYTICS", "NOTIFICATIONS"] {
         let keys = bucket_keys(&data, &format!("ORDERS_{role}")).await;
-        assert!(keys.iter().all(|k| !k.starts_with("duplicate.")), "{role} replayed: {keys:?}");
+        assert!(
+            keys.iter().all(|k| !k.starts_with("duplicate.")),
+            "{role} replayed: {keys:?}"
+        );
     }
     // Per-customer order held in every process of the ordered groups.
     for entry in std::fs::read_dir(data.join("logs")).unwrap() {
@@ -240,16 +282,34 @@ async fn a_burst_scales_workers_up_and_back_down_without_losing_or_repeating_wor
         "--summary-json",
         s1.to_str().unwrap(),
     ]);
-    assert!(stdout.contains("published=3000 processed=3000 dead-lettered=0 lost=0"), "{stdout}");
+    assert!(
+        stdout.contains("published=3000 processed=3000 dead-lettered=0 lost=0"),
+        "{stdout}"
+    );
     let s = summary(&s1);
     let scaling = &group(&s, "burst")["scaling"];
-    assert!(scaling["max_replicas"].as_u64().unwrap() > 1, "never scaled up: {scaling}");
-    assert!(scaling["max_replicas"].as_u64().unwrap() <= 6, "beyond the partition cap: {scaling}");
-    assert!(scaling["scale_downs"].as_u64().unwrap() >= 1, "never scaled down: {scaling}");
+    assert!(
+        scaling["max_replicas"].as_u64().unwrap() > 1,
+        "never scaled up: {scaling}"
+    );
+    assert!(
+        scaling["max_replicas"].as_u64().unwrap() <= 6,
+        "beyond the partition cap: {scaling}"
+    );
+    assert!(
+        scaling["scale_downs"].as_u64().unwrap() >= 1,
+        "never scaled down: {scaling}"
+    );
     assert_eq!(scaling["replicas"], 1, "back at the minimum: {scaling}");
     // Every message handled once, across the rebalances that scaling caused.
     let keys = bucket_keys(&data, "ORDERS_BURST").await;
-    assert_eq!(keys.iter().filter(|k| !k.starts_with("duplicate.")).count(), 3000);
-    let duplicates: Vec<_> = keys.iter().filter(|k| k.starts_with("duplicate.")).collect();
+    assert_eq!(
+        keys.iter().filter(|k| !k.starts_with("duplicate.")).count(),
+        3000
+    );
+    let duplicates: Vec<_> = keys
+        .iter()
+        .filter(|k| k.starts_with("duplicate."))
+        .collect();
     assert!(duplicates.is_empty(), "handled twice: {duplicates:?}");
 }
