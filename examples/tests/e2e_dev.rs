@@ -51,6 +51,25 @@ fn run_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `sluice dev <manifests> --until-idle` on `data`, with a summary file when given; returns stdout.
+fn dev_until_idle(manifests: &Path, data: &Path, summary: Option<&Path>, extra: &[&str]) -> String {
+    let mut args = vec![
+        "dev",
+        manifests.to_str().unwrap(),
+        "--until-idle",
+        "--timeout",
+        "4m",
+        "--no-ui",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    if let Some(path) = summary {
+        args.extend(["--summary-json", path.to_str().unwrap()]);
+    }
+    args.extend(extra);
+    run_ok(&args)
+}
+
 fn summary(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
@@ -94,18 +113,7 @@ async fn video_pipeline_dead_letters_the_poison_upload_and_replays_it_once_after
     let data = tmp.path().join("data");
     let data_s = data.to_str().unwrap();
     let s1 = tmp.path().join("s1.json");
-    let stdout = run_ok(&[
-        "dev",
-        example("video-pipeline").to_str().unwrap(),
-        "--until-idle",
-        "--timeout",
-        "4m",
-        "--no-ui",
-        "--data-dir",
-        data_s,
-        "--summary-json",
-        s1.to_str().unwrap(),
-    ]);
+    let stdout = dev_until_idle(&example("video-pipeline"), &data, Some(&s1), &[]);
     assert!(
         stdout.contains("published=25 processed=124 dead-lettered=1 lost=0"),
         "{stdout}"
@@ -150,18 +158,7 @@ async fn video_pipeline_dead_letters_the_poison_upload_and_replays_it_once_after
     let replayed = run_ok(&["dlq", "replay", "video-dlq", "--dev", data_s]);
     assert!(replayed.contains("replayed 1 message(s)"), "{replayed}");
     let s2 = tmp.path().join("s2.json");
-    let stdout = run_ok(&[
-        "dev",
-        fixed.to_str().unwrap(),
-        "--until-idle",
-        "--timeout",
-        "4m",
-        "--no-ui",
-        "--data-dir",
-        data_s,
-        "--summary-json",
-        s2.to_str().unwrap(),
-    ]);
+    let stdout = dev_until_idle(&fixed, &data, Some(&s2), &[]);
     assert!(stdout.contains("lost=0"), "{stdout}");
     let s = summary(&s2);
     assert_eq!(
@@ -202,18 +199,7 @@ async fn order_events_reach_every_group_and_audit_replays_after_an_offset_reset(
     let data = tmp.path().join("data");
     let data_s = data.to_str().unwrap();
     let s1 = tmp.path().join("s1.json");
-    let stdout = run_ok(&[
-        "dev",
-        example("order-events").to_str().unwrap(),
-        "--until-idle",
-        "--timeout",
-        "4m",
-        "--no-ui",
-        "--data-dir",
-        data_s,
-        "--summary-json",
-        s1.to_str().unwrap(),
-    ]);
+    let stdout = dev_until_idle(&example("order-events"), &data, Some(&s1), &[]);
     assert!(
         stdout.contains("published=600 processed=1800 dead-lettered=0 lost=0"),
         "{stdout}"
@@ -231,16 +217,7 @@ async fn order_events_reach_every_group_and_audit_replays_after_an_offset_reset(
         reset.contains("restarts from earliest on 6 partition(s)"),
         "{reset}"
     );
-    let stdout = run_ok(&[
-        "dev",
-        example("order-events").to_str().unwrap(),
-        "--until-idle",
-        "--timeout",
-        "4m",
-        "--no-ui",
-        "--data-dir",
-        data_s,
-    ]);
+    let stdout = dev_until_idle(&example("order-events"), &data, None, &[]);
     assert!(stdout.contains("lost=0"), "{stdout}");
     // Audit saw every order again; the other groups did not.
     let audit = bucket_keys(&data, "ORDERS_AUDIT").await;
@@ -269,19 +246,7 @@ async fn a_burst_scales_workers_up_and_back_down_without_losing_or_repeating_wor
     let data = tmp.path().join("data");
     let s1 = tmp.path().join("s1.json");
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/burst.yaml");
-    let stdout = run_ok(&[
-        "dev",
-        manifest.to_str().unwrap(),
-        "--until-idle",
-        "--wait-scale-down",
-        "--timeout",
-        "4m",
-        "--no-ui",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--summary-json",
-        s1.to_str().unwrap(),
-    ]);
+    let stdout = dev_until_idle(&manifest, &data, Some(&s1), &["--wait-scale-down"]);
     assert!(
         stdout.contains("published=3000 processed=3000 dead-lettered=0 lost=0"),
         "{stdout}"
