@@ -100,6 +100,7 @@ pub mod metrics;
 mod partition;
 mod process;
 pub mod producer;
+mod pull;
 mod queue;
 pub mod telemetry;
 mod worker;

@@ -27,7 +27,6 @@ fn assert_exact_order(records: &[Record], partitions: u32, per_partition: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "KNOWN FAILING (work in progress): after a clean handoff the new owner stalls a few messages in; see the branch report"]
 async fn clean_joins_and_leaves_keep_order_exclusivity_and_deliver_nothing_twice() {
     let env = env().await;
     let cfg = topic_group("orders", "billing", 6);
