@@ -271,7 +271,6 @@ impl Runner {
             if let Err(e) = self.pull.refill(want, head_missing).await {
                 warn!(error = %e, "pull request failed, retrying");
             }
-            let wake = self.pull.next_deadline();
             tokio::select! {
                 biased;
                 _ = self.lease.fenced.cancelled() => return Ok(self.fence().await),
@@ -292,6 +291,7 @@ impl Runner {
                     }
                 },
                 _ = progress.tick() => self.touch_held().await,
+                // Also where lost pull requests expire (see `PinnedPull::refill`).
                 _ = tick.tick() => {
                     self.adapt_window(last_tick.elapsed());
                     last_tick = Instant::now();
@@ -299,7 +299,6 @@ impl Runner {
                         self.check_gap().await;
                     }
                 }
-                _ = sleep_until_opt(wake) => {}
             }
         }
         self.drain().await
@@ -594,12 +593,5 @@ impl Runner {
             "partition handed over"
         );
         Ok(RunEnd::Released)
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => futures::future::pending().await,
     }
 }
