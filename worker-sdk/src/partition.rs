@@ -4,7 +4,8 @@
 //! the lease is fenced.
 //!
 //! Prefetch: the window of fetched-but-unfinished messages follows the measured handling rate
-//! (about [`WINDOW_TIME`] of work, between [`MIN_WINDOW`] and [`MAX_WINDOW`] messages), so a
+//! (about [`WINDOW_TIME`] of work, between [`MIN_WINDOW`] and [`MAX_WINDOW`] messages,
+//! measured every [`TICK`]), so a
 //! fast handler is never starved and a slow one does not sit on messages another member could
 //! take over.
 //!
@@ -43,12 +44,14 @@ use crate::pull::{PinnedPull, Pulled};
 
 /// Fewest messages a partition keeps fetched ahead (also the window before a rate is known).
 const MIN_WINDOW: usize = 16;
+/// The window before the first rate measurement.
+const INITIAL_WINDOW: usize = 64;
 /// Most messages a partition keeps fetched and unfinished.
 const MAX_WINDOW: usize = 1024;
 /// The window holds about this much work at the measured handling rate.
 const WINDOW_TIME: Duration = Duration::from_millis(500);
-/// How often the handling rate (and a gap at the head) is looked at.
-const TICK: Duration = Duration::from_millis(250);
+/// How often the handling rate is measured (a gap at the head is looked at every fifth tick).
+const TICK: Duration = Duration::from_millis(50);
 
 /// How a partition run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,7 +213,7 @@ impl Runner {
             pull,
             pull_closed: false,
             expires,
-            window: MIN_WINDOW,
+            window: INITIAL_WINDOW,
             completed: 0,
             rate: 0.0,
             next,
@@ -262,6 +265,7 @@ impl Runner {
         let mut progress = tokio::time::interval(self.ack_wait() / 3);
         let mut tick = tokio::time::interval(TICK);
         let mut last_tick = Instant::now();
+        let mut ticks = 0u32;
         loop {
             self.pump();
             // A missing head (a redelivery the partition waits for) must stay reachable even
@@ -295,7 +299,8 @@ impl Runner {
                 _ = tick.tick() => {
                     self.adapt_window(last_tick.elapsed());
                     last_tick = Instant::now();
-                    if self.gap_since.is_some() {
+                    ticks = ticks.wrapping_add(1);
+                    if self.gap_since.is_some() && ticks.is_multiple_of(5) {
                         self.check_gap().await;
                     }
                 }
@@ -505,19 +510,17 @@ impl Runner {
 
     /// Clean handoff (see the module docs): nothing is requested any more; what pending
     /// requests still deliver is received, and handling in order goes on until they all ended
-    /// (bounded by twice the request expiry), then running handlers finish (bounded by the
-    /// drain timeout) and the rest goes back with a NAK.
+    /// (at most the request expiry plus grace), then running handlers finish (bounded by the
+    /// drain timeout) and what was not started goes back with a NAK.
     async fn drain(&mut self) -> Result<RunEnd> {
-        let started = Instant::now();
-        let soft = started + self.expires * 2;
-        let hard = started + self.drain_timeout.max(self.expires * 2);
+        let hard = Instant::now() + self.drain_timeout;
         loop {
             let now = Instant::now();
-            if now < soft {
+            let idle = self.pull_closed || self.pull.idle();
+            if !idle {
                 self.pump();
             }
-            let idle = self.pull_closed || self.pull.idle();
-            if idle && self.inflight.is_empty() && (self.queued() == 0 || now >= soft) {
+            if idle && self.inflight.is_empty() {
                 break;
             }
             if now >= hard {
@@ -529,9 +532,6 @@ impl Runner {
                 break;
             }
             let mut wake = hard;
-            if now < soft {
-                wake = wake.min(soft);
-            }
             if let Some(d) = self.pull.next_deadline() {
                 wake = wake.min(d);
             }

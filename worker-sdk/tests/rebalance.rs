@@ -59,11 +59,8 @@ async fn clean_joins_and_leaves_keep_order_exclusivity_and_deliver_nothing_twice
     let mut s = spec(&env, "billing", "c", &records);
     s.work = Duration::from_millis(25);
     let mut c = spawn_member(s);
-    wait_until(Duration::from_secs(30), "b and c to get partitions", || {
-        let r = records.lock().unwrap();
-        r.iter().any(|r| r.member == "b") && r.iter().any(|r| r.member == "c")
-    })
-    .await;
+    env.wait_owns("billing", "b", Duration::from_secs(30)).await;
+    env.wait_owns("billing", "c", Duration::from_secs(30)).await;
     for i in per_partition / 2..per_partition {
         for p in 0..6 {
             env.publish(
@@ -85,6 +82,12 @@ async fn clean_joins_and_leaves_keep_order_exclusivity_and_deliver_nothing_twice
     c.stop().unwrap();
     a.stop().unwrap();
     let records = records.lock().unwrap().clone();
+    for m in ["a", "b", "c"] {
+        assert!(
+            records.iter().any(|r| r.member == m),
+            "{m} never handled anything"
+        );
+    }
     assert_no_overlap(&records);
     let dups: Vec<_> = counts(&records)
         .into_iter()
