@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo bench -p sluice-worker --bench throughput
 //! SLUICE_BENCH_MESSAGES=200000 SLUICE_BENCH_RUNS=5 cargo bench -p sluice-worker --bench throughput
+//! SLUICE_BENCH_ONLY=consume cargo bench -p sluice-worker --bench throughput   # one side only
 //! ```
 //!
 //! Publish cases (each publishes into its own fresh 1-partition topic):
@@ -399,11 +400,16 @@ async fn main() -> Result<()> {
         server.url()
     );
 
+    // `SLUICE_BENCH_ONLY=consume` (or `publish`) runs one side only.
+    let only = std::env::var("SLUICE_BENCH_ONLY").unwrap_or_default();
     let mut rows = Vec::new();
     for (section, cases, consume) in [
         ("publish", publish_cases(), false),
         ("consume", consume_cases(), true),
     ] {
+        if !only.is_empty() && only != section {
+            continue;
+        }
         let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); cases.len()];
         // Interleave the cases run by run, so drift of a shared machine hits them alike.
         for run in 0..runs {

@@ -28,10 +28,15 @@
 //! from the live members and the current owners ([`assignment::assign`]). Ownership itself is
 //! a lease key per partition (`SLUICE_LEASES`, compare-and-set, same TTL): a member starts a
 //! partition only after creating its lease, which is possible only once the previous owner
-//! deleted it (clean handoff) or it expired (crash). A revoked owner stops pulling, finishes
-//! what it fetched, acknowledges, unpins the consumer and deletes the lease, so a clean join
-//! or leave delivers nothing twice. The server's pinned-client priority group backs this up:
-//! only the pinned member receives messages.
+//! deleted it (clean handoff) or it expired (crash). A revoked owner stops requesting
+//! messages, keeps receiving and handling in order until every pull request it sent has ended
+//! (at most the pull expiry — a third of the pin timeout, clamped to 0.25–1 s — plus 1 s of
+//! grace when a request's end is never reported), finishes
+//! running handlers, returns what it never started with a NAK, waits until the server counted
+//! its acks, unpins the consumer and deletes the lease, so a clean join or leave delivers
+//! nothing twice. The prefetch window follows the handling rate (about 0.5 s of work, 16–1024
+//! messages), so a handoff rarely has anything left to return. The server's pinned-client
+//! priority group backs this up: only the pinned member receives messages.
 //!
 //! **Fencing.** The server accepts a deposed member's acks, so the SDK fences itself: a lease
 //! counts as valid until 3/4 of its TTL after the last renewal was *sent*; the server expires
@@ -83,7 +88,11 @@
 //! # Retries and dead letters
 //! `attempt` counts JetStream deliveries (so attempts that crashed the process count) plus
 //! retries in place. The group's consumers allow `maxAttempts + 1` deliveries: a message
-//! delivered more than `maxAttempts` times is dead-lettered without calling the handler. A
+//! delivered more than `maxAttempts` times is dead-lettered without calling the handler.
+//! Deliveries the handler never saw count too: a message fetched by a member that then
+//! crashed, or returned (NAK) by a clean handoff before it was started. A group that
+//! rebalances very often can therefore dead-letter a message with fewer than `maxAttempts`
+//! handler calls (the envelope's `attempts` says how many deliveries there were). A
 //! [`HandlerError::Permanent`] dead-letters at once; a panic counts as a retryable failure.
 //! Dead-lettering publishes the original payload and headers plus the `Sluice-*` envelope
 //! ([`sluice_broker::dlq`]) and waits for the broker's ack before terminating the original; if
@@ -131,6 +140,7 @@ pub mod metrics;
 mod partition;
 mod process;
 pub mod producer;
+mod pull;
 mod queue;
 pub mod telemetry;
 mod worker;

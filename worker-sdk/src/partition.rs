@@ -1,7 +1,18 @@
-//! Owning one topic partition: pull (pinned priority group) on its own task, restore offset
-//! order, dispatch to the handler by ordering mode, keep held messages alive with progress
-//! acks, and hand the partition over cleanly (stop pulling, finish in-flight, ack, unpin,
-//! release) or stop at once when the lease is fenced.
+//! Owning one topic partition: pull (pinned priority group, flow-controlled, see
+//! [`crate::pull`]), restore offset order, dispatch to the handler by ordering mode, keep held
+//! messages alive with progress acks, and hand the partition over cleanly or stop at once when
+//! the lease is fenced.
+//!
+//! Prefetch: the window of fetched-but-unfinished messages follows the measured handling rate
+//! (about [`WINDOW_TIME`] of work, between [`MIN_WINDOW`] and [`MAX_WINDOW`] messages,
+//! measured every [`TICK`]), so a
+//! fast handler is never starved and a slow one does not sit on messages another member could
+//! take over.
+//!
+//! Clean handoff: stop requesting, keep receiving and handling in order until every pull
+//! request sent has ended (nothing can then be delivered into a dropped subscription), finish
+//! running handlers, return what was never started with a NAK (each costs a JetStream delivery,
+//! see the crate docs on attempts), wait until the server counted the acks, unpin, release.
 //!
 //! Offset order: the next offset to dispatch starts at the consumer's ack floor + 1. A
 //! delivery beyond it waits in a reorder buffer; a delivery below it is a duplicate (acked if
@@ -22,7 +33,6 @@ use futures::stream::FuturesUnordered;
 use sluice_broker::config::Ordering;
 use sluice_broker::dlq::headers;
 use sluice_broker::names;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -30,10 +40,18 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::error::{Error, Result};
 use crate::membership::{Coordination, Lease};
 use crate::process::{Origin, Outcome, Shared, process};
+use crate::pull::{PinnedPull, Pulled};
 
-/// Messages fetched ahead of the handler per partition (bounded: a handoff returns fetched
-/// but unstarted messages with a NAK, which JetStream counts as a delivery).
-const PREFETCH: usize = 32;
+/// Fewest messages a partition keeps fetched ahead (also the window before a rate is known).
+const MIN_WINDOW: usize = 16;
+/// The window before the first rate measurement.
+const INITIAL_WINDOW: usize = 64;
+/// Most messages a partition keeps fetched and unfinished.
+const MAX_WINDOW: usize = 1024;
+/// The window holds about this much work at the measured handling rate.
+const WINDOW_TIME: Duration = Duration::from_millis(500);
+/// How often the handling rate is measured (a gap at the head is looked at every fifth tick).
+const TICK: Duration = Duration::from_millis(50);
 
 /// How a partition run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,12 +125,6 @@ impl Drop for AbortOnDrop {
     }
 }
 
-impl Drop for Runner {
-    fn drop(&mut self) {
-        self.pull_task.abort();
-    }
-}
-
 impl Coordination {
     async fn keep_lease_owned(self, lease: Arc<Lease>, stop: CancellationToken) {
         self.keep_lease(lease, stop).await;
@@ -129,9 +141,11 @@ struct Runner {
     durable: String,
     stream_name: Arc<str>,
     ordering: Ordering,
-    rx: mpsc::Receiver<jetstream::Message>,
-    pull_stop: CancellationToken,
-    pull_task: tokio::task::JoinHandle<()>,
+    pull: PinnedPull,
+    pull_closed: bool,
+    window: usize,
+    completed: u64,
+    rate: f64,
     next: u64,
     buffer: BTreeMap<u64, Held>,
     fifo: VecDeque<(u64, Held)>,
@@ -175,20 +189,15 @@ impl Runner {
         let next = info.ack_floor.stream_sequence + 1;
         let pin = Duration::from_millis(cfg.pin_timeout_ms);
         let expires = (pin / 3).clamp(Duration::from_millis(250), Duration::from_secs(1));
-        let messages = consumer
-            .stream()
-            .group(names::PRIORITY_GROUP)
-            .expires(expires)
-            .heartbeat(expires / 3)
-            .max_messages_per_batch(PREFETCH / 2)
-            .messages()
-            .await
-            .map_err(|e| {
-                Error::broker(format!("failed to pull from {stream_name}/{durable}"), e)
-            })?;
-        let (tx, rx) = mpsc::channel(PREFETCH);
-        let pull_stop = CancellationToken::new();
-        let pull_task = tokio::spawn(pull_loop(messages, tx, pull_stop.clone()).in_current_span());
+        let pull = PinnedPull::open(
+            &shared.js,
+            &shared.client,
+            &stream_name,
+            &durable,
+            names::PRIORITY_GROUP,
+            expires,
+        )
+        .await?;
         info!(partition = p, next_offset = next, "partition acquired");
         Ok(Self {
             ordering: cfg.ordering,
@@ -200,9 +209,11 @@ impl Runner {
             consumer,
             durable,
             stream_name: stream_name.into(),
-            rx,
-            pull_stop,
-            pull_task,
+            pull,
+            pull_closed: false,
+            window: INITIAL_WINDOW,
+            completed: 0,
+            rate: 0.0,
             next,
             buffer: BTreeMap::new(),
             fifo: VecDeque::new(),
@@ -214,11 +225,34 @@ impl Runner {
         })
     }
 
+    /// Fetched messages not started yet.
+    fn queued(&self) -> usize {
+        self.buffer.len() + self.fifo.len() + self.lanes.values().map(VecDeque::len).sum::<usize>()
+    }
+
+    /// Fetched messages not finished yet.
     fn held(&self) -> usize {
-        self.buffer.len()
-            + self.fifo.len()
-            + self.lanes.values().map(VecDeque::len).sum::<usize>()
-            + self.inflight.len()
+        self.queued() + self.inflight.len()
+    }
+
+    /// Follows the handling rate: the window holds about [`WINDOW_TIME`] of work.
+    fn adapt_window(&mut self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        if secs <= 0.0 {
+            return;
+        }
+        let now = self.completed as f64 / secs;
+        self.completed = 0;
+        self.rate = if self.rate == 0.0 {
+            now
+        } else {
+            0.5 * self.rate + 0.5 * now
+        };
+        // While a full window waits on a slow handler the rate says little: keep the window.
+        if now > 0.0 || self.held() == 0 {
+            let w = (self.rate * WINDOW_TIME.as_secs_f64()) as usize;
+            self.window = w.clamp(MIN_WINDOW, MAX_WINDOW);
+        }
     }
 
     fn ack_wait(&self) -> Duration {
@@ -227,10 +261,18 @@ impl Runner {
 
     async fn run(&mut self) -> Result<RunEnd> {
         let mut progress = tokio::time::interval(self.ack_wait() / 3);
-        let mut gap_tick = tokio::time::interval(Duration::from_millis(250));
+        let mut tick = tokio::time::interval(TICK);
+        let mut last_tick = Instant::now();
+        let mut ticks = 0u32;
         loop {
             self.pump();
-            let room = self.held() < PREFETCH;
+            // A missing head (a redelivery the partition waits for) must stay reachable even
+            // when the window is full of later offsets: keep a trickle of requests going.
+            let head_missing = self.gap_since.is_some();
+            let want = self.window.saturating_sub(self.held());
+            if let Err(e) = self.pull.refill(want, head_missing).await {
+                warn!(error = %e, "pull request failed, retrying");
+            }
             tokio::select! {
                 biased;
                 _ = self.lease.fenced.cancelled() => return Ok(self.fence().await),
@@ -241,21 +283,32 @@ impl Runner {
                     }
                     self.completed(seq, key);
                 }
-                m = self.rx.recv(), if room => match m {
-                    Some(m) => self.receive(m).await,
-                    None => {
-                        warn!("pull stream ended (consumer deleted?): giving the partition up");
+                p = self.pull.next() => match p {
+                    Pulled::Message(m) => self.receive(*m).await,
+                    Pulled::Status => {}
+                    Pulled::Ended(why) => {
+                        warn!(reason = %why, "pull ended: giving the partition up");
+                        self.pull_closed = true;
                         break;
                     }
                 },
                 _ = progress.tick() => self.touch_held().await,
-                _ = gap_tick.tick(), if self.gap_since.is_some() => self.check_gap().await,
+                // Also where lost pull requests expire (see `PinnedPull::refill`).
+                _ = tick.tick() => {
+                    self.adapt_window(last_tick.elapsed());
+                    last_tick = Instant::now();
+                    ticks = ticks.wrapping_add(1);
+                    if self.gap_since.is_some() && ticks.is_multiple_of(5) {
+                        self.check_gap().await;
+                    }
+                }
             }
         }
         self.drain().await
     }
 
     fn completed(&mut self, seq: u64, key: Option<String>) {
+        self.completed += 1;
         self.inflight_seqs.remove(&seq);
         if let Some(k) = key {
             self.busy.remove(&k);
@@ -444,46 +497,57 @@ impl Runner {
         }
     }
 
-    async fn stop_pulling(&mut self) {
-        self.pull_stop.cancel();
-        let _ = (&mut self.pull_task).await;
-    }
-
     async fn fence(&mut self) -> RunEnd {
         warn!(
             partition = self.lease.partition,
             "ownership lost: stopped handling without acknowledging"
         );
-        self.stop_pulling().await;
         self.inflight.clear();
         RunEnd::Fenced
     }
 
-    /// Clean handoff: stop pulling, finish running handlers (within the drain timeout), return
-    /// fetched but unstarted messages, make sure the acks arrived, unpin.
+    /// Clean handoff (see the module docs): nothing is requested any more; what pending
+    /// requests still deliver is received, and handling in order goes on until they all ended
+    /// (at most the request expiry plus grace), then running handlers finish (bounded by the
+    /// drain timeout) and what was not started goes back with a NAK.
     async fn drain(&mut self) -> Result<RunEnd> {
-        self.stop_pulling().await;
-        while let Ok(m) = self.rx.try_recv() {
-            self.receive(m).await;
-        }
-        let deadline = Instant::now() + self.drain_timeout;
+        let hard = Instant::now() + self.drain_timeout;
         loop {
-            if self.inflight.is_empty() {
+            let now = Instant::now();
+            let idle = self.pull_closed || self.pull.idle();
+            if !idle {
+                self.pump();
+            }
+            if idle && self.inflight.is_empty() {
                 break;
             }
+            if now >= hard {
+                warn!(
+                    running = self.inflight.len(),
+                    "drain timeout: abandoning running handlers (their messages are redelivered)"
+                );
+                self.inflight.clear();
+                break;
+            }
+            let mut wake = hard;
+            if let Some(d) = self.pull.next_deadline() {
+                wake = wake.min(d);
+            }
             tokio::select! {
+                biased;
                 _ = self.lease.fenced.cancelled() => return Ok(self.fence().await),
-                _ = tokio::time::sleep_until(deadline) => {
-                    warn!(running = self.inflight.len(), "drain timeout: abandoning running handlers (their messages are redelivered)");
-                    self.inflight.clear();
-                    break;
-                }
-                Some((seq, key, outcome)) = self.inflight.next() => {
+                Some((seq, key, outcome)) = self.inflight.next(), if !self.inflight.is_empty() => {
                     if outcome == Outcome::Fenced {
                         return Ok(self.fence().await);
                     }
                     self.completed(seq, key);
                 }
+                p = self.pull.next(), if !idle => match p {
+                    Pulled::Message(m) => self.receive(*m).await,
+                    Pulled::Status => {}
+                    Pulled::Ended(_) => self.pull_closed = true,
+                },
+                _ = tokio::time::sleep_until(wake) => {}
             }
         }
         // Whatever could not be started goes back at once to the next owner.
@@ -527,34 +591,5 @@ impl Runner {
             "partition handed over"
         );
         Ok(RunEnd::Released)
-    }
-}
-
-async fn pull_loop(
-    mut messages: pull::Stream,
-    tx: mpsc::Sender<jetstream::Message>,
-    stop: CancellationToken,
-) {
-    loop {
-        let next = tokio::select! {
-            _ = stop.cancelled() => return,
-            n = messages.next() => n,
-        };
-        match next {
-            Some(Ok(m)) => {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    r = tx.send(m) => if r.is_err() { return },
-                }
-            }
-            Some(Err(e)) => {
-                debug!(error = %e, "pull error (retrying)");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                }
-            }
-            None => return,
-        }
     }
 }

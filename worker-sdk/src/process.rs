@@ -91,8 +91,10 @@ async fn with_progress<T>(
     lease: Option<&Lease>,
     fut: impl std::future::Future<Output = T>,
 ) -> Option<T> {
-    let mut tick = tokio::time::interval(ack_wait / 3);
-    tick.tick().await;
+    // First tick one period from now: `interval`'s immediate first tick still waits for the
+    // timer wheel (~1 ms), which would cost every message a millisecond.
+    let period = ack_wait / 3;
+    let mut tick = tokio::time::interval_at(Instant::now() + period, period);
     tokio::pin!(fut);
     loop {
         tokio::select! {

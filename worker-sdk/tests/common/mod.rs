@@ -853,3 +853,37 @@ impl Supervisor {
         }
     }
 }
+
+impl Env {
+    /// The partitions `member` last reported owning in its membership heartbeat.
+    pub async fn owned_by(&self, group: &str, member: &str) -> Vec<u32> {
+        let Ok(kv) = self
+            .broker
+            .jetstream()
+            .get_key_value(names::MEMBERS_BUCKET)
+            .await
+        else {
+            return Vec::new();
+        };
+        let key = names::member_key(&ResourceRef::new(NS, group).unwrap(), member);
+        match kv.get(&key).await {
+            Ok(Some(value)) => {
+                serde_json::from_slice::<sluice_worker::membership::MemberRecord>(&value)
+                    .map(|r| r.partitions)
+                    .unwrap_or_default()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Polls until `member` reports owning at least one partition.
+    pub async fn wait_owns(&self, group: &str, member: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.owned_by(group, member).await.is_empty() {
+            if Instant::now() > deadline {
+                panic!("timed out after {timeout:?} waiting for {member} to own a partition");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
