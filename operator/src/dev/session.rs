@@ -545,16 +545,39 @@ impl Session {
                 return Ok(false);
             }
         }
+        // A queue fed by topics is caught up when it has received at least every message of
+        // its sources (the sources' own lag figure reads 0 before sourcing has started).
         for queue in &self.manifests.queues {
-            let r = ResourceRef::new(key_of(queue).0, key_of(queue).1)?;
-            if let Ok(mut stream) = self
+            if queue.spec.sources.is_empty() {
+                continue;
+            }
+            let (ns, name) = key_of(queue);
+            let mut sourced = 0u64;
+            for source in &queue.spec.sources {
+                let Some(topic) = self
+                    .manifests
+                    .topics
+                    .iter()
+                    .find(|t| key_of(*t) == (ns.clone(), source.topic.clone()))
+                else {
+                    continue;
+                };
+                let r = ResourceRef::new(ns.clone(), source.topic.clone())?;
+                sourced += self
+                    .broker
+                    .topic_status(&r, topic.spec.partitions)
+                    .await?
+                    .iter()
+                    .map(|p| p.last_offset)
+                    .sum::<u64>();
+            }
+            let r = ResourceRef::new(ns, name)?;
+            let mut stream = self
                 .broker
                 .jetstream()
                 .get_stream(names::queue_stream(&r))
-                .await
-                && let Ok(info) = stream.info().await
-                && info.sources.iter().any(|s| s.lag > 0)
-            {
+                .await?;
+            if stream.info().await?.state.last_sequence < sourced {
                 return Ok(false);
             }
         }
