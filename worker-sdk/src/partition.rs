@@ -487,6 +487,9 @@ impl Runner {
                 }
             }
         }
+        if !self.lease.is_valid() {
+            return;
+        }
         for m in due {
             let _ = m.ack_with(AckKind::Progress).await;
         }
@@ -576,11 +579,12 @@ impl Runner {
             )
             .collect();
         let left = leftovers.len();
-        for h in leftovers {
-            let _ = h.msg.ack_with(AckKind::Nak(None)).await;
-        }
+        // A deposed owner must not touch the new owner's deliveries, not even with a NAK.
         if !self.lease.is_valid() {
             return Ok(RunEnd::Fenced);
+        }
+        for h in leftovers {
+            let _ = h.msg.ack_with(AckKind::Nak(None)).await;
         }
         let _ = self.shared.client.flush().await;
         // Acks are asynchronous: wait until the server counted them before letting go.
