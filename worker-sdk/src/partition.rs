@@ -27,9 +27,9 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{PullConsumer, pull};
 use async_nats::jetstream::stream::RawMessageErrorKind;
 use async_nats::jetstream::{self, AckKind};
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use sluice_broker::config::Ordering;
 use sluice_broker::dlq::headers;
 use sluice_broker::names;
@@ -283,15 +283,23 @@ impl Runner {
                     }
                     self.completed(seq, key);
                 }
-                p = self.pull.next() => match p {
-                    Pulled::Message(m) => self.receive(*m).await,
-                    Pulled::Status => {}
-                    Pulled::Ended(why) => {
-                        warn!(reason = %why, "pull ended: giving the partition up");
-                        self.pull_closed = true;
+                p = self.pull.next() => {
+                    self.pulled(p).await;
+                    // Take what already arrived in one go (one pass of the loop per batch,
+                    // not per message).
+                    for _ in 0..MIN_WINDOW {
+                        if self.pull_closed {
+                            break;
+                        }
+                        match self.pull.next().now_or_never() {
+                            Some(p) => self.pulled(p).await,
+                            None => break,
+                        }
+                    }
+                    if self.pull_closed {
                         break;
                     }
-                },
+                }
                 _ = progress.tick() => self.touch_held().await,
                 // Also where lost pull requests expire (see `PinnedPull::refill`).
                 _ = tick.tick() => {
@@ -305,6 +313,17 @@ impl Runner {
             }
         }
         self.drain().await
+    }
+
+    async fn pulled(&mut self, p: Pulled) {
+        match p {
+            Pulled::Message(m) => self.receive(*m).await,
+            Pulled::Status => {}
+            Pulled::Ended(why) => {
+                warn!(reason = %why, "pull ended: giving the partition up");
+                self.pull_closed = true;
+            }
+        }
     }
 
     fn completed(&mut self, seq: u64, key: Option<String>) {
@@ -468,6 +487,9 @@ impl Runner {
                 }
             }
         }
+        if !self.lease.is_valid() {
+            return;
+        }
         for m in due {
             let _ = m.ack_with(AckKind::Progress).await;
         }
@@ -542,11 +564,7 @@ impl Runner {
                     }
                     self.completed(seq, key);
                 }
-                p = self.pull.next(), if !idle => match p {
-                    Pulled::Message(m) => self.receive(*m).await,
-                    Pulled::Status => {}
-                    Pulled::Ended(_) => self.pull_closed = true,
-                },
+                p = self.pull.next(), if !idle => self.pulled(p).await,
                 _ = tokio::time::sleep_until(wake) => {}
             }
         }
@@ -561,11 +579,12 @@ impl Runner {
             )
             .collect();
         let left = leftovers.len();
-        for h in leftovers {
-            let _ = h.msg.ack_with(AckKind::Nak(None)).await;
-        }
+        // A deposed owner must not touch the new owner's deliveries, not even with a NAK.
         if !self.lease.is_valid() {
             return Ok(RunEnd::Fenced);
+        }
+        for h in leftovers {
+            let _ = h.msg.ack_with(AckKind::Nak(None)).await;
         }
         let _ = self.shared.client.flush().await;
         // Acks are asynchronous: wait until the server counted them before letting go.

@@ -275,15 +275,11 @@ async fn churn_of_joins_leaves_and_crashes_never_overlaps_and_handles_everything
         s.work = Duration::from_millis(10);
         spawn_member(s)
     };
-    let handled_by = |id: &'static str| {
-        let records = records.clone();
-        move || records.lock().unwrap().iter().any(|r| r.member == id)
-    };
     let mut a = start("a");
     let mut b = start("b");
     let mut c = start("c");
     for id in ["a", "b", "c"] {
-        wait_until(Duration::from_secs(30), id, handled_by(id)).await;
+        env.wait_owns("stats", id, Duration::from_secs(30)).await;
     }
     let mut d = start("d");
     env.wait_owns("stats", "d", Duration::from_secs(30)).await;
