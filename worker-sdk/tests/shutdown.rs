@@ -17,7 +17,9 @@ fn child_worker() {
 }
 
 const PARTITIONS: u32 = 3;
-const PER_PARTITION: usize = 30;
+// Enough that a worker handling 20 ms per message cannot finish during its drain (at most the
+// pull expiry plus 1 s of in-order handling after the stop).
+const PER_PARTITION: usize = 150;
 
 async fn load(env: &Env, group: &str) -> Vec<String> {
     let cfg = topic_group("orders", group, PARTITIONS);
