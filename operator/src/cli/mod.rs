@@ -3,12 +3,14 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod cluster;
 pub mod crds;
 pub mod dev;
 pub mod dlq;
 pub mod lag;
 pub mod offsets;
 pub mod operator;
+pub mod port_forward;
 pub mod target;
 pub mod topics;
 

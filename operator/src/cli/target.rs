@@ -1,6 +1,7 @@
-//! Which broker an operations command talks to: `--broker-url` (or `SLUICE_BROKER_URL`), or
+//! Which broker an operations command talks to: `--broker-url` (or `SLUICE_BROKER_URL`),
 //! `--dev DIR`, the broker of a `sluice dev --data-dir DIR` session (started on that store
-//! when the session is not running).
+//! when the session is not running), or else a Broker of the cluster of the kubeconfig
+//! (`--broker NAME`, default the only one in `--namespace`), reached by a port-forward.
 
 use std::path::PathBuf;
 
@@ -9,6 +10,8 @@ use clap::Args;
 use sluice_broker::embedded::NatsServer;
 use sluice_broker::{Broker, ConnectOptions};
 
+use super::cluster;
+use super::port_forward::PortForward;
 use crate::dev::session::{start_broker, url_file};
 
 /// Broker selection shared by the operations commands.
@@ -26,6 +29,10 @@ pub struct BrokerArgs {
     /// The data directory of a `sluice dev --data-dir DIR` session.
     #[arg(long, conflicts_with = "broker_url")]
     pub dev: Option<PathBuf>,
+    /// The Broker resource in --namespace to reach through the kubeconfig (default: the only
+    /// Broker there). Used when neither --broker-url nor --dev is given.
+    #[arg(long = "broker", value_name = "NAME", conflicts_with_all = ["broker_url", "dev"])]
+    pub broker_name: Option<String>,
     /// Namespace of the resources.
     #[arg(long, short = 'n', env = "SLUICE_NAMESPACE", default_value = "default")]
     pub namespace: String,
@@ -38,6 +45,8 @@ pub struct Connected {
     pub broker: Broker,
     /// The server started for `--dev` when no session was running.
     pub server: Option<NatsServer>,
+    /// The port-forward to a cluster's broker pod, when the broker was found via kubeconfig.
+    pub forward: Option<PortForward>,
 }
 
 impl BrokerArgs {
@@ -50,6 +59,7 @@ impl BrokerArgs {
                 return Ok(Connected {
                     broker,
                     server: None,
+                    forward: None,
                 });
             }
             let server = start_broker(dir, None)
@@ -59,17 +69,38 @@ impl BrokerArgs {
             return Ok(Connected {
                 broker,
                 server: Some(server),
+                forward: None,
             });
         }
-        let url = self.broker_url.as_deref().context(
-            "no broker given: use --broker-url nats://HOST:4222 (or SLUICE_BROKER_URL), or --dev DIR for a `sluice dev --data-dir DIR` session",
-        )?;
+        let Some(url) = self.broker_url.as_deref() else {
+            return self.connect_cluster().await;
+        };
         let broker = Broker::connect(&self.options(url))
             .await
             .with_context(|| format!("failed to connect to {url}"))?;
         Ok(Connected {
             broker,
             server: None,
+            forward: None,
+        })
+    }
+
+    /// Reaches the Broker through the kubeconfig; `--user`/`--password` override the
+    /// credentials of its Secret.
+    async fn connect_cluster(&self) -> anyhow::Result<Connected> {
+        let reached = cluster::reach(&self.namespace, self.broker_name.as_deref()).await?;
+        let url = reached.forward.url();
+        let mut options = self.options(&url);
+        let (user, password) = reached.credentials;
+        options.user = self.user.clone().or(Some(user));
+        options.password = self.password.clone().or(Some(password));
+        let broker = Broker::connect(&options)
+            .await
+            .with_context(|| format!("failed to connect to the broker through {url}"))?;
+        Ok(Connected {
+            broker,
+            server: None,
+            forward: Some(reached.forward),
         })
     }
 
@@ -83,8 +114,11 @@ impl BrokerArgs {
 }
 
 impl Connected {
-    /// Stops the server started for `--dev`, if any.
+    /// Stops the server started for `--dev` and the port-forward, if any.
     pub async fn close(self) {
+        if let Some(forward) = self.forward {
+            forward.stop();
+        }
         if let Some(mut server) = self.server {
             let _ = server.stop().await;
         }
