@@ -23,6 +23,9 @@ pub struct ConnectOptions {
     pub request_timeout: Duration,
     /// Timeout of the initial connection.
     pub connect_timeout: Duration,
+    /// Only ever use `urls`, not the server addresses a cluster advertises (for a broker
+    /// reached through a port-forward, whose advertised pod IPs are unreachable).
+    pub ignore_discovered_servers: bool,
 }
 
 impl Default for ConnectOptions {
@@ -34,6 +37,7 @@ impl Default for ConnectOptions {
             name: "sluice".into(),
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            ignore_discovered_servers: false,
         }
     }
 }
@@ -56,6 +60,9 @@ impl ConnectOptions {
             .retry_on_initial_connect();
         if let (Some(user), Some(password)) = (&self.user, &self.password) {
             opts = opts.user_and_password(user.clone(), password.clone());
+        }
+        if self.ignore_discovered_servers {
+            opts = opts.ignore_discovered_servers();
         }
         opts
     }

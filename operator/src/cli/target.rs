@@ -91,6 +91,8 @@ impl BrokerArgs {
         let reached = cluster::reach(&self.namespace, self.broker_name.as_deref()).await?;
         let url = reached.forward.url();
         let mut options = self.options(&url);
+        // The servers advertise pod IPs, unreachable from here: stay on the forwarded port.
+        options.ignore_discovered_servers = true;
         let (user, password) = reached.credentials;
         options.user = self.user.clone().or(Some(user));
         options.password = self.password.clone().or(Some(password));
