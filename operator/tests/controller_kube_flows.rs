@@ -290,7 +290,14 @@ async fn broker_reconcile_applies_children_and_creates_the_secret_only_once() {
     let keys: Vec<&String> = secret["data"].as_object().unwrap().keys().collect();
     assert_eq!(
         keys,
-        ["operator-password", "operator-user", "password", "user"]
+        [
+            "operator-password",
+            "operator-user",
+            "password",
+            "route-password",
+            "route-user",
+            "user"
+        ]
     );
     let creates: Vec<_> = fake
         .writes()

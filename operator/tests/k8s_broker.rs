@@ -106,7 +106,14 @@ async fn k8s_broker_children_are_owned_and_collected_with_the_broker() {
     let secret: Secret = exists(&client, &ns.name, "main-credentials").await.unwrap();
     assert!(owned_by(&secret.metadata, &uid));
     let data = secret.data.clone().unwrap();
-    for key in ["user", "password", "operator-user", "operator-password"] {
+    for key in [
+        "user",
+        "password",
+        "operator-user",
+        "operator-password",
+        "route-user",
+        "route-password",
+    ] {
         assert!(data.contains_key(key), "{key}");
     }
 

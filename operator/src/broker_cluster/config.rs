@@ -35,6 +35,35 @@ pub(super) const ENV_OPERATOR_USER: &str = "SLUICE_OPERATOR_USER";
 pub(super) const ENV_OPERATOR_PASSWORD: &str = "SLUICE_OPERATOR_PASSWORD";
 pub(super) const ENV_WORKER_USER: &str = "SLUICE_WORKER_USER";
 pub(super) const ENV_WORKER_PASSWORD: &str = "SLUICE_WORKER_PASSWORD";
+pub(super) const ENV_ROUTE_USER: &str = "SLUICE_ROUTE_USER";
+pub(super) const ENV_ROUTE_PASSWORD: &str = "SLUICE_ROUTE_PASSWORD";
+/// Prefix of the variables carrying one route URL each (`SLUICE_ROUTE_URL_0`, ...).
+const ENV_ROUTE_URL_PREFIX: &str = "SLUICE_ROUTE_URL_";
+
+/// The environment variables carrying the route URLs with their credentials, as
+/// `(name, value)`; empty for a single server.
+///
+/// nats-server does not substitute variables inside a string, so
+/// `"nats://$USER:$PASS@host:6222"` would send the literal `$USER`. A whole value can be a
+/// variable though, so nats.conf lists `routes: [ $SLUICE_ROUTE_URL_0, ... ]` and each value
+/// is a Kubernetes dependent variable (`$(SLUICE_ROUTE_USER)`), which the kubelet expands from
+/// the Secret-fed variables declared before it. The password never enters the ConfigMap.
+pub(super) fn route_url_env(cluster: &BrokerCluster) -> Vec<(String, String)> {
+    if cluster.routes().is_empty() {
+        return Vec::new();
+    }
+    (0..cluster.replicas())
+        .map(|ordinal| {
+            (
+                format!("{ENV_ROUTE_URL_PREFIX}{ordinal}"),
+                format!(
+                    "nats://$({ENV_ROUTE_USER}):$({ENV_ROUTE_PASSWORD})@{}:{CLUSTER_PORT}",
+                    cluster.pod_dns_name(ordinal)
+                ),
+            )
+        })
+        .collect()
+}
 
 /// Subjects workers may publish to:
 /// - `sluice.>`: topic partitions, queues, dead-letter queues;
@@ -96,16 +125,23 @@ pub fn nats_conf(cluster: &BrokerCluster) -> String {
     }
     c.push_str("}\n");
 
-    let routes = cluster.routes();
+    let routes = route_url_env(cluster);
     if !routes.is_empty() {
         c.push('\n');
         c.push_str("cluster {\n");
         let _ = writeln!(c, "  name: \"{}\"", cluster.name());
         let _ = writeln!(c, "  port: {CLUSTER_PORT}");
         c.push_str("  no_advertise: true\n");
+        c.push_str(
+            "  # Servers joining through port 6222 must log in; routes carry the same login.\n",
+        );
+        let _ = writeln!(
+            c,
+            "  authorization {{ user: ${ENV_ROUTE_USER}, password: ${ENV_ROUTE_PASSWORD} }}"
+        );
         c.push_str("  routes: [\n");
-        for route in routes {
-            let _ = writeln!(c, "    \"{route}\"");
+        for (var, _) in routes {
+            let _ = writeln!(c, "    ${var}");
         }
         c.push_str("  ]\n");
         c.push_str("}\n");
@@ -208,9 +244,10 @@ mod tests {
             "name: \"main\"",
             "port: 6222",
             "no_advertise: true",
-            "\"nats://main-0.main-headless.sluice.svc.cluster.local:6222\"",
-            "\"nats://main-1.main-headless.sluice.svc.cluster.local:6222\"",
-            "\"nats://main-2.main-headless.sluice.svc.cluster.local:6222\"",
+            "authorization { user: $SLUICE_ROUTE_USER, password: $SLUICE_ROUTE_PASSWORD }",
+            "$SLUICE_ROUTE_URL_0",
+            "$SLUICE_ROUTE_URL_1",
+            "$SLUICE_ROUTE_URL_2",
             "{ user: $SLUICE_OPERATOR_USER, password: $SLUICE_OPERATOR_PASSWORD }",
             "{ user: $SLUICE_WORKER_USER, password: $SLUICE_WORKER_PASSWORD, permissions: {",
             "publish: { allow: [\"sluice.>\", \"$JS.API.>\", \"$JS.ACK.>\", \"$JS.FC.>\", \"$KV.>\", \"_INBOX.>\"], deny: [\"$JS.API.STREAM.DELETE.>\", \"$JS.API.STREAM.PURGE.>\"] }",
@@ -224,22 +261,41 @@ mod tests {
         assert!(!conf.contains("sync_interval"), "default sync: {conf}");
         assert!(!conf.contains("max_memory_store"), "{conf}");
         assert!(!conf.contains("no_auth_user"), "anonymous access: {conf}");
-        assert_eq!(conf.matches(":6222\"").count(), 3);
+        assert_eq!(conf.matches("$SLUICE_ROUTE_URL_").count(), 3);
+        assert!(
+            !conf.contains("svc.cluster.local"),
+            "routes come from env: {conf}"
+        );
+    }
+
+    #[test]
+    fn route_urls_carry_credentials_by_reference() {
+        let env = route_url_env(&cluster(3));
+        assert_eq!(
+            env,
+            (0..3)
+                .map(|i| (
+                    format!("SLUICE_ROUTE_URL_{i}"),
+                    format!(
+                        "nats://$(SLUICE_ROUTE_USER):$(SLUICE_ROUTE_PASSWORD)@main-{i}.main-headless.sluice.svc.cluster.local:6222"
+                    )
+                ))
+                .collect::<Vec<_>>()
+        );
+        assert!(route_url_env(&cluster(1)).is_empty());
     }
 
     #[test]
     fn routes_for_five_and_none_for_one() {
         let five = nats_conf(&cluster(5));
-        assert_eq!(
-            five.matches(".main-headless.sluice.svc.cluster.local:6222")
-                .count(),
-            5
-        );
-        assert!(five.contains("\"nats://main-4.main-headless.sluice.svc.cluster.local:6222\""));
+        assert_eq!(five.matches("$SLUICE_ROUTE_URL_").count(), 5);
+        assert!(lines(&five).contains(&"$SLUICE_ROUTE_URL_4"), "{five}");
+        assert_eq!(route_url_env(&cluster(5)).len(), 5);
 
         let one = nats_conf(&cluster(1));
         assert!(!one.contains("cluster {"), "{one}");
         assert!(!one.contains("6222"), "{one}");
+        assert!(!one.contains("SLUICE_ROUTE"), "{one}");
         assert!(one.contains("jetstream {"));
         assert!(one.contains("authorization {"));
     }

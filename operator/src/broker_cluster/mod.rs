@@ -55,8 +55,8 @@ use sluice_broker::{Error, ErrorKind, Result};
 pub use config::{NATS_CONF_KEY, config_map, nats_conf};
 pub use credentials::{
     CredentialsSecretAction, OPERATOR_PASSWORD_KEY, OPERATOR_USER_KEY, OPERATOR_USERNAME,
-    PASSWORD_KEY, USER_KEY, WORKER_USERNAME, credentials_secret, existing_secret_action,
-    generate_password, validate_password,
+    PASSWORD_KEY, ROUTE_PASSWORD_KEY, ROUTE_USER_KEY, ROUTE_USERNAME, USER_KEY, WORKER_USERNAME,
+    credentials_secret, existing_secret_action, generate_password, route_data, validate_password,
 };
 pub use labels::{selector_labels, standard_labels};
 pub use quantity::parse_bytes;

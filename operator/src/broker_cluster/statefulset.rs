@@ -31,12 +31,16 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::config::route_url_env;
 use super::config::{
-    CONFIG_DIR, ENV_OPERATOR_PASSWORD, ENV_OPERATOR_USER, ENV_POD_NAME, ENV_WORKER_PASSWORD,
-    ENV_WORKER_USER, LAME_DUCK_DURATION_SECS, LAME_DUCK_GRACE_SECS, NATS_CONF_KEY, PID_DIR,
-    PID_FILE, STORE_DIR, config_hash,
+    CONFIG_DIR, ENV_OPERATOR_PASSWORD, ENV_OPERATOR_USER, ENV_POD_NAME, ENV_ROUTE_PASSWORD,
+    ENV_ROUTE_USER, ENV_WORKER_PASSWORD, ENV_WORKER_USER, LAME_DUCK_DURATION_SECS,
+    LAME_DUCK_GRACE_SECS, NATS_CONF_KEY, PID_DIR, PID_FILE, STORE_DIR, config_hash,
 };
-use super::credentials::{OPERATOR_PASSWORD_KEY, OPERATOR_USER_KEY, PASSWORD_KEY, USER_KEY};
+use super::credentials::{
+    OPERATOR_PASSWORD_KEY, OPERATOR_USER_KEY, PASSWORD_KEY, ROUTE_PASSWORD_KEY, ROUTE_USER_KEY,
+    USER_KEY,
+};
 use super::labels::{object_meta, selector_labels, standard_labels};
 use super::{BrokerCluster, CLIENT_PORT, CLUSTER_PORT, MONITOR_PORT};
 
@@ -167,23 +171,7 @@ fn nats_container(cluster: &BrokerCluster) -> Container {
             container_port("cluster", CLUSTER_PORT),
             container_port("monitor", MONITOR_PORT),
         ]),
-        env: Some(vec![
-            EnvVar {
-                name: ENV_POD_NAME.to_string(),
-                value_from: Some(EnvVarSource {
-                    field_ref: Some(ObjectFieldSelector {
-                        field_path: "metadata.name".to_string(),
-                        ..ObjectFieldSelector::default()
-                    }),
-                    ..EnvVarSource::default()
-                }),
-                ..EnvVar::default()
-            },
-            secret_env(cluster, ENV_OPERATOR_USER, OPERATOR_USER_KEY),
-            secret_env(cluster, ENV_OPERATOR_PASSWORD, OPERATOR_PASSWORD_KEY),
-            secret_env(cluster, ENV_WORKER_USER, USER_KEY),
-            secret_env(cluster, ENV_WORKER_PASSWORD, PASSWORD_KEY),
-        ]),
+        env: Some(container_env(cluster)),
         resources: cluster.params().resources.clone(),
         startup_probe: Some(Probe {
             failure_threshold: Some(90),
@@ -241,6 +229,40 @@ fn nats_container(cluster: &BrokerCluster) -> Container {
         ]),
         ..Container::default()
     }
+}
+
+/// The container's environment: the pod name, the credentials from the Secret, then the
+/// route URLs, which reference the route credentials with `$(VAR)` and so must follow them.
+fn container_env(cluster: &BrokerCluster) -> Vec<EnvVar> {
+    let mut env = vec![
+        EnvVar {
+            name: ENV_POD_NAME.to_string(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".to_string(),
+                    ..ObjectFieldSelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        },
+        secret_env(cluster, ENV_OPERATOR_USER, OPERATOR_USER_KEY),
+        secret_env(cluster, ENV_OPERATOR_PASSWORD, OPERATOR_PASSWORD_KEY),
+        secret_env(cluster, ENV_WORKER_USER, USER_KEY),
+        secret_env(cluster, ENV_WORKER_PASSWORD, PASSWORD_KEY),
+        secret_env(cluster, ENV_ROUTE_USER, ROUTE_USER_KEY),
+        secret_env(cluster, ENV_ROUTE_PASSWORD, ROUTE_PASSWORD_KEY),
+    ];
+    env.extend(
+        route_url_env(cluster)
+            .into_iter()
+            .map(|(name, value)| EnvVar {
+                name,
+                value: Some(value),
+                ..EnvVar::default()
+            }),
+    );
+    env
 }
 
 fn container_port(name: &str, port: i32) -> ContainerPort {
@@ -521,8 +543,38 @@ mod tests {
                     "main-credentials".into(),
                     "password".into()
                 ),
+                (
+                    "SLUICE_ROUTE_USER".into(),
+                    "main-credentials".into(),
+                    "route-user".into()
+                ),
+                (
+                    "SLUICE_ROUTE_PASSWORD".into(),
+                    "main-credentials".into(),
+                    "route-password".into()
+                ),
             ]
         );
+        // Route URLs are literal values that only reference the route credentials, and
+        // come after them (the kubelet expands `$(VAR)` from earlier variables only).
+        let literal: Vec<(String, String)> = env
+            .iter()
+            .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+            .collect();
+        assert_eq!(literal.len(), 3);
+        let password_at = env
+            .iter()
+            .position(|e| e.name == "SLUICE_ROUTE_PASSWORD")
+            .unwrap();
+        for (i, (name, value)) in literal.iter().enumerate() {
+            assert_eq!(name, &format!("SLUICE_ROUTE_URL_{i}"));
+            assert!(
+                value.starts_with("nats://$(SLUICE_ROUTE_USER):$(SLUICE_ROUTE_PASSWORD)@main-"),
+                "{value}"
+            );
+            let at = env.iter().position(|e| &e.name == name).unwrap();
+            assert!(at > password_at, "{name} before the credentials it uses");
+        }
         let pod_name = env.iter().find(|e| e.name == "POD_NAME").unwrap();
         assert_eq!(
             pod_name
@@ -535,7 +587,12 @@ mod tests {
                 .field_path,
             "metadata.name"
         );
-        assert!(env.iter().all(|e| e.value.is_none()), "no literal secrets");
+        let single = stateful_set(&cluster(1));
+        let single_env = pod_spec(&single).containers[0].env.clone().unwrap();
+        assert!(
+            single_env.iter().all(|e| e.value.is_none()),
+            "no literal values without routes"
+        );
     }
 
     #[test]

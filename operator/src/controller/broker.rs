@@ -8,9 +8,14 @@
 //!    the Broker (controller owner reference, so deleting the Broker garbage-collects them;
 //!    the volumes are kept, see the StatefulSet's PVC retention policy).
 //! 2. **credentials** — the Secret is created once with fresh random passwords when absent
-//!    and never written again ([`kube_api::create_if_absent`]); a user-named Secret
-//!    (`auth.existingSecret`) is only read. A Secret the servers could not use is reported,
-//!    never repaired.
+//!    and its values are never rewritten ([`kube_api::create_if_absent`]); a user-named
+//!    Secret (`auth.existingSecret`) is only read. A Secret the servers could not use is
+//!    reported, never repaired. One exception keeps upgrades working: a generated Secret
+//!    written before route authentication lacks `route-user` / `route-password`; the
+//!    operator adds those two keys only ([`kube_api::add_secret_data`], a merge patch
+//!    guarded by the resourceVersion it read), every existing key keeps its value. A
+//!    user-named Secret without them is reported (`CredentialsUnusable`) for its owner to
+//!    extend.
 //! 3. **scale-down guard** — when the StatefulSet runs more servers than asked for, the
 //!    operator connects to the broker (operator credentials, through [`env::BrokerPool`]),
 //!    reads the highest replica count of any stream and refuses (`NotSupported`, nothing
@@ -36,7 +41,7 @@ use super::{Failure, Note, Outcome, Requeue, conditions, kube_api, ns_name};
 use crate::broker_cluster::{
     BrokerCluster, CredentialsSecretAction, MONITOR_PORT, client_service, config_map,
     credentials_secret, existing_secret_action, generate_password, headless_service,
-    pod_disruption_budget, stateful_set, validate_scale_down,
+    pod_disruption_budget, route_data, stateful_set, validate_scale_down,
 };
 use crate::crd::{Broker, BrokerStatus, ConditionStatus};
 
@@ -84,7 +89,19 @@ pub fn build(broker: &Broker) -> Result<(BrokerCluster, BrokerObjects), Failure>
 #[derive(Debug, Default)]
 struct Applied {
     ready_replicas: i32,
-    created_secret: bool,
+    secret_write: SecretWrite,
+}
+
+/// What a reconcile wrote to the credentials Secret.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum SecretWrite {
+    /// Nothing: the Secret was usable as it was.
+    #[default]
+    None,
+    /// Created it with fresh credentials.
+    Created,
+    /// Added the route credentials to a Secret that predates them.
+    RouteKeysAdded,
 }
 
 /// Reconciles one Broker: credentials, scale-down guard, apply, status.
@@ -111,15 +128,21 @@ pub async fn reconcile(
     }
     match result {
         Ok((cluster, applied)) => {
-            if applied.created_secret {
-                notes.push(Note {
+            let secret = cluster.credentials_secret_name();
+            match applied.secret_write {
+                SecretWrite::None => {}
+                SecretWrite::Created => notes.push(Note {
                     warning: false,
                     reason: "CredentialsCreated",
+                    message: format!("generated Secret {secret} with the broker's credentials"),
+                }),
+                SecretWrite::RouteKeysAdded => notes.push(Note {
+                    warning: false,
+                    reason: "RouteCredentialsAdded",
                     message: format!(
-                        "generated Secret {} with the broker's credentials",
-                        cluster.credentials_secret_name()
+                        "added route-user and route-password to Secret {secret}; the servers restart to authenticate their routes"
                     ),
-                });
+                }),
             }
             status.ready_replicas = Some(applied.ready_replicas);
             if applied.ready_replicas > 0 {
@@ -186,7 +209,7 @@ async fn apply(
     let ns = cluster.namespace().to_string();
     // credentials
     let mut applied = Applied {
-        created_secret: ensure_credentials(client, &cluster).await?,
+        secret_write: ensure_credentials(client, &cluster).await?,
         ..Applied::default()
     };
     // scale-down guard
@@ -220,13 +243,36 @@ async fn apply(
 }
 
 /// Creates the generated credentials Secret when absent; checks a present (or user-named)
-/// Secret is usable. Never overwrites a Secret. Returns whether it created one.
-async fn ensure_credentials(client: &Client, cluster: &BrokerCluster) -> Result<bool, Failure> {
+/// Secret is usable. Never overwrites a value: at most adds the route keys a generated
+/// Secret lacks. Returns what it wrote.
+async fn ensure_credentials(
+    client: &Client,
+    cluster: &BrokerCluster,
+) -> Result<SecretWrite, Failure> {
     let ns = cluster.namespace();
     let name = cluster.credentials_secret_name();
     let existing: Option<Secret> = kube_api::get_opt(client, ns, &name).await?;
     match existing_secret_action(existing.as_ref()) {
-        CredentialsSecretAction::Keep => Ok(false),
+        CredentialsSecretAction::Keep => Ok(SecretWrite::None),
+        CredentialsSecretAction::AddRouteCredentials if !cluster.generates_credentials() => {
+            Err(Failure::Missing {
+                reason: "CredentialsUnusable",
+                message: format!(
+                    "spec.auth.existingSecret: Secret {name} lacks the keys route-user and route-password the servers authenticate their cluster routes with; add them (route-user: letters, digits or '-'; route-password: at least 16 ASCII letters and digits, starting with a letter)"
+                ),
+            })
+        }
+        CredentialsSecretAction::AddRouteCredentials => {
+            let resource_version = existing
+                .as_ref()
+                .and_then(|s| s.metadata.resource_version.clone())
+                .unwrap_or_default();
+            let data = route_data(&generate_password())
+                .map_err(|e| Failure::Broker(e.message().to_string()))?;
+            kube_api::add_secret_data(client, ns, &name, &resource_version, data).await?;
+            info!(secret = %name, "added the route credentials to the broker's Secret");
+            Ok(SecretWrite::RouteKeysAdded)
+        }
         CredentialsSecretAction::Unusable { reason } => Err(Failure::Missing {
             reason: "CredentialsUnusable",
             message: format!("the broker's servers cannot start with this Secret: {reason}"),
@@ -235,18 +281,25 @@ async fn ensure_credentials(client: &Client, cluster: &BrokerCluster) -> Result<
             Err(Failure::Missing {
                 reason: "SecretNotFound",
                 message: format!(
-                    "spec.auth.existingSecret: Secret {name} does not exist in namespace {ns}; create it with keys user, password, operator-user and operator-password"
+                    "spec.auth.existingSecret: Secret {name} does not exist in namespace {ns}; create it with keys user, password, operator-user, operator-password, route-user and route-password"
                 ),
             })
         }
         CredentialsSecretAction::Create => {
-            let secret = credentials_secret(cluster, &generate_password(), &generate_password())
-                .map_err(|e| Failure::Broker(e.message().to_string()))?;
+            let secret = credentials_secret(
+                cluster,
+                &generate_password(),
+                &generate_password(),
+                &generate_password(),
+            )
+            .map_err(|e| Failure::Broker(e.message().to_string()))?;
             let created = kube_api::create_if_absent(client, &secret).await?;
             if created {
                 info!(secret = %name, "created the broker's credentials Secret");
+                Ok(SecretWrite::Created)
+            } else {
+                Ok(SecretWrite::None)
             }
-            Ok(created)
         }
     }
 }

@@ -1,12 +1,14 @@
 //! Kubernetes API writes of the controllers, each bounded by [`API_TIMEOUT`] and made with
-//! the field manager [`MANAGER`]: server-side apply of owned objects, create-if-absent, and
-//! reads that may find nothing.
+//! the field manager [`MANAGER`]: server-side apply of owned objects, create-if-absent,
+//! guarded additions of Secret keys, and reads that may find nothing.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::time::Duration;
 
-use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::{ByteString, NamespaceResourceScope};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 use serde::Serialize;
@@ -108,4 +110,32 @@ pub async fn create_if_absent<K: Object>(client: &Client, obj: &K) -> Result<boo
             describe::<K>("create", &namespace, &name)
         ))),
     }
+}
+
+/// Adds `data` keys to Secret `namespace/name` with a JSON merge patch: keys not named in
+/// `data` keep their values. The patch carries `resource_version` (the version the caller
+/// read and decided on), so the API server refuses it (409, reported as a failure and
+/// retried from a fresh read) when the Secret changed in between.
+pub async fn add_secret_data(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    resource_version: &str,
+    data: BTreeMap<String, ByteString>,
+) -> Result<(), Failure> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let patch = serde_json::json!({
+        "metadata": { "resourceVersion": resource_version },
+        "data": data,
+    });
+    let params = PatchParams {
+        field_manager: Some(MANAGER.into()),
+        ..PatchParams::default()
+    };
+    bounded(
+        || describe::<Secret>("add keys to", namespace, name),
+        api.patch(name, &params, &Patch::Merge(&patch)),
+    )
+    .await
+    .map(drop)
 }

@@ -104,9 +104,10 @@ pub struct Durability {
 #[serde(rename_all = "camelCase")]
 pub struct BrokerAuth {
     /// Secret the servers and clients take their credentials from, in the namespace of the
-    /// Broker, with the keys `user` and `password` (workers) and `operator-user` and
-    /// `operator-password` (the operator; workers may not delete or purge streams). Values
-    /// must be letters and digits, passwords at least 16 characters starting with a letter.
+    /// Broker, with the keys `user` and `password` (workers), `operator-user` and
+    /// `operator-password` (the operator; workers may not delete or purge streams) and
+    /// `route-user` and `route-password` (the servers' cluster routes). Values must be
+    /// letters and digits, passwords at least 16 characters starting with a letter.
     /// Unset: the operator generates `<broker>-credentials` once and never changes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub existing_secret: Option<String>,
