@@ -335,6 +335,69 @@ async fn broker_reconcile_applies_children_and_creates_the_secret_only_once() {
 }
 
 #[tokio::test]
+async fn broker_secret_without_route_keys_gets_only_those_added() {
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client, "nats://127.0.0.1:1");
+    let path = sluice_path("brokers", "main");
+    fake.put(
+        &path,
+        object("Broker", "main", "uid-broker", json!({"replicas": 3})),
+    );
+    runtime::reconcile(Arc::new(read::<Broker>(&fake, &path)), ctx.clone())
+        .await
+        .unwrap();
+    // Make the Secret look like one written before route authentication.
+    let secret_path = core_path("secrets", "main-credentials");
+    let mut old = fake.get(&secret_path).unwrap();
+    let data = old["data"].as_object_mut().unwrap();
+    data.remove("route-user");
+    data.remove("route-password");
+    fake.put(&secret_path, old.clone());
+    let old = fake.get(&secret_path).unwrap();
+
+    fake.clear_requests();
+    runtime::reconcile(Arc::new(read::<Broker>(&fake, &path)), ctx.clone())
+        .await
+        .unwrap();
+    let secret_writes: Vec<_> = fake
+        .writes()
+        .into_iter()
+        .filter(|r| r.path.contains("/secrets"))
+        .collect();
+    assert_eq!(secret_writes.len(), 1, "{secret_writes:#?}");
+    let patch = &secret_writes[0];
+    assert_eq!(patch.method, "PATCH");
+    assert!(
+        patch.content_type.starts_with("application/merge-patch"),
+        "{patch:?}"
+    );
+    assert_eq!(
+        patch.body["metadata"]["resourceVersion"], old["metadata"]["resourceVersion"],
+        "the patch is guarded by the version read"
+    );
+    let patched_keys: Vec<&String> = patch.body["data"].as_object().unwrap().keys().collect();
+    assert_eq!(patched_keys, ["route-password", "route-user"]);
+
+    let now = fake.get(&secret_path).unwrap();
+    for key in ["user", "password", "operator-user", "operator-password"] {
+        assert_eq!(now["data"][key], old["data"][key], "{key} changed");
+    }
+    let route_user: k8s_openapi::ByteString =
+        serde_json::from_value(now["data"]["route-user"].clone()).unwrap();
+    assert_eq!(route_user.0, b"sluice-route");
+    let route_password: k8s_openapi::ByteString =
+        serde_json::from_value(now["data"]["route-password"].clone()).unwrap();
+    assert_eq!(route_password.0.len(), 32);
+
+    // Complete now: the next reconcile leaves it alone.
+    fake.clear_requests();
+    runtime::reconcile(Arc::new(read::<Broker>(&fake, &path)), ctx.clone())
+        .await
+        .unwrap();
+    assert!(fake.writes().iter().all(|r| !r.path.contains("/secrets")));
+}
+
+#[tokio::test]
 async fn broker_scale_down_below_stream_replicas_is_refused() {
     let cluster = Cluster::start(3).await.unwrap();
     let urls = cluster.urls();
