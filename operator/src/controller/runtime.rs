@@ -329,65 +329,41 @@ async fn publish<K: Object>(ctx: &Context, obj: &K, notes: &[Note]) {
     }
 }
 
-impl Reconciled for Topic {
-    const KIND: &'static str = "Topic";
-    const FINALIZED: bool = true;
-    fn apply(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
-        async move {
-            let outcome = super::topic::reconcile(&ctx.env, &obj, ctx.resync).await;
-            finish(&ctx, obj.as_ref(), outcome).await
+/// Topic, Queue and DeadLetterQueue reconcile the same way: the kind's kube-free reconcile
+/// and cleanup (module `$module`), a finalizer, status and Events through [`finish`].
+macro_rules! finalized_broker_kind {
+    ($kind:ty, $name:literal, $module:ident) => {
+        impl Reconciled for $kind {
+            const KIND: &'static str = $name;
+            const FINALIZED: bool = true;
+            fn apply(
+                ctx: Arc<Context>,
+                obj: Arc<Self>,
+            ) -> BoxFuture<'static, Result<Action, Failure>> {
+                async move {
+                    let outcome = super::$module::reconcile(&ctx.env, &obj, ctx.resync).await;
+                    finish(&ctx, obj.as_ref(), outcome).await
+                }
+                .boxed()
+            }
+            fn cleanup(
+                ctx: Arc<Context>,
+                obj: Arc<Self>,
+            ) -> BoxFuture<'static, Result<Action, Failure>> {
+                async move {
+                    super::$module::cleanup(&ctx.env, &obj)
+                        .await
+                        .map(|()| Action::await_change())
+                }
+                .boxed()
+            }
         }
-        .boxed()
-    }
-    fn cleanup(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
-        async move {
-            super::topic::cleanup(&ctx.env, &obj)
-                .await
-                .map(|()| Action::await_change())
-        }
-        .boxed()
-    }
+    };
 }
 
-impl Reconciled for Queue {
-    const KIND: &'static str = "Queue";
-    const FINALIZED: bool = true;
-    fn apply(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
-        async move {
-            let outcome = super::queue::reconcile(&ctx.env, &obj, ctx.resync).await;
-            finish(&ctx, obj.as_ref(), outcome).await
-        }
-        .boxed()
-    }
-    fn cleanup(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
-        async move {
-            super::queue::cleanup(&ctx.env, &obj)
-                .await
-                .map(|()| Action::await_change())
-        }
-        .boxed()
-    }
-}
-
-impl Reconciled for DeadLetterQueue {
-    const KIND: &'static str = "DeadLetterQueue";
-    const FINALIZED: bool = true;
-    fn apply(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
-        async move {
-            let outcome = super::dlq::reconcile(&ctx.env, &obj, ctx.resync).await;
-            finish(&ctx, obj.as_ref(), outcome).await
-        }
-        .boxed()
-    }
-    fn cleanup(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
-        async move {
-            super::dlq::cleanup(&ctx.env, &obj)
-                .await
-                .map(|()| Action::await_change())
-        }
-        .boxed()
-    }
-}
+finalized_broker_kind!(Topic, "Topic", topic);
+finalized_broker_kind!(Queue, "Queue", queue);
+finalized_broker_kind!(DeadLetterQueue, "DeadLetterQueue", dlq);
 
 impl Reconciled for Broker {
     const KIND: &'static str = "Broker";
