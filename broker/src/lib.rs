@@ -9,6 +9,7 @@
 //! - [`group`]: group consumers and the group-config channel.
 //! - [`inspect`]: partition offsets, group lag, DLQ depth.
 //! - [`dlq`]: the dead-letter envelope.
+//! - [`fanout`]: the relay that copies topics into the queues they feed (lossless fan-out).
 //! - [`embedded`]: a real nats-server as a child process (for `sluice dev` and tests).
 //!
 //! ```no_run
@@ -29,6 +30,7 @@ pub mod config;
 pub mod dlq;
 pub mod embedded;
 pub mod error;
+pub mod fanout;
 pub mod group;
 pub mod inspect;
 pub mod names;
@@ -38,6 +40,7 @@ pub mod provision;
 pub use client::{Broker, ConnectOptions};
 pub use config::GroupConfig;
 pub use error::{Error, ErrorKind, Result};
+pub use fanout::{FanoutRelays, SourcePartitionStatus};
 pub use group::{ConfigUpdate, GroupConfigStore};
 pub use inspect::{DlqStatus, GroupLag, PartitionLag, PartitionStatus};
 pub use names::ResourceRef;

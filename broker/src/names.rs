@@ -12,6 +12,7 @@
 //! | queue stream / subject | `SLUICE_Q__<ns>__<queue>` / `sluice.q.<ns>.<queue>` |
 //! | dead-letter stream / subject | `SLUICE_DLQ__<ns>__<dlq>` / `sluice.dlq.<ns>.<dlq>` |
 //! | group consumer (durable) | `G__<group>` on each partition stream or the queue stream |
+//! | fan-out relay consumer (durable) | `Q__<queue>` on each partition stream of a queue's source topics |
 //! | group config KV bucket / key | `SLUICE_GROUP_CONFIG` / `<ns>.<group>` |
 //! | membership KV bucket / key | `SLUICE_MEMBERS` / `<ns>.<group>.<member>` |
 //! | idempotency KV bucket | `SLUICE_IDEM__<ns>__<group>` |
@@ -179,6 +180,12 @@ pub fn dlq_subject(dlq: &ResourceRef) -> String {
 /// Durable consumer name of a group (on each partition stream, or the queue stream).
 pub fn group_consumer(group: &ResourceRef) -> String {
     bounded(format!("G__{}", escape(&group.name)))
+}
+
+/// Durable consumer through which a queue's fan-out relay reads one partition of a source topic
+/// (on that partition's stream; queue and topic share a namespace).
+pub fn fanout_consumer(queue: &ResourceRef) -> String {
+    bounded(format!("Q__{}", escape(&queue.name)))
 }
 
 /// Priority-group name used for pinned-client exclusivity on a group's consumers.

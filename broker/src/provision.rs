@@ -9,7 +9,9 @@ use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, Storag
 use tracing::{info, instrument};
 
 use crate::client::Broker;
-use crate::config::{DlqSettings, QueueSettings, Retention, StorageKind, TopicSettings};
+use crate::config::{
+    DlqSettings, QueueSettings, QueueSource, Retention, StorageKind, TopicSettings,
+};
 use crate::error::{Error, ErrorKind, Result, broker_err};
 use crate::names::{self, ResourceRef};
 
@@ -98,20 +100,22 @@ pub fn topic_stream_config(
     Ok(config)
 }
 
-/// The work-queue stream of a queue, with one source per partition of each source topic.
+/// Metadata key on a queue stream listing its source topics: `<topic>:<partitions>,...`
+/// (what the CLI shows without reading Kubernetes).
+pub const META_SOURCES: &str = "sluice.dev/sources";
+
+/// The work-queue stream of a queue. Its sources' messages are copied in by the fan-out relay
+/// ([`crate::fanout`]), not by JetStream stream sourcing (which can skip messages).
 pub fn queue_stream_config(
     queue: &ResourceRef,
     settings: &QueueSettings,
 ) -> Result<stream::Config> {
-    let mut sources = Vec::new();
     for source in &settings.sources {
-        let topic = queue.sibling(source.topic.clone())?;
-        for p in 0..source.partitions {
-            sources.push(stream::Source {
-                name: names::topic_stream(&topic, p),
-                ..Default::default()
-            });
-        }
+        queue.sibling(source.topic.clone())?;
+    }
+    let mut meta = metadata("queue", queue);
+    if !settings.sources.is_empty() {
+        meta.insert(META_SOURCES.to_string(), encode_sources(&settings.sources));
     }
     Ok(stream::Config {
         name: names::queue_stream(queue),
@@ -124,16 +128,34 @@ pub fn queue_stream_config(
         max_age: Duration::from_millis(settings.max_age_ms.unwrap_or(0)),
         max_bytes: -1,
         max_messages: -1,
-        sources: if sources.is_empty() {
-            None
-        } else {
-            Some(sources)
-        },
         allow_direct: true,
         description: Some(format!("Sluice queue {queue}")),
-        metadata: metadata("queue", queue),
+        metadata: meta,
         ..Default::default()
     })
+}
+
+/// `<topic>:<partitions>,...`, the value of [`META_SOURCES`].
+pub fn encode_sources(sources: &[QueueSource]) -> String {
+    sources
+        .iter()
+        .map(|s| format!("{}:{}", s.topic, s.partitions))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Reads [`META_SOURCES`] back; malformed entries are skipped.
+pub fn decode_sources(value: &str) -> Vec<QueueSource> {
+    value
+        .split(',')
+        .filter_map(|entry| {
+            let (topic, partitions) = entry.rsplit_once(':')?;
+            Some(QueueSource {
+                topic: topic.to_string(),
+                partitions: partitions.parse().ok()?,
+            })
+        })
+        .collect()
 }
 
 /// The stream of a dead-letter queue.
@@ -183,6 +205,9 @@ fn drift(current: &stream::Config, desired: &stream::Config) -> Vec<&'static str
     };
     if source_names(current) != source_names(desired) {
         fields.push("sources");
+    }
+    if current.metadata.get(META_SOURCES) != desired.metadata.get(META_SOURCES) {
+        fields.push("metadata");
     }
     fields
 }
@@ -318,7 +343,8 @@ impl Broker {
         Ok(count)
     }
 
-    /// Ensures a queue's work-queue stream (and its sources from topics).
+    /// Ensures a queue's work-queue stream and, for its source topics, the fan-out relay's
+    /// consumers on the partitions that exist (the relay itself runs in [`crate::FanoutRelays`]).
     #[instrument(skip(self, settings), fields(queue = %queue))]
     pub async fn ensure_queue(
         &self,
@@ -329,6 +355,7 @@ impl Broker {
         let plan = self.plan_stream(&desired, queue).await?;
         let mut changes = Changes::default();
         self.apply_stream(desired, plan, &mut changes).await?;
+        changes.merge(self.ensure_fanout(queue, &settings.sources).await?);
         Ok(changes)
     }
 
@@ -426,21 +453,26 @@ mod tests {
     }
 
     #[test]
-    fn queue_sources_cover_every_partition() {
+    fn queue_streams_record_their_sources_and_use_no_jetstream_sourcing() {
         let queue = ResourceRef::new("prod", "encode").unwrap();
         let settings = QueueSettings {
-            sources: vec![crate::config::QueueSource {
-                topic: "uploads".into(),
-                partitions: 2,
-            }],
+            sources: vec![
+                QueueSource {
+                    topic: "uploads".into(),
+                    partitions: 2,
+                },
+                QueueSource {
+                    topic: "retries".into(),
+                    partitions: 1,
+                },
+            ],
             ..Default::default()
         };
         let c = queue_stream_config(&queue, &settings).unwrap();
-        let names: Vec<_> = c.sources.unwrap().into_iter().map(|s| s.name).collect();
-        assert_eq!(
-            names,
-            vec!["SLUICE_T__prod__uploads__0", "SLUICE_T__prod__uploads__1"]
-        );
+        assert!(c.sources.is_none());
         assert_eq!(c.retention, RetentionPolicy::WorkQueue);
+        let meta = c.metadata.get(META_SOURCES).unwrap();
+        assert_eq!(meta, "uploads:2,retries:1");
+        assert_eq!(decode_sources(meta), settings.sources);
     }
 }

@@ -278,6 +278,7 @@ async fn queue_fans_in_from_topic_and_refuses_retention_change() {
         }],
         ..Default::default()
     };
+    // The stream and one relay consumer per source partition.
     assert_eq!(
         broker
             .ensure_queue(&encode, &settings)
@@ -285,8 +286,10 @@ async fn queue_fans_in_from_topic_and_refuses_retention_change() {
             .unwrap()
             .created
             .len(),
-        1
+        3
     );
+    let relays = sluice_broker::FanoutRelays::new();
+    relays.ensure(&broker, &encode, &settings.sources);
     assert!(
         broker
             .ensure_queue(&encode, &settings)
@@ -315,7 +318,7 @@ async fn queue_fans_in_from_topic_and_refuses_retention_change() {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "sources never copied the messages"
+            "the fan-out relay never copied the messages"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

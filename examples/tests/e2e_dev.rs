@@ -57,7 +57,7 @@ fn dev_until_idle(manifests: &Path, data: &Path, summary: Option<&Path>, extra: 
         "dev",
         manifests.to_str().unwrap(),
         "--until-idle",
-        "--timeout",
+        "--idle-timeout",
         "4m",
         "--no-ui",
         "--data-dir",
@@ -277,4 +277,82 @@ async fn a_burst_scales_workers_up_and_back_down_without_losing_or_repeating_wor
         .filter(|k| k.starts_with("duplicate."))
         .collect();
     assert!(duplicates.is_empty(), "handled twice: {duplicates:?}");
+}
+
+/// Busy threads on every core until dropped (the "busy 2-core machine" of issue 18).
+struct CpuStress {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl CpuStress {
+    fn start() -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x: u64 = 1;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                        std::hint::black_box(x);
+                    }
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+}
+
+impl Drop for CpuStress {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Issue 18: the fan-out stages (queues fed by the uploads topic, provisioned while the
+/// upload Job races them) must each receive every upload, run after run, on a loaded machine.
+/// `SLUICE_E2E_REPEAT` sets the runs (default 3; the issue's acceptance run used 20).
+#[tokio::test]
+async fn video_pipeline_fans_out_every_upload_to_every_stage_run_after_run_under_cpu_stress() {
+    let runs: usize = std::env::var("SLUICE_E2E_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let _stress = CpuStress::start();
+    for run in 0..runs {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let s1 = tmp.path().join("s1.json");
+        let stdout = dev_until_idle(&example("video-pipeline"), &data, Some(&s1), &[]);
+        assert!(
+            stdout.contains("published=25 processed=124 dead-lettered=1 lost=0"),
+            "run {run}: {stdout}"
+        );
+        let s = summary(&s1);
+        for g in ["thumbnailers", "subtitlers", "indexers", "notifiers"] {
+            assert_eq!(group(&s, g)["expected"], 25, "run {run}: {g}");
+            assert_eq!(group(&s, g)["processed"], 25, "run {run}: {g}");
+        }
+        let keys = bucket_keys(&data, "VIDEO_RESULTS").await;
+        for stage in [
+            "thumbnails",
+            "subtitles",
+            "search-index",
+            "notify-followers",
+        ] {
+            let done = keys
+                .iter()
+                .filter(|k| k.starts_with(&format!("{stage}.")))
+                .count();
+            assert_eq!(
+                done, 25,
+                "run {run}: stage {stage} handled {done} of 25 uploads"
+            );
+        }
+        eprintln!("run {run}: every stage handled every upload");
+    }
 }

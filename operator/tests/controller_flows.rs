@@ -46,6 +46,7 @@ async fn fixture() -> Fixture {
             "main".to_string(),
             server.url(),
         )]))),
+        relays: Arc::default(),
     };
     Fixture {
         _server: server,
@@ -184,6 +185,7 @@ async fn unreachable_broker_is_reported_and_backs_off() {
             "main".to_string(),
             format!("nats://127.0.0.1:{port}"),
         )]))),
+        relays: Arc::default(),
     };
     let d: DeadLetterQueue = obj(
         "apiVersion: sluice.dev/v1alpha1\nkind: DeadLetterQueue\nmetadata: {name: dlq}\nspec: {broker: main}\n",

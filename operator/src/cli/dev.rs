@@ -26,9 +26,11 @@ pub struct DevArgs {
     /// minimum (shows scale-down; mind the groups' scaleDownStabilization).
     #[arg(long, requires = "until_idle")]
     pub wait_scale_down: bool,
-    /// Give up waiting for idleness after this long (with --until-idle).
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
+    /// With --until-idle: give up after this long without reaching idleness, print what is
+    /// still awaited (which group, which queue source partition, how many messages) and exit
+    /// with code 1.
+    #[arg(long, alias = "timeout", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
     /// Keep the broker's data, logs and Job records here (default: a temp dir removed at exit).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -115,8 +117,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             } else {
                 idle_streak = 0;
             }
-            if started.elapsed() > args.timeout {
-                break Outcome::TimedOut;
+            if started.elapsed() > args.idle_timeout {
+                break Outcome::TimedOut(
+                    session
+                        .waiting_for()
+                        .await
+                        .unwrap_or_else(|e| vec![format!("(could not read the broker: {e})")]),
+                );
             }
         }
     };
@@ -148,11 +155,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         println!("! job {job}");
     }
     match outcome {
-        Outcome::TimedOut => anyhow::bail!(
-            "not idle after {:?}: some group still has lag (see the summary above and the logs in {})",
-            args.timeout,
-            data_dir.join("logs").display()
-        ),
+        Outcome::TimedOut(waiting) => {
+            println!("not idle after {:?}; still waiting for:", args.idle_timeout);
+            for line in &waiting {
+                println!("  - {line}");
+            }
+            anyhow::bail!(
+                "not idle after {:?} (see what is awaited above and the logs in {})",
+                args.idle_timeout,
+                data_dir.join("logs").display()
+            )
+        }
         _ if summary.totals.lost > 0 => anyhow::bail!("{} messages were lost", summary.totals.lost),
         _ if !failed_jobs.is_empty() => anyhow::bail!("{} job(s) failed", failed_jobs.len()),
         _ => Ok(()),
@@ -162,7 +175,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 enum Outcome {
     Idle,
     Interrupted,
-    TimedOut,
+    /// What was still awaited.
+    TimedOut(Vec<String>),
 }
 
 /// Logs go to `<data dir>/sluice-dev.log` while the live view owns the terminal, else to

@@ -11,6 +11,7 @@ pub mod lag;
 pub mod offsets;
 pub mod operator;
 pub mod port_forward;
+pub mod queues;
 pub mod target;
 pub mod topics;
 
@@ -34,6 +35,8 @@ pub enum Command {
     Dev(dev::DevArgs),
     /// List topics with partitions and messages.
     Topics(topics::TopicsArgs),
+    /// List queues with their depth and how far each source topic partition was received.
+    Queues(queues::QueuesArgs),
     /// Show a group's lag per partition.
     Lag(lag::LagArgs),
     /// Inspect and replay dead-lettered messages.
@@ -49,6 +52,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Operator(args) => operator::run(args).await,
         Command::Dev(args) => dev::run(args).await,
         Command::Topics(args) => topics::run(args).await,
+        Command::Queues(args) => queues::run(args).await,
         Command::Lag(args) => lag::run(args).await,
         Command::Dlq(args) => dlq::run(args).await,
         Command::Offsets(args) => offsets::run(args).await,

@@ -15,6 +15,9 @@ pub const BROKER_UNAVAILABLE: &str = "BrokerUnavailable";
 pub const NOT_SUPPORTED: &str = "NotSupported";
 /// A dead-letter queue is over its alert threshold.
 pub const ALERT: &str = "AlertThresholdExceeded";
+/// Condition type: a source partition of a Queue stopped arriving (the fan-out relay made no
+/// progress within its bound while messages wait).
+pub const SOURCING_STALLED: &str = "SourcingStalled";
 
 /// The current time in RFC 3339.
 pub fn now() -> String {

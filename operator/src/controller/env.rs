@@ -262,4 +262,6 @@ pub struct Env {
     pub lookup: Lookup,
     /// Broker connections.
     pub pool: Arc<BrokerPool>,
+    /// The fan-out relays copying topics into the queues they feed.
+    pub relays: Arc<sluice_broker::FanoutRelays>,
 }

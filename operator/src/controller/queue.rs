@@ -1,37 +1,56 @@
 //! Queue: dereference the Broker and source Topics -> validate and build `QueueSettings` ->
-//! `ensure_queue` -> status with the number of waiting messages.
+//! `ensure_queue` (stream plus fan-out relay consumers) and keep the fan-out relays running ->
+//! status with the number of waiting messages, how far each source partition was received,
+//! and `SourcingStalled` (condition and Warning Event) when a source's gap does not close.
 
+use std::time::Duration;
+
+use sluice_broker::fanout::{DEFAULT_STALL_AFTER, SourcePartitionStatus, Stall};
 use tracing::{info, instrument, warn};
 
 use super::env::Env;
 use super::topic::live_broker;
-use super::{Failure, Outcome, Requeue, broker_of, conditions, ns_name, resource_ref};
-use crate::crd::{DeletionPolicy, Queue, QueueStatus, Topic};
+use super::{Failure, Note, Outcome, Requeue, broker_of, conditions, ns_name, resource_ref};
+use crate::crd::{ConditionStatus, DeletionPolicy, Queue, QueueSourceStatus, QueueStatus, Topic};
 use crate::desired::queue::{ResolvedTopic, queue_settings};
 use crate::desired::replicas_fit;
 
+/// Requeue of a queue whose sources are still being copied in (status follows closely).
+const SOURCING_RESYNC: Duration = Duration::from_secs(5);
+
+/// What the broker says about a provisioned queue.
+struct QueueState {
+    messages: u64,
+    sources: Vec<SourcePartitionStatus>,
+    stalls: Vec<Stall>,
+}
+
 /// Reconciles one Queue against its broker.
 #[instrument(skip_all, fields(queue = %format!("{}/{}", ns_name(queue).0, ns_name(queue).1)))]
-pub async fn reconcile(
-    env: &Env,
-    queue: &Queue,
-    resync: std::time::Duration,
-) -> Outcome<QueueStatus> {
+pub async fn reconcile(env: &Env, queue: &Queue, resync: Duration) -> Outcome<QueueStatus> {
     let generation = queue.metadata.generation;
     let mut status = queue.status.clone().unwrap_or_default();
+    let mut notes = Vec::new();
     status.observed_generation = generation;
     match apply(env, queue).await {
-        Ok(messages) => {
-            status.messages = Some(messages);
+        Ok(state) => {
+            status.messages = Some(state.messages);
+            status.sources = state.sources.iter().map(source_status).collect();
             conditions::ready(
                 &mut status.conditions,
                 "queue stream provisioned",
                 generation,
             );
+            sourcing_condition(&mut status, &state.stalls, generation, &mut notes);
+            let catching_up = state.sources.iter().any(|s| s.pending > 0);
             Outcome {
                 status,
-                requeue: Requeue::After(resync),
-                notes: Vec::new(),
+                requeue: Requeue::After(if catching_up {
+                    resync.min(SOURCING_RESYNC)
+                } else {
+                    resync
+                }),
+                notes,
             }
         }
         Err(failure) => {
@@ -40,13 +59,72 @@ pub async fn reconcile(
             Outcome {
                 requeue: failure.requeue(),
                 status,
-                notes: Vec::new(),
+                notes,
             }
         }
     }
 }
 
-async fn apply(env: &Env, queue: &Queue) -> Result<u64, Failure> {
+fn source_status(s: &SourcePartitionStatus) -> QueueSourceStatus {
+    QueueSourceStatus {
+        topic: s.topic.clone(),
+        partition: s.partition,
+        last_offset: s.origin_last_offset,
+        received_offset: s.received_offset,
+        pending: s.pending,
+    }
+}
+
+/// Sets `SourcingStalled` and raises a Warning Event when it turns true.
+fn sourcing_condition(
+    status: &mut QueueStatus,
+    stalls: &[Stall],
+    generation: Option<i64>,
+    notes: &mut Vec<Note>,
+) {
+    if stalls.is_empty() {
+        if status.sources.is_empty() {
+            status
+                .conditions
+                .retain(|c| c.type_ != conditions::SOURCING_STALLED);
+        } else {
+            conditions::set(
+                &mut status.conditions,
+                conditions::SOURCING_STALLED,
+                ConditionStatus::False,
+                "Flowing",
+                "every source partition is being received",
+                generation,
+            );
+        }
+        return;
+    }
+    let message = format!(
+        "{}; the relay was restarted to repair it",
+        stalls
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    if !conditions::is_true(&status.conditions, conditions::SOURCING_STALLED) {
+        notes.push(Note {
+            warning: true,
+            reason: "SourcingStalled",
+            message: message.clone(),
+        });
+    }
+    conditions::set(
+        &mut status.conditions,
+        conditions::SOURCING_STALLED,
+        ConditionStatus::True,
+        "RelayStalled",
+        message,
+        generation,
+    );
+}
+
+async fn apply(env: &Env, queue: &Queue) -> Result<QueueState, Failure> {
     let (ns, name) = ns_name(queue);
     let broker_obj = broker_of(env, &ns, &queue.spec.broker).await?;
     let mut topics = Vec::new();
@@ -76,6 +154,11 @@ async fn apply(env: &Env, queue: &Queue) -> Result<u64, Failure> {
     if !changes.is_noop() {
         info!(created = ?changes.created, updated = ?changes.updated, "queue provisioned");
     }
+    if settings.sources.is_empty() {
+        env.relays.stop(&rr);
+    } else {
+        env.relays.ensure(&broker, &rr, &settings.sources);
+    }
     let stream_name = sluice_broker::names::queue_stream(&rr);
     let mut stream = broker
         .jetstream()
@@ -91,24 +174,144 @@ async fn apply(env: &Env, queue: &Queue) -> Result<u64, Failure> {
             "failed to read stream {stream_name} of queue {ns}/{name}: {e}"
         ))
     })?;
-    Ok(info.state.messages)
+    let messages = info.state.messages;
+    let sources = broker
+        .fanout_status(&rr, &settings.sources)
+        .await
+        .map_err(|e| {
+            Failure::broker(
+                &format!("failed to read the sources of queue {ns}/{name}"),
+                e,
+            )
+        })?;
+    let stalls = env
+        .relays
+        .stalls(&broker, &rr, &sources, DEFAULT_STALL_AFTER);
+    Ok(QueueState {
+        messages,
+        sources,
+        stalls,
+    })
 }
 
-/// Cleans up a deleted Queue (only with `deletionPolicy: Delete`).
+/// Cleans up a deleted Queue: its fan-out relays stop; with `deletionPolicy: Delete` the
+/// stream and the relay consumers on the source topics are deleted too.
 #[instrument(skip_all, fields(queue = %format!("{}/{}", ns_name(queue).0, ns_name(queue).1)))]
 pub async fn cleanup(env: &Env, queue: &Queue) -> Result<(), Failure> {
+    let (ns, name) = ns_name(queue);
+    let rr = resource_ref(&ns, &name)?;
+    env.relays.stop(&rr);
     if queue.spec.deletion_policy.unwrap_or_default() != DeletionPolicy::Delete {
-        info!("deletionPolicy Retain: keeping the queue stream");
+        info!("deletionPolicy Retain: keeping the queue stream and its relay positions");
         return Ok(());
     }
-    let (ns, name) = ns_name(queue);
     let Some(broker_obj) = live_broker(env, &ns, &queue.spec.broker).await? else {
         return Ok(());
     };
     let broker = env.pool.get(&env.lookup, &ns, &broker_obj).await?;
+    let sources: Vec<sluice_broker::config::QueueSource> = queue
+        .status
+        .as_ref()
+        .map(|s| partitions_by_topic(&s.sources))
+        .unwrap_or_default();
+    broker.delete_fanout(&rr, &sources).await.map_err(|e| {
+        Failure::broker(
+            &format!("failed to delete the fan-out consumers of queue {ns}/{name}"),
+            e,
+        )
+    })?;
     broker
-        .delete_queue(&resource_ref(&ns, &name)?)
+        .delete_queue(&rr)
         .await
         .map_err(|e| Failure::broker(&format!("failed to delete queue {ns}/{name}"), e))?;
     Ok(())
+}
+
+/// The sources recorded in status, as topic and partition count (what was provisioned, even
+/// when the Topics are already gone).
+fn partitions_by_topic(sources: &[QueueSourceStatus]) -> Vec<sluice_broker::config::QueueSource> {
+    let mut out: Vec<sluice_broker::config::QueueSource> = Vec::new();
+    for s in sources {
+        match out.iter_mut().find(|q| q.topic == s.topic) {
+            Some(q) => q.partitions = q.partitions.max(s.partition + 1),
+            None => out.push(sluice_broker::config::QueueSource {
+                topic: s.topic.clone(),
+                partitions: s.partition + 1,
+            }),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(topic: &str, partition: u32) -> QueueSourceStatus {
+        QueueSourceStatus {
+            topic: topic.into(),
+            partition,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn provisioned_sources_are_recovered_from_status() {
+        let got = partitions_by_topic(&[src("a", 0), src("a", 2), src("b", 0), src("a", 1)]);
+        assert_eq!(
+            got,
+            vec![
+                sluice_broker::config::QueueSource {
+                    topic: "a".into(),
+                    partitions: 3
+                },
+                sluice_broker::config::QueueSource {
+                    topic: "b".into(),
+                    partitions: 1
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stall_raises_one_event_and_the_condition() {
+        let mut status = QueueStatus {
+            sources: vec![src("a", 0)],
+            ..Default::default()
+        };
+        let stall = Stall {
+            topic: "a".into(),
+            partition: 0,
+            pending: 5,
+            idle_for: Duration::from_secs(90),
+            last_error: Some("no responders".into()),
+        };
+        let mut notes = Vec::new();
+        sourcing_condition(
+            &mut status,
+            std::slice::from_ref(&stall),
+            Some(1),
+            &mut notes,
+        );
+        assert_eq!(notes.len(), 1);
+        assert!(conditions::is_true(
+            &status.conditions,
+            conditions::SOURCING_STALLED
+        ));
+        let c = conditions::get(&status.conditions, conditions::SOURCING_STALLED).unwrap();
+        assert!(
+            c.message.contains("topic a partition 0: 5 messages"),
+            "{}",
+            c.message
+        );
+        // Still stalled: no second Event.
+        sourcing_condition(&mut status, &[stall], Some(1), &mut notes);
+        assert_eq!(notes.len(), 1);
+        // Flowing again.
+        sourcing_condition(&mut status, &[], Some(1), &mut notes);
+        assert!(!conditions::is_true(
+            &status.conditions,
+            conditions::SOURCING_STALLED
+        ));
+    }
 }

@@ -91,6 +91,7 @@ impl Context {
             env: Env {
                 lookup: Lookup::Kube(client.clone()),
                 pool: Arc::new(BrokerPool::new(settings.broker_urls.clone())),
+                relays: Arc::default(),
             },
             recorder: Recorder::new(
                 client.clone(),

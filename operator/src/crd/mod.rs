@@ -18,5 +18,5 @@ pub use broker::{Broker, BrokerSpec, BrokerStatus};
 pub use common::{Condition, ConditionStatus, DeletionPolicy, DurationString, InvalidField};
 pub use dlq::{DeadLetterQueue, DeadLetterQueueSpec, DeadLetterQueueStatus};
 pub use group::{ConsumerGroup, ConsumerGroupSpec, ConsumerGroupStatus};
-pub use queue::{Queue, QueueSpec, QueueStatus};
+pub use queue::{Queue, QueueSourceStatus, QueueSpec, QueueStatus};
 pub use topic::{Topic, TopicSpec, TopicStatus};

@@ -83,7 +83,8 @@ pub struct QueueSourceSpec {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueStatus {
-    /// Ready and friends (InvalidSpec, BrokerUnavailable, NotSupported).
+    /// Ready and friends (InvalidSpec, BrokerUnavailable, NotSupported, and SourcingStalled
+    /// when a source partition's messages stop arriving).
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` last reconciled.
@@ -92,4 +93,24 @@ pub struct QueueStatus {
     /// Messages waiting in the queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages: Option<u64>,
+    /// How far the queue has received each partition of its source topics.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<QueueSourceStatus>,
+}
+
+/// How far a queue has received one partition of a source topic (copied in by the fan-out
+/// relay).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueSourceStatus {
+    /// Source topic.
+    pub topic: String,
+    /// Partition of the topic.
+    pub partition: u32,
+    /// The partition's last offset.
+    pub last_offset: u64,
+    /// Every message up to this offset is in the queue.
+    pub received_offset: u64,
+    /// Messages of the partition the queue has not received yet.
+    pub pending: u64,
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use kube::ResourceExt;
 use sluice_broker::config::SourceKind;
 use sluice_broker::embedded::{NatsServer, ServerOptions};
-use sluice_broker::{GroupConfig, ResourceRef, names};
+use sluice_broker::{GroupConfig, ResourceRef};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -146,6 +146,7 @@ impl Session {
         let env = Env {
             lookup: Lookup::Memory(objects.clone()),
             pool: Arc::new(BrokerPool::new(overrides)),
+            relays: Arc::default(),
         };
         let mut session = Self {
             options,
@@ -529,59 +530,71 @@ impl Session {
         self.apply(manifests).await;
     }
 
-    /// Whether every Job finished and no group has lag, retries in flight or messages still
-    /// being copied into its queue.
+    /// Whether every Job finished, no group has lag or retries in flight, and every queue fed
+    /// by topics has received all their messages.
     pub async fn is_idle(&self) -> anyhow::Result<bool> {
-        if self
-            .jobs
-            .values()
-            .any(|j| matches!(j, JobState::Running(_)))
-        {
-            return Ok(false);
-        }
-        for runtime in self.groups.values() {
-            let lag = self.broker.group_lag(&runtime.config).await?;
-            if lag.total() > 0 {
-                return Ok(false);
+        Ok(self.waiting_for().await?.is_empty())
+    }
+
+    /// What keeps the session from being idle, one line each (empty when idle): running Jobs,
+    /// groups with lag, and queue source partitions not received in full.
+    pub async fn waiting_for(&self) -> anyhow::Result<Vec<String>> {
+        let mut waiting = Vec::new();
+        for (name, job) in &self.jobs {
+            if matches!(job, JobState::Running(_)) {
+                waiting.push(format!("job {} is still running", label(name)));
             }
         }
-        // A queue fed by topics is caught up when it has received at least every message of
-        // its sources (the sources' own lag figure reads 0 before sourcing has started).
+        for (name, runtime) in &self.groups {
+            let lag = self.broker.group_lag(&runtime.config).await?;
+            if lag.total() > 0 {
+                waiting.push(format!(
+                    "group {} has {} messages to handle ({} waiting, {} in flight)",
+                    label(name),
+                    lag.total(),
+                    lag.partitions.iter().map(|p| p.pending).sum::<u64>(),
+                    lag.partitions.iter().map(|p| p.ack_pending).sum::<u64>()
+                ));
+            }
+        }
         for queue in &self.manifests.queues {
-            if queue.spec.sources.is_empty() {
+            let sources = self.queue_sources(queue);
+            if sources.is_empty() {
                 continue;
             }
             let (ns, name) = key_of(queue);
-            let mut sourced = 0u64;
-            for source in &queue.spec.sources {
-                let Some(topic) = self
+            let r = ResourceRef::new(ns.clone(), name.clone())?;
+            for s in self.broker.fanout_status(&r, &sources).await? {
+                if !s.caught_up() {
+                    waiting.push(format!(
+                        "queue {ns}/{name} has not received {} messages of topic {} partition {} (received up to offset {} of {})",
+                        s.pending, s.topic, s.partition, s.received_offset, s.origin_last_offset
+                    ));
+                }
+            }
+        }
+        Ok(waiting)
+    }
+
+    /// The source topics of a queue with their partition counts from the manifests.
+    fn queue_sources(&self, queue: &Queue) -> Vec<sluice_broker::config::QueueSource> {
+        let (ns, _) = key_of(queue);
+        queue
+            .spec
+            .sources
+            .iter()
+            .filter_map(|source| {
+                let topic = self
                     .manifests
                     .topics
                     .iter()
-                    .find(|t| key_of(*t) == (ns.clone(), source.topic.clone()))
-                else {
-                    continue;
-                };
-                let r = ResourceRef::new(ns.clone(), source.topic.clone())?;
-                sourced += self
-                    .broker
-                    .topic_status(&r, topic.spec.partitions)
-                    .await?
-                    .iter()
-                    .map(|p| p.last_offset)
-                    .sum::<u64>();
-            }
-            let r = ResourceRef::new(ns, name)?;
-            let mut stream = self
-                .broker
-                .jetstream()
-                .get_stream(names::queue_stream(&r))
-                .await?;
-            if stream.info().await?.state.last_sequence < sourced {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+                    .find(|t| key_of(*t) == (ns.clone(), source.topic.clone()))?;
+                Some(sluice_broker::config::QueueSource {
+                    topic: source.topic.clone(),
+                    partitions: topic.spec.partitions,
+                })
+            })
+            .collect()
     }
 
     /// Whether every group with workers runs no more than its autoscaling minimum.

@@ -2,8 +2,10 @@
 //! received, how many it handled, how many it dead-lettered, and how many are unaccounted
 //! for (lost), all read from the broker.
 //!
-//! - expected: messages the group's source received (sum of the topic partitions' last
-//!   offsets, or the queue's last sequence);
+//! - expected: messages the group's source should have received (sum of the topic partitions'
+//!   last offsets; for a queue, its last sequence plus what its source topics hold that the
+//!   fan-out relay has not copied into it yet, so a queue that misses part of a topic counts
+//!   those messages as lost);
 //! - acknowledged: the group's ack floors (every message up to it was acknowledged,
 //!   successfully handled or terminated after dead-lettering);
 //! - dead-lettered: messages in the group's DLQ whose `Sluice-Group` header names the group;
@@ -76,10 +78,22 @@ pub async fn compute(
                     .get_stream(names::queue_stream(&source))
                     .await?;
                 let info = stream.info().await?;
-                if info.config.sources.as_ref().is_none_or(Vec::is_empty) {
+                let sources = info
+                    .config
+                    .metadata
+                    .get(sluice_broker::provision::META_SOURCES)
+                    .map(|v| sluice_broker::provision::decode_sources(v))
+                    .unwrap_or_default();
+                if sources.is_empty() {
                     summary.totals.published += info.state.last_sequence;
                 }
-                info.state.last_sequence
+                let not_received: u64 = broker
+                    .fanout_status(&source, &sources)
+                    .await?
+                    .iter()
+                    .map(|s| s.pending)
+                    .sum();
+                info.state.last_sequence + not_received
             }
         };
         let acked: u64 = broker
