@@ -1,6 +1,9 @@
 //! Logging and tracing: `tracing` with the `RUST_LOG` filter, plus OTLP trace export (gRPC)
 //! when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the exporter reads the standard `OTEL_*`
 //! variables; the service name defaults to `sluice-operator`).
+//!
+//! Log lines are plain text, coloured only when stdout is a terminal; `SLUICE_LOG_FORMAT=json`
+//! writes one JSON object per line instead (for log collectors).
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
@@ -43,10 +46,47 @@ pub enum TelemetryError {
     Subscriber(#[from] tracing_subscriber::util::TryInitError),
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable text; ANSI colours only on a terminal.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// From `SLUICE_LOG_FORMAT` (`json` or `text`; anything else is text).
+    pub fn from_env() -> Self {
+        Self::parse(std::env::var("SLUICE_LOG_FORMAT").ok().as_deref())
+    }
+
+    fn parse(value: Option<&str>) -> Self {
+        match value.map(str::trim) {
+            Some(v) if v.eq_ignore_ascii_case("json") => LogFormat::Json,
+            _ => LogFormat::Text,
+        }
+    }
+}
+
+/// The log layer for `format`.
+fn log_layer<S>(format: LogFormat) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use std::io::IsTerminal;
+    match format {
+        LogFormat::Json => Box::new(tracing_subscriber::fmt::layer().json()),
+        LogFormat::Text => {
+            Box::new(tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal()))
+        }
+    }
+}
+
 /// Installs the global subscriber. Call once, inside the Tokio runtime.
 pub fn init() -> Result<Telemetry, TelemetryError> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer();
+    let fmt = log_layer(LogFormat::from_env());
     let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
         .ok()
         .filter(|e| !e.is_empty());
@@ -76,4 +116,18 @@ pub fn init() -> Result<Telemetry, TelemetryError> {
     Ok(Telemetry {
         provider: Some(provider),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_format_is_text_unless_json_is_asked_for() {
+        assert_eq!(LogFormat::parse(None), LogFormat::Text);
+        assert_eq!(LogFormat::parse(Some("JSON")), LogFormat::Json);
+        assert_eq!(LogFormat::parse(Some(" json ")), LogFormat::Json);
+        assert_eq!(LogFormat::parse(Some("text")), LogFormat::Text);
+        assert_eq!(LogFormat::parse(Some("yaml")), LogFormat::Text);
+    }
 }
