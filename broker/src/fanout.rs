@@ -54,6 +54,12 @@ pub const FANOUT_FROM_HEADER: &str = "Sluice-Fanout-From";
 pub const RELAY_ACK_WAIT: Duration = Duration::from_secs(30);
 /// Messages copied per round (published together, then confirmed together).
 pub const RELAY_BATCH: usize = 256;
+/// How long the relays of a queue keep running without [`FanoutRelays::ensure`] being called
+/// for it again (a deleted Queue's relays stop by themselves).
+pub const DEFAULT_RELAY_LEASE: Duration = Duration::from_secs(300);
+/// How often an idle relay checks its lease.
+const LEASE_CHECK: Duration = Duration::from_secs(5);
+
 /// How long a relay may make no progress while its partition has pending messages before it
 /// counts as stalled (see [`FanoutRelays::stalls`]).
 pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(60);
@@ -383,21 +389,48 @@ impl Drop for RunningRelay {
     }
 }
 
+/// The relays of one queue and their shared lease.
+#[derive(Debug)]
+struct QueueRelays {
+    partitions: HashMap<PartitionKey, RunningRelay>,
+    lease_until: Arc<Mutex<Instant>>,
+}
+
 /// The relays of every queue fed by topics, one task per source partition, kept in line with
 /// the queues' specs by [`FanoutRelays::ensure`]. Dropping it stops every relay.
+///
+/// Each call of `ensure` for a queue renews its relays' lease; relays whose queue is not
+/// ensured again within the lease stop by themselves, so a Queue deleted without any cleanup
+/// hook (no finalizer) loses its relays after at most one lease.
 ///
 /// Run it wherever the queues are reconciled (the operator, `sluice dev`); two copies running
 /// at once share the durable consumers and de-duplicate their copies, so an overlap during a
 /// leader change costs nothing but work.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FanoutRelays {
-    queues: Mutex<BTreeMap<ResourceRef, HashMap<PartitionKey, RunningRelay>>>,
+    queues: Mutex<BTreeMap<ResourceRef, QueueRelays>>,
+    lease: Duration,
+}
+
+impl Default for FanoutRelays {
+    fn default() -> Self {
+        Self::with_lease(DEFAULT_RELAY_LEASE)
+    }
 }
 
 impl FanoutRelays {
-    /// No relays yet.
+    /// No relays yet; leases of [`DEFAULT_RELAY_LEASE`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// No relays yet; a queue's relays stop when it was not ensured for `lease` (use a few
+    /// resync periods of whatever calls `ensure`).
+    pub fn with_lease(lease: Duration) -> Self {
+        Self {
+            queues: Mutex::default(),
+            lease,
+        }
     }
 
     /// Runs one relay per partition of `sources` for `queue` (starting the missing ones,
@@ -406,7 +439,17 @@ impl FanoutRelays {
         let Ok(mut queues) = self.queues.lock() else {
             return;
         };
-        let relays = queues.entry(queue.clone()).or_default();
+        let now = Instant::now();
+        queues.retain(|_, q| q.lease_until.lock().map(|t| *t > now).unwrap_or(false));
+        let entry = queues.entry(queue.clone()).or_insert_with(|| QueueRelays {
+            partitions: HashMap::new(),
+            lease_until: Arc::new(Mutex::new(now)),
+        });
+        if let Ok(mut until) = entry.lease_until.lock() {
+            *until = now + self.lease;
+        }
+        let lease = entry.lease_until.clone();
+        let relays = &mut entry.partitions;
         let wanted: Vec<PartitionKey> = sources
             .iter()
             .flat_map(|s| (0..s.partitions).map(move |p| (s.topic.clone(), p)))
@@ -422,7 +465,13 @@ impl FanoutRelays {
                     .get(&key)
                     .map(|r| r.progress.clone())
                     .unwrap_or_default();
-                let relay = spawn_relay(broker.clone(), queue.clone(), key.clone(), progress);
+                let relay = spawn_relay(
+                    broker.clone(),
+                    queue.clone(),
+                    key.clone(),
+                    progress,
+                    lease.clone(),
+                );
                 relays.insert(key, relay);
             }
         }
@@ -453,8 +502,8 @@ impl FanoutRelays {
         };
         queues
             .get(queue)
-            .map(|relays| {
-                relays
+            .map(|q| {
+                q.partitions
                     .iter()
                     .map(|(k, r)| {
                         let p = r.progress.lock().map(|p| p.clone()).unwrap_or_default();
@@ -479,7 +528,11 @@ impl FanoutRelays {
         let Ok(mut queues) = self.queues.lock() else {
             return Vec::new();
         };
-        let Some(relays) = queues.get_mut(queue) else {
+        let Some(QueueRelays {
+            partitions: relays,
+            lease_until,
+        }) = queues.get_mut(queue)
+        else {
             return Vec::new();
         };
         let mut stalls = Vec::new();
@@ -504,7 +557,13 @@ impl FanoutRelays {
                 p.restarts += 1;
                 p.last_progress = Some(Instant::now());
             }
-            let fresh = spawn_relay(broker.clone(), queue.clone(), key.clone(), progress);
+            let fresh = spawn_relay(
+                broker.clone(),
+                queue.clone(),
+                key.clone(),
+                progress,
+                lease_until.clone(),
+            );
             relays.insert(key, fresh);
             stalls.push(Stall {
                 topic: status.topic.clone(),
@@ -523,6 +582,7 @@ fn spawn_relay(
     queue: ResourceRef,
     (topic, partition): PartitionKey,
     progress: Arc<Mutex<RelayProgress>>,
+    lease_until: Arc<Mutex<Instant>>,
 ) -> RunningRelay {
     if let Ok(mut p) = progress.lock()
         && p.last_progress.is_none()
@@ -536,6 +596,7 @@ fn spawn_relay(
         topic,
         partition,
         progress: progress.clone(),
+        lease_until,
     };
     let handle = tokio::spawn(relay.run().instrument(span));
     RunningRelay { handle, progress }
@@ -548,12 +609,17 @@ struct PartitionRelay {
     topic: String,
     partition: u32,
     progress: Arc<Mutex<RelayProgress>>,
+    lease_until: Arc<Mutex<Instant>>,
 }
 
 impl PartitionRelay {
     async fn run(self) {
         let mut failures: u32 = 0;
         loop {
+            if self.expired() {
+                info!("the queue's relays were not renewed: stopping");
+                return;
+            }
             match self.relay_until_error().await {
                 Ok(()) => failures = 0,
                 Err(e) => {
@@ -570,6 +636,14 @@ impl PartitionRelay {
                 tokio::time::sleep(RELAY_RETRY.delay_after(failures)).await;
             }
         }
+    }
+
+    /// Whether the queue's lease ran out (it was not ensured for a whole lease).
+    fn expired(&self) -> bool {
+        self.lease_until
+            .lock()
+            .map(|t| Instant::now() >= *t)
+            .unwrap_or(true)
     }
 
     fn update(&self, f: impl FnOnce(&mut RelayProgress)) {
@@ -622,7 +696,18 @@ impl PartitionRelay {
         let mut chunks = messages.ready_chunks(RELAY_BATCH);
         let subject = names::queue_subject(&self.queue);
         debug!(stream = %stream_name, "fan-out relay attached");
-        while let Some(chunk) = chunks.next().await {
+        loop {
+            // `next` is cancel-safe: items ready but not taken stay in the chunker.
+            let next = tokio::select! {
+                next = chunks.next() => next,
+                () = tokio::time::sleep(LEASE_CHECK) => {
+                    if self.expired() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            let Some(chunk) = next else { break };
             let mut batch = Vec::with_capacity(chunk.len());
             for item in chunk {
                 match item {

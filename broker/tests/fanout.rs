@@ -556,3 +556,64 @@ async fn ensure_moves_a_jetstream_sourced_queue_to_the_relay() {
             .is_noop()
     );
 }
+
+/// A queue that is no longer ensured (deleted without a cleanup hook) loses its relays after
+/// the lease; ensuring it again resumes where the relays stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_of_a_queue_that_is_not_ensured_again_stop_after_their_lease() {
+    let mut h = Harness::start().await;
+    h.relays = FanoutRelays::with_lease(Duration::from_secs(1));
+    let topic = ResourceRef::new("lease", "uploads").unwrap();
+    let queue = ResourceRef::new("lease", "encode").unwrap();
+    h.create_partition(&topic, 1).await;
+    let sources = [QueueSource {
+        topic: "uploads".into(),
+        partitions: 1,
+    }];
+    h.broker
+        .ensure_queue(
+            &queue,
+            &QueueSettings {
+                sources: sources.to_vec(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    h.relays.ensure(&h.broker, &queue, &sources);
+    h.publish(&topic, 0, 3).await;
+    let consumer = names::fanout_consumer(&queue);
+    let deadline = tokio::time::Instant::now() + RECEIVE_DEADLINE;
+    // Copied while leased; then the relay stops pulling (no waiting pull request left).
+    loop {
+        let stream = h
+            .broker
+            .jetstream()
+            .get_stream(names::topic_stream(&topic, 0))
+            .await
+            .unwrap();
+        let info = stream.consumer_info(&consumer).await.unwrap();
+        if info.ack_floor.stream_sequence == 3 && info.num_waiting == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay kept pulling after its lease: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    h.publish(&topic, 0, 2).await;
+    h.relays.ensure(&h.broker, &queue, &sources);
+    let statuses = loop {
+        let s = h.broker.fanout_status(&queue, &sources).await.unwrap();
+        if s[0].received_offset == 5 {
+            break s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline + RECEIVE_DEADLINE,
+            "not resumed: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(statuses[0].pending, 0);
+}

@@ -91,7 +91,11 @@ impl Context {
             env: Env {
                 lookup: Lookup::Kube(client.clone()),
                 pool: Arc::new(BrokerPool::new(settings.broker_urls.clone())),
-                relays: Arc::default(),
+                // A Queue without finalizer (Retain) has no cleanup hook: its relays stop when
+                // it was not reconciled for a few resync periods.
+                relays: Arc::new(sluice_broker::FanoutRelays::with_lease(
+                    (settings.resync * 4).max(Duration::from_secs(60)),
+                )),
             },
             recorder: Recorder::new(
                 client.clone(),
