@@ -176,6 +176,14 @@ impl SourcePartitionStatus {
 }
 
 impl Broker {
+    /// A stream, `None` when it does not exist.
+    async fn stream_if_exists(&self, name: &str) -> Result<Option<jetstream::stream::Stream>> {
+        match self.jetstream().get_stream(name).await {
+            Ok(s) => Ok(Some(s)),
+            Err(e) => not_found_as_none(broker_err(format!("failed to look up stream {name}"), e)),
+        }
+    }
+
     /// Creates the relay consumer of `queue` on every partition of its sources that exists
     /// (missing partitions are attached by the relay once they appear). Existing consumers are
     /// left as they are: their position is the queue's progress.
@@ -191,42 +199,27 @@ impl Broker {
             let topic = queue.sibling(source.topic.clone())?;
             for p in 0..source.partitions {
                 let stream_name = names::topic_stream(&topic, p);
-                let stream = match self.jetstream().get_stream(&stream_name).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let err = broker_err(format!("failed to look up stream {stream_name}"), e);
-                        if err.kind() == ErrorKind::NotFound {
-                            continue;
-                        }
-                        return Err(err);
-                    }
+                let Some(stream) = self.stream_if_exists(&stream_name).await? else {
+                    continue;
                 };
-                match stream.consumer_info(&durable).await {
-                    Ok(_) => changes.unchanged.push(format!("{stream_name}/{durable}")),
-                    Err(e) => {
-                        let err = broker_err(
-                            format!("failed to read consumer {stream_name}/{durable}"),
-                            e,
-                        );
-                        if err.kind() != ErrorKind::NotFound {
-                            return Err(err);
-                        }
-                        stream
-                            .get_or_create_consumer::<pull::Config>(
-                                &durable,
-                                relay_consumer_config(queue, &topic, p, None),
-                            )
-                            .await
-                            .map_err(|e| {
-                                broker_err(
-                                    format!("failed to create consumer {stream_name}/{durable}"),
-                                    e,
-                                )
-                            })?;
-                        info!(stream = %stream_name, consumer = %durable, "fan-out relay consumer created");
-                        changes.created.push(format!("{stream_name}/{durable}"));
-                    }
+                if consumer_if_exists(&stream, &durable).await?.is_some() {
+                    changes.unchanged.push(format!("{stream_name}/{durable}"));
+                    continue;
                 }
+                stream
+                    .get_or_create_consumer::<pull::Config>(
+                        &durable,
+                        relay_consumer_config(queue, &topic, p, None),
+                    )
+                    .await
+                    .map_err(|e| {
+                        broker_err(
+                            format!("failed to create consumer {stream_name}/{durable}"),
+                            e,
+                        )
+                    })?;
+                info!(stream = %stream_name, consumer = %durable, "fan-out relay consumer created");
+                changes.created.push(format!("{stream_name}/{durable}"));
             }
         }
         Ok(changes)
@@ -242,21 +235,17 @@ impl Broker {
             let topic = queue.sibling(source.topic.clone())?;
             for p in 0..source.partitions {
                 let stream_name = names::topic_stream(&topic, p);
-                let Ok(stream) = self.jetstream().get_stream(&stream_name).await else {
+                let Some(stream) = self.stream_if_exists(&stream_name).await? else {
                     continue;
                 };
-                match stream.delete_consumer(&durable).await {
-                    Ok(_) => deleted += 1,
-                    Err(e) => {
-                        let err = broker_err(
-                            format!("failed to delete consumer {stream_name}/{durable}"),
-                            e,
-                        );
-                        if err.kind() != ErrorKind::NotFound {
-                            return Err(err);
-                        }
-                    }
-                }
+                let existed = match stream.delete_consumer(&durable).await {
+                    Ok(_) => Some(()),
+                    Err(e) => not_found_as_none(broker_err(
+                        format!("failed to delete consumer {stream_name}/{durable}"),
+                        e,
+                    ))?,
+                };
+                deleted += u32::from(existed.is_some());
             }
         }
         Ok(deleted)
@@ -285,16 +274,9 @@ impl Broker {
                     pending: 0,
                     relay_attached: false,
                 };
-                let mut stream = match self.jetstream().get_stream(&stream_name).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let err = broker_err(format!("failed to look up stream {stream_name}"), e);
-                        if err.kind() == ErrorKind::NotFound {
-                            out.push(status);
-                            continue;
-                        }
-                        return Err(err);
-                    }
+                let Some(mut stream) = self.stream_if_exists(&stream_name).await? else {
+                    out.push(status);
+                    continue;
                 };
                 let state = stream
                     .info()
@@ -304,27 +286,44 @@ impl Broker {
                     .clone();
                 status.origin_exists = true;
                 status.origin_last_offset = state.last_sequence;
-                match stream.consumer_info(&durable).await {
-                    Ok(info) => {
+                match consumer_if_exists(&stream, &durable).await? {
+                    Some(info) => {
                         status.relay_attached = true;
                         status.received_offset = info.ack_floor.stream_sequence;
                         status.pending = info.num_pending + info.num_ack_pending as u64;
                     }
-                    Err(e) => {
-                        let err = broker_err(
-                            format!("failed to read consumer {stream_name}/{durable}"),
-                            e,
-                        );
-                        if err.kind() != ErrorKind::NotFound {
-                            return Err(err);
-                        }
-                        status.pending = state.messages;
-                    }
+                    None => status.pending = state.messages,
                 }
                 out.push(status);
             }
         }
         Ok(out)
+    }
+}
+
+/// `Ok(None)` for a NotFound error, the error otherwise.
+fn not_found_as_none<T>(err: Error) -> Result<Option<T>> {
+    if err.kind() == ErrorKind::NotFound {
+        Ok(None)
+    } else {
+        Err(err)
+    }
+}
+
+/// A consumer's info, `None` when it does not exist.
+async fn consumer_if_exists(
+    stream: &jetstream::stream::Stream,
+    durable: &str,
+) -> Result<Option<jetstream::consumer::Info>> {
+    match stream.consumer_info(durable).await {
+        Ok(info) => Ok(Some(info)),
+        Err(e) => not_found_as_none(broker_err(
+            format!(
+                "failed to read consumer {}/{durable}",
+                stream.cached_info().config.name
+            ),
+            e,
+        )),
     }
 }
 

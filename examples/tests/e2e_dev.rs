@@ -99,6 +99,13 @@ async fn bucket_keys(data: &Path, bucket: &str) -> Vec<String> {
     keys
 }
 
+/// How many uploads a video stage recorded in its effect bucket (keys `<stage>.<upload>`).
+fn handled_by(keys: &[String], stage: &str) -> usize {
+    keys.iter()
+        .filter(|k| k.starts_with(&format!("{stage}.")))
+        .count()
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -184,11 +191,7 @@ async fn video_pipeline_dead_letters_the_poison_upload_and_replays_it_once_after
         "search-index",
         "notify-followers",
     ] {
-        let done = keys
-            .iter()
-            .filter(|k| k.starts_with(&format!("{stage}.")))
-            .count();
-        assert_eq!(done, 25, "stage {stage}: {keys:?}");
+        assert_eq!(handled_by(&keys, stage), 25, "stage {stage}: {keys:?}");
     }
     assert!(keys.contains(&"encode.upload-13".to_string()));
 }
@@ -344,10 +347,7 @@ async fn video_pipeline_fans_out_every_upload_to_every_stage_run_after_run_under
             "search-index",
             "notify-followers",
         ] {
-            let done = keys
-                .iter()
-                .filter(|k| k.starts_with(&format!("{stage}.")))
-                .count();
+            let done = handled_by(&keys, stage);
             assert_eq!(
                 done, 25,
                 "run {run}: stage {stage} handled {done} of 25 uploads"

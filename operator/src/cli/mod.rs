@@ -45,6 +45,33 @@ pub enum Command {
     Offsets(offsets::OffsetsArgs),
 }
 
+/// The streams Sluice made for resources of `kind` (`topic`, `queue`, ...), with the resource
+/// (`namespace/name`) each belongs to; only `namespace`'s unless it is `None`.
+pub(crate) async fn streams_of_kind(
+    broker: &sluice_broker::Broker,
+    kind: &str,
+    namespace: Option<&str>,
+) -> anyhow::Result<Vec<(String, async_nats::jetstream::stream::Info)>> {
+    use futures::TryStreamExt;
+    use sluice_broker::provision::{META_KIND, META_RESOURCE};
+    let mut out = Vec::new();
+    let mut streams = broker.jetstream().streams();
+    while let Some(info) = streams.try_next().await? {
+        let meta = &info.config.metadata;
+        if meta.get(META_KIND).map(String::as_str) != Some(kind) {
+            continue;
+        }
+        let Some(resource) = meta.get(META_RESOURCE).cloned() else {
+            continue;
+        };
+        if namespace.is_some_and(|ns| !resource.starts_with(&format!("{ns}/"))) {
+            continue;
+        }
+        out.push((resource, info));
+    }
+    Ok(out)
+}
+
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {

@@ -2,9 +2,8 @@
 //! how far each source partition has been received.
 
 use clap::Args;
-use futures::TryStreamExt;
 use sluice_broker::ResourceRef;
-use sluice_broker::provision::{META_KIND, META_RESOURCE, META_SOURCES, decode_sources};
+use sluice_broker::provision::{META_SOURCES, decode_sources};
 
 use super::target::BrokerArgs;
 
@@ -23,25 +22,16 @@ pub struct QueuesArgs {
 pub async fn run(args: QueuesArgs) -> anyhow::Result<()> {
     let connected = args.broker.connect().await?;
     let result = async {
+        let namespace = (!args.all_namespaces).then_some(args.broker.namespace.as_str());
         let mut queues = Vec::new();
-        let mut streams = connected.broker.jetstream().streams();
-        while let Some(info) = streams.try_next().await? {
-            let meta = &info.config.metadata;
-            if meta.get(META_KIND).map(String::as_str) != Some("queue") {
-                continue;
-            }
-            let Some(resource) = meta.get(META_RESOURCE) else {
-                continue;
-            };
-            if !args.all_namespaces && !resource.starts_with(&format!("{}/", args.broker.namespace))
-            {
-                continue;
-            }
-            let sources = meta
+        for (resource, info) in super::streams_of_kind(&connected.broker, "queue", namespace).await? {
+            let sources = info
+                .config
+                .metadata
                 .get(META_SOURCES)
                 .map(|v| decode_sources(v))
                 .unwrap_or_default();
-            queues.push((resource.clone(), info.state.messages, sources));
+            queues.push((resource, info.state.messages, sources));
         }
         queues.sort_by(|a, b| a.0.cmp(&b.0));
         println!("QUEUE                                MESSAGES  SOURCE              LAST-OFFSET  RECEIVED  PENDING");

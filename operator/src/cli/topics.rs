@@ -3,8 +3,6 @@
 use std::collections::BTreeMap;
 
 use clap::Args;
-use futures::TryStreamExt;
-use sluice_broker::provision::{META_KIND, META_RESOURCE};
 
 use super::target::BrokerArgs;
 
@@ -23,22 +21,13 @@ pub struct TopicsArgs {
 pub async fn run(args: TopicsArgs) -> anyhow::Result<()> {
     let connected = args.broker.connect().await?;
     let result = async {
+        let namespace = (!args.all_namespaces).then_some(args.broker.namespace.as_str());
         let mut topics: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
-        let mut streams = connected.broker.jetstream().streams();
-        while let Some(info) = streams.try_next().await? {
-            let meta = &info.config.metadata;
-            if meta.get(META_KIND).map(String::as_str) != Some("topic") {
-                continue;
-            }
-            let Some(resource) = meta.get(META_RESOURCE) else {
-                continue;
-            };
-            if !args.all_namespaces && !resource.starts_with(&format!("{}/", args.broker.namespace))
-            {
-                continue;
-            }
+        for (resource, info) in
+            super::streams_of_kind(&connected.broker, "topic", namespace).await?
+        {
             topics
-                .entry(resource.clone())
+                .entry(resource)
                 .or_default()
                 .push((info.state.messages, info.state.bytes));
         }
