@@ -64,6 +64,7 @@ pub struct ConsumerGroupSpec {
     /// (default: the Queue's visibilityTimeout, else `30s`). Workers get this plus 10s to
     /// drain on shutdown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('[1-9]')").message("must be longer than 0s (at least 1s)"))]
     pub ack_wait: Option<DurationString>,
     /// Messages handled concurrently by one worker with `key` or `none` ordering (default 16).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,6 +148,7 @@ pub enum StartPosition {
 
 /// Retry policy.
 #[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.backoffDelay) || !has(self.backoffMax) || self.backoffDelay.contains('d') || self.backoffMax.contains('d') || duration(self.backoffDelay) <= duration(self.backoffMax)").message("retry.backoffDelay must not be longer than retry.backoffMax").field_path(".backoffMax"))]
 #[serde(rename_all = "camelCase")]
 pub struct RetrySpec {
     /// Deliveries of a message, including ones that crashed the worker, before it is
@@ -224,6 +226,7 @@ pub struct AutoscalingSpec {
     pub scale_down_stabilization: Option<DurationString>,
     /// How often the lag is measured (default `5s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('[1-9]')").message("must be longer than 0s"))]
     pub poll_interval: Option<DurationString>,
     /// Scale to zero workers when the group has been idle for `idleBeforeZero` (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]

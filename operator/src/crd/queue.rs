@@ -31,6 +31,7 @@ use super::common::{Condition, DeletionPolicy, DurationString, StorageType};
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[x_kube(validation = Rule::new("(has(self.storage) ? self.storage : 'file') == (has(oldSelf.storage) ? oldSelf.storage : 'file')").message("storage cannot be changed: JetStream cannot move a stream between file and memory; create a new Queue").field_path(".storage"))]
 #[serde(rename_all = "camelCase")]
 pub struct QueueSpec {
     /// Name of the Broker (in the same namespace) that stores this queue. Cannot be changed.
@@ -44,6 +45,7 @@ pub struct QueueSpec {
     /// How long a received message stays invisible to other workers before it is delivered
     /// again if not acknowledged (default `30s`). The ConsumerGroup's `ackWait` overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('[1-9]')").message("must be longer than 0s"))]
     pub visibility_timeout: Option<DurationString>,
     /// When unhandled messages are discarded. Default: kept until handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,11 +64,12 @@ pub struct QueueSpec {
 }
 
 /// Retention of a queue.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default, JsonSchema)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueRetention {
     /// Discard messages that waited longer than this (e.g. `4d`). Unset: no age limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('[1-9]')").message("must be longer than 0s; leave it unset for no age limit"))]
     pub max_age: Option<DurationString>,
 }
 

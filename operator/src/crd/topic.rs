@@ -32,6 +32,7 @@ use super::common::{Condition, DeletionPolicy, DurationString, Retention, Storag
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[x_kube(validation = Rule::new("(has(self.storage) ? self.storage : 'file') == (has(oldSelf.storage) ? oldSelf.storage : 'file')").message("storage cannot be changed: JetStream cannot move a stream between file and memory; create a new Topic").field_path(".storage"))]
 #[serde(rename_all = "camelCase")]
 pub struct TopicSpec {
     /// Name of the Broker (in the same namespace) that stores this topic. Cannot be changed:
@@ -54,6 +55,7 @@ pub struct TopicSpec {
     pub retention: Option<Retention>,
     /// How long the broker remembers message ids to drop duplicate publishes (default `2m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('[1-9]')").message("must be longer than 0s (de-duplication needs a window)"))]
     pub duplicate_window: Option<DurationString>,
     /// `file` (default, survives restarts) or `memory`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
