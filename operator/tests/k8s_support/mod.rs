@@ -146,3 +146,44 @@ async fn dump(client: &Client, namespace: &str) {
         }
     }
 }
+
+/// Applies the CRDs generated from the Rust types (server-side apply) and waits until each
+/// is established.
+pub async fn install_crds(client: &Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::ResourceExt;
+    use kube::api::{Patch, PatchParams};
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in sluice_operator::crdgen::all_crds() {
+        api.patch(
+            &crd.name_any(),
+            &PatchParams::apply("sluice-test").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+    }
+    for crd in sluice_operator::crdgen::all_crds() {
+        let name = crd.name_any();
+        poll(
+            &format!("CRD {name} established"),
+            Duration::from_secs(120),
+            || {
+                let api = api.clone();
+                let name = name.clone();
+                async move {
+                    api.get(&name)
+                        .await
+                        .ok()
+                        .and_then(|c| c.status)
+                        .and_then(|s| s.conditions)
+                        .is_some_and(|cs| {
+                            cs.iter()
+                                .any(|c| c.type_ == "Established" && c.status == "True")
+                        })
+                }
+            },
+        )
+        .await;
+    }
+}
