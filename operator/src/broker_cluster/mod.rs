@@ -30,10 +30,12 @@
 //! # Upgrades and scale-down
 //!
 //! Pods are started in parallel (`podManagementPolicy: Parallel`, needed so a fresh cluster
-//! can form its Raft quorum) but rolled one at a time: the readiness probe is the full
-//! `/healthz`, which only passes once this server's JetStream assets have caught up, so the
-//! next pod is not restarted before the previous one is current again. A scale-down below the
-//! replica count of any stream is refused by [`validate_scale_down`].
+//! can form its Raft quorum) but rolled one at a time: the startup probe is the full
+//! `/healthz`, which only passes once this server's JetStream assets have caught up, and a pod
+//! is not Ready before it has started, so the next pod is not restarted before the previous
+//! one is current again (readiness itself is `?js-server-only=true`: see the StatefulSet
+//! builder). A scale-down below the replica count of any stream is refused by
+//! [`validate_scale_down`].
 
 mod config;
 mod credentials;
