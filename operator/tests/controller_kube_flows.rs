@@ -794,3 +794,34 @@ async fn idle_objects_cause_no_writes() {
         "{status_writes:?}"
     );
 }
+
+#[tokio::test]
+async fn broker_routes_use_the_configured_cluster_domain() {
+    let (client, fake) = FakeApi::start();
+    let settings = Settings {
+        cluster_domain: "corp.example".into(),
+        ..Settings::default()
+    };
+    let ctx = Arc::new(Context::new(
+        client,
+        &settings,
+        Arc::new(Metrics::default()),
+    ));
+    let path = sluice_path("brokers", "main");
+    fake.put(
+        &path,
+        object("Broker", "main", "uid-broker", json!({"replicas": 3})),
+    );
+    runtime::reconcile(Arc::new(read::<Broker>(&fake, &path)), ctx)
+        .await
+        .unwrap();
+    let sts = fake
+        .get(&apps_path("statefulsets", "main"))
+        .unwrap()
+        .to_string();
+    assert!(
+        sts.contains("main-2.main-headless.shop.svc.corp.example:6222"),
+        "{sts}"
+    );
+    assert!(!sts.contains("cluster.local"), "{sts}");
+}

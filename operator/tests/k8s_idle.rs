@@ -139,6 +139,7 @@ async fn k8s_idle_order_events_cause_no_writes() {
         namespaces: vec![ns.name.clone()],
         broker_urls: BTreeMap::from([("main".to_string(), server.url())]),
         resync: RESYNC,
+        ..Settings::default()
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let controllers = tokio::spawn(runtime::run(

@@ -67,8 +67,11 @@ pub struct BrokerObjects {
 
 /// Builds every applied object of `broker` (the credentials Secret is separate: it is created
 /// once, never applied).
-pub fn build(broker: &Broker) -> Result<(BrokerCluster, BrokerObjects), Failure> {
-    let cluster = crate::desired::broker::cluster(broker)?;
+pub fn build(
+    broker: &Broker,
+    cluster_domain: &str,
+) -> Result<(BrokerCluster, BrokerObjects), Failure> {
+    let cluster = crate::desired::broker::cluster_in(broker, cluster_domain)?;
     if cluster.params().owner_reference.is_none() {
         return Err(Failure::Missing {
             reason: "NotYetStored",
@@ -104,13 +107,15 @@ enum SecretWrite {
     RouteKeysAdded,
 }
 
-/// Reconciles one Broker: credentials, scale-down guard, apply, status.
+/// Reconciles one Broker: credentials, scale-down guard, apply, status. `cluster_domain` is
+/// the cluster's DNS domain (see [`crate::broker_cluster::DEFAULT_CLUSTER_DOMAIN`]).
 #[instrument(skip_all, fields(broker = %format!("{}/{}", ns_name(broker).0, ns_name(broker).1)))]
 pub async fn reconcile(
     client: &Client,
     env: &Env,
     broker: &Broker,
     resync: Duration,
+    cluster_domain: &str,
 ) -> Outcome<BrokerStatus> {
     let generation = broker.metadata.generation;
     let previous = broker.status.clone().unwrap_or_default();
@@ -122,7 +127,7 @@ pub async fn reconcile(
     };
     let mut notes = Vec::new();
     let mut observed_max = None;
-    let result = apply(client, env, broker, &mut observed_max).await;
+    let result = apply(client, env, broker, cluster_domain, &mut observed_max).await;
     if observed_max.is_some() {
         status.max_stream_replicas = observed_max;
     }
@@ -202,10 +207,11 @@ async fn apply(
     client: &Client,
     env: &Env,
     broker: &Broker,
+    cluster_domain: &str,
     observed_max: &mut Option<u32>,
 ) -> Result<(BrokerCluster, Applied), Failure> {
     // validate + build
-    let (cluster, objects) = build(broker)?;
+    let (cluster, objects) = build(broker, cluster_domain)?;
     let ns = cluster.namespace().to_string();
     // credentials
     let mut applied = Applied {

@@ -54,6 +54,9 @@ pub struct Settings {
     pub broker_urls: BTreeMap<String, String>,
     /// Resync period of healthy objects.
     pub resync: Duration,
+    /// DNS domain of the cluster's Services (route URLs and monitoring reads of the broker
+    /// servers); `cluster.local` by default.
+    pub cluster_domain: String,
 }
 
 impl Default for Settings {
@@ -62,6 +65,7 @@ impl Default for Settings {
             namespaces: Vec::new(),
             broker_urls: BTreeMap::new(),
             resync: DEFAULT_RESYNC,
+            cluster_domain: crate::broker_cluster::DEFAULT_CLUSTER_DOMAIN.to_string(),
         }
     }
 }
@@ -72,6 +76,7 @@ pub struct Context {
     env: Env,
     recorder: Recorder,
     resync: Duration,
+    cluster_domain: String,
     failures: Mutex<HashMap<String, u32>>,
     metrics: Arc<Metrics>,
     scalers: Mutex<HashMap<(String, String), GroupScaler>>,
@@ -103,6 +108,7 @@ impl Context {
             ),
             client,
             resync: settings.resync,
+            cluster_domain: settings.cluster_domain.clone(),
             failures: Mutex::default(),
             metrics,
             scalers: Mutex::default(),
@@ -439,7 +445,14 @@ impl Reconciled for Broker {
     }
     fn apply(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
         async move {
-            let outcome = super::broker::reconcile(&ctx.client, &ctx.env, &obj, ctx.resync).await;
+            let outcome = super::broker::reconcile(
+                &ctx.client,
+                &ctx.env,
+                &obj,
+                ctx.resync,
+                &ctx.cluster_domain,
+            )
+            .await;
             finish(&ctx, obj.as_ref(), outcome).await
         }
         .boxed()
