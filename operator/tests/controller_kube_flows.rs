@@ -155,6 +155,10 @@ async fn topic_reconcile_adds_the_finalizer_then_patches_status_ready() {
         ("True".into(), "Provisioned".into())
     );
     assert_eq!(stored["status"]["observedGeneration"], 1);
+    assert_eq!(
+        stored["status"]["replicas"], 1,
+        "a 1-server Broker: one copy (the Replicas column shows it)"
+    );
     for p in 0..2 {
         assert!(
             nats.jetstream()
@@ -824,4 +828,70 @@ async fn broker_routes_use_the_configured_cluster_domain() {
         "{sts}"
     );
     assert!(!sts.contains("cluster.local"), "{sts}");
+}
+
+#[tokio::test]
+async fn streams_default_to_three_copies_on_a_three_server_broker() {
+    let cluster = Cluster::start(3).await.unwrap();
+    let urls = cluster.urls();
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client, &urls);
+    fake.put(
+        &sluice_path("brokers", "main"),
+        object("Broker", "main", "uid-broker", json!({"replicas": 3})),
+    );
+    let topic = sluice_path("topics", "orders");
+    fake.put(
+        &topic,
+        object(
+            "Topic",
+            "orders",
+            "uid-topic",
+            json!({"broker": "main", "partitions": 2}),
+        ),
+    );
+    let dlq = sluice_path("deadletterqueues", "orders-dlq");
+    fake.put(
+        &dlq,
+        object(
+            "DeadLetterQueue",
+            "orders-dlq",
+            "uid-dlq",
+            json!({"broker": "main"}),
+        ),
+    );
+    runtime::reconcile(Arc::new(read::<Topic>(&fake, &topic)), ctx.clone())
+        .await
+        .unwrap();
+    runtime::reconcile(Arc::new(read::<DeadLetterQueue>(&fake, &dlq)), ctx.clone())
+        .await
+        .unwrap();
+    let stored = fake.get(&topic).unwrap();
+    assert_eq!(condition(&stored, "Ready").0, "True", "{stored}");
+    assert_eq!(stored["status"]["replicas"], 3);
+    assert_eq!(condition(&fake.get(&dlq).unwrap(), "Ready").0, "True");
+
+    let nats = nats(&urls).await;
+    let orders = ResourceRef::new(NS, "orders").unwrap();
+    for p in 0..2 {
+        let mut stream = nats
+            .jetstream()
+            .get_stream(names::topic_stream(&orders, p))
+            .await
+            .unwrap();
+        assert_eq!(
+            stream.info().await.unwrap().config.num_replicas,
+            3,
+            "partition {p}"
+        );
+    }
+    let mut dead = nats
+        .jetstream()
+        .get_stream(names::dlq_stream(
+            &ResourceRef::new(NS, "orders-dlq").unwrap(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(dead.info().await.unwrap().config.num_replicas, 3);
+    drop(cluster);
 }

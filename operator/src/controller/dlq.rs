@@ -8,7 +8,7 @@ use super::env::Env;
 use super::topic::live_broker;
 use super::{Failure, Note, Outcome, Requeue, broker_of, conditions, ns_name, resource_ref};
 use crate::crd::{ConditionStatus, DeadLetterQueue, DeadLetterQueueStatus, DeletionPolicy};
-use crate::desired::{dlq::dlq_settings, dlq::over_threshold, replicas_fit};
+use crate::desired::{dlq::dlq_settings, dlq::over_threshold, stream_replicas};
 
 /// Reconciles one DeadLetterQueue against its broker.
 #[instrument(skip_all, fields(dlq = %format!("{}/{}", ns_name(dlq).0, ns_name(dlq).1)))]
@@ -85,9 +85,9 @@ pub async fn reconcile(
 async fn apply(env: &Env, dlq: &DeadLetterQueue) -> Result<sluice_broker::DlqStatus, Failure> {
     let (ns, name) = ns_name(dlq);
     let broker_obj = broker_of(env, &ns, &dlq.spec.broker).await?;
-    let settings = dlq_settings(&dlq.spec)?;
-    replicas_fit(
-        settings.replicas,
+    let mut settings = dlq_settings(&dlq.spec)?;
+    settings.replicas = stream_replicas(
+        dlq.spec.replicas,
         &dlq.spec.broker,
         broker_obj.spec.replicas,
     )?;

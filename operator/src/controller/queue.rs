@@ -8,7 +8,7 @@ use super::topic::live_broker;
 use super::{Failure, Outcome, Requeue, broker_of, conditions, ns_name, resource_ref};
 use crate::crd::{DeletionPolicy, Queue, QueueStatus, Topic};
 use crate::desired::queue::{ResolvedTopic, queue_settings};
-use crate::desired::replicas_fit;
+use crate::desired::stream_replicas;
 
 /// Reconciles one Queue against its broker.
 #[instrument(skip_all, fields(queue = %format!("{}/{}", ns_name(queue).0, ns_name(queue).1)))]
@@ -61,9 +61,9 @@ async fn apply(env: &Env, queue: &Queue) -> Result<u64, Failure> {
             partitions: topic.spec.partitions,
         });
     }
-    let settings = queue_settings(&queue.spec, &topics)?;
-    replicas_fit(
-        settings.replicas,
+    let mut settings = queue_settings(&queue.spec, &topics)?;
+    settings.replicas = stream_replicas(
+        queue.spec.replicas,
         &queue.spec.broker,
         broker_obj.spec.replicas,
     )?;
