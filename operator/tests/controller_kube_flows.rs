@@ -581,10 +581,14 @@ async fn group_scale_decision_applies_deployment_replicas_once() {
         "example/worker:1"
     );
     assert_eq!(fixed["spec"]["replicas"], 4);
-    assert_eq!(
-        fake.get(&path).unwrap()["status"]["autoscaling"]["reasonCode"],
-        "Steady"
-    );
+    let steady = fake.get(&path).unwrap();
+    assert_eq!(steady["status"]["autoscaling"]["reasonCode"], "Steady");
+    // The counts agree with the reason: the Deployment runs 4 workers (none ready in the
+    // fake), and the reason speaks of those 4.
+    assert_eq!(steady["status"]["replicas"], 4);
+    assert_eq!(steady["status"]["readyReplicas"], 0);
+    let reason = steady["status"]["scalingReason"].as_str().unwrap();
+    assert!(reason.contains("the current 4 replicas"), "{reason}");
 }
 
 #[tokio::test]

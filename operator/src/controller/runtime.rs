@@ -539,7 +539,7 @@ async fn scale_and_apply(
     let (Some(policy), Some(measured)) = (policy, result.measured) else {
         if let Some(t) = &target {
             let applied = t.apply_unchanged().await?;
-            outcome.status.replicas = ready_replicas(&applied);
+            set_worker_counts(&mut outcome.status, &applied);
         }
         return Ok(outcome);
     };
@@ -608,7 +608,7 @@ async fn scale_and_apply(
         applied = Some(t.apply_unchanged().await?);
     }
     if let Some(d) = &applied {
-        outcome.status.replicas = ready_replicas(d);
+        set_worker_counts(&mut outcome.status, d);
     }
     if let Some(step) = step {
         let d = &step.decision;
@@ -647,13 +647,17 @@ async fn scale_and_apply(
     Ok(outcome)
 }
 
-fn ready_replicas(d: &Deployment) -> Option<i32> {
-    Some(
+/// The group's worker counts from its Deployment as stored after this reconcile's apply:
+/// `replicas` is what it runs (`spec.replicas`, the autoscaler's "current"), `readyReplicas`
+/// how many of those are ready.
+fn set_worker_counts(status: &mut crate::crd::ConsumerGroupStatus, d: &Deployment) {
+    status.replicas = Some(d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0));
+    status.ready_replicas = Some(
         d.status
             .as_ref()
             .and_then(|s| s.ready_replicas)
             .unwrap_or(0),
-    )
+    );
 }
 
 fn apis<K>(client: &Client, namespaces: &[String]) -> Vec<(Option<String>, Api<K>)>

@@ -21,6 +21,11 @@ use super::common::{Condition, DurationString, PodTemplate};
     doc = "A pool of autoscaled workers consuming a Sluice Topic or Queue.",
     printcolumn(name = "Source", type_ = "string", json_path = ".status.source"),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
+    printcolumn(
+        name = "ReadyReplicas",
+        type_ = "integer",
+        json_path = ".status.readyReplicas"
+    ),
     printcolumn(name = "Lag", type_ = "integer", json_path = ".status.lag"),
     printcolumn(
         name = "Ready",
@@ -249,9 +254,13 @@ pub struct ConsumerGroupStatus {
     /// The source as `topic/<name>` or `queue/<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
-    /// Workers currently running.
+    /// Workers the worker Deployment runs (its `spec.replicas`): the count the autoscaler's
+    /// `scalingReason` speaks of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
+    /// Workers that are ready (their pods pass the readiness probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
     /// Workers the autoscaler wants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_replicas: Option<i32>,
