@@ -92,7 +92,7 @@ async fn apply(env: &Env, dlq: &DeadLetterQueue) -> Result<sluice_broker::DlqSta
         broker_obj.spec.replicas,
     )?;
     let rr = resource_ref(&ns, &name)?;
-    let broker = env.pool.get(&env.lookup, &ns, &broker_obj).await?;
+    let broker = super::connect(env, &ns, &broker_obj).await?;
     let changes = broker.ensure_dlq(&rr, &settings).await.map_err(|e| {
         Failure::broker(
             &format!("failed to provision dead-letter queue {ns}/{name}"),
@@ -119,7 +119,7 @@ pub async fn cleanup(env: &Env, dlq: &DeadLetterQueue) -> Result<(), Failure> {
     let Some(broker_obj) = live_broker(env, &ns, &dlq.spec.broker).await? else {
         return Ok(());
     };
-    let broker = env.pool.get(&env.lookup, &ns, &broker_obj).await?;
+    let broker = super::connect(env, &ns, &broker_obj).await?;
     broker
         .delete_dlq(&resource_ref(&ns, &name)?)
         .await

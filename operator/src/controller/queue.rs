@@ -68,7 +68,7 @@ async fn apply(env: &Env, queue: &Queue) -> Result<u64, Failure> {
         broker_obj.spec.replicas,
     )?;
     let rr = resource_ref(&ns, &name)?;
-    let broker = env.pool.get(&env.lookup, &ns, &broker_obj).await?;
+    let broker = super::connect(env, &ns, &broker_obj).await?;
     let changes = broker
         .ensure_queue(&rr, &settings)
         .await
@@ -105,7 +105,7 @@ pub async fn cleanup(env: &Env, queue: &Queue) -> Result<(), Failure> {
     let Some(broker_obj) = live_broker(env, &ns, &queue.spec.broker).await? else {
         return Ok(());
     };
-    let broker = env.pool.get(&env.lookup, &ns, &broker_obj).await?;
+    let broker = super::connect(env, &ns, &broker_obj).await?;
     broker
         .delete_queue(&resource_ref(&ns, &name)?)
         .await

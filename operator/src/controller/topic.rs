@@ -75,7 +75,7 @@ async fn apply(env: &Env, topic: &Topic) -> Result<(Vec<PartitionStatus>, bool, 
     )?;
     // apply
     let rr = resource_ref(&ns, &name)?;
-    let broker = env.pool.get(&env.lookup, &ns, &broker_obj).await?;
+    let broker = super::connect(env, &ns, &broker_obj).await?;
     let changes = broker
         .ensure_topic(&rr, &settings)
         .await
@@ -114,7 +114,7 @@ pub async fn cleanup(env: &Env, topic: &Topic) -> Result<(), Failure> {
     let Some(broker_obj) = live_broker(env, &ns, &topic.spec.broker).await? else {
         return Ok(());
     };
-    let broker = env.pool.get(&env.lookup, &ns, &broker_obj).await?;
+    let broker = super::connect(env, &ns, &broker_obj).await?;
     let deleted = broker
         .delete_topic(&resource_ref(&ns, &name)?)
         .await
