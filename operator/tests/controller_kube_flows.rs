@@ -899,3 +899,45 @@ async fn streams_default_to_three_copies_on_a_three_server_broker() {
     assert_eq!(dead.info().await.unwrap().config.num_replicas, 3);
     drop(cluster);
 }
+
+#[tokio::test]
+async fn changed_credentials_roll_the_broker_servers() {
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client, "nats://127.0.0.1:1");
+    let path = sluice_path("brokers", "main");
+    fake.put(
+        &path,
+        object("Broker", "main", "uid-broker", json!({"replicas": 3})),
+    );
+    runtime::reconcile(Arc::new(read::<Broker>(&fake, &path)), ctx.clone())
+        .await
+        .unwrap();
+    let sts_path = apps_path("statefulsets", "main");
+    let hash = |fake: &FakeApi| {
+        fake.get(&sts_path).unwrap()["spec"]["template"]["metadata"]["annotations"]
+            ["sluice.dev/credentials-hash"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let first = hash(&fake);
+
+    // Unchanged: nothing is applied again.
+    fake.clear_requests();
+    runtime::reconcile(Arc::new(read::<Broker>(&fake, &path)), ctx.clone())
+        .await
+        .unwrap();
+    assert!(fake.writes().iter().all(|r| r.path != sts_path));
+    assert_eq!(hash(&fake), first);
+
+    // The Secret is re-created with other passwords: the pod template changes, so the
+    // StatefulSet rolls its servers onto the new values.
+    let secret_path = core_path("secrets", "main-credentials");
+    let mut secret = fake.get(&secret_path).unwrap();
+    secret["data"]["password"] = json!("b3RoZXJwYXNzd29yZG90aGVycGFzcw==");
+    fake.put(&secret_path, secret);
+    runtime::reconcile(Arc::new(read::<Broker>(&fake, &path)), ctx.clone())
+        .await
+        .unwrap();
+    assert_ne!(hash(&fake), first);
+}

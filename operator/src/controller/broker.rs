@@ -45,6 +45,8 @@ use crate::broker_cluster::{
 };
 use crate::crd::{Broker, BrokerStatus, ConditionStatus};
 
+/// Annotation of the server pods: a hash of the credentials Secret's data.
+pub const CREDENTIALS_HASH_ANNOTATION: &str = "sluice.dev/credentials-hash";
 /// How long reading a server's `/jsz` may take.
 pub const MONITOR_TIMEOUT: Duration = Duration::from_secs(3);
 /// Requeue while servers are starting.
@@ -218,6 +220,33 @@ async fn apply(
         secret_write: ensure_credentials(client, &cluster).await?,
         ..Applied::default()
     };
+    // credentials roll the servers: the pod template carries a hash of the Secret's data, so
+    // a changed `existingSecret`, a re-created Secret or edited keys restart the servers
+    // (one at a time) with the new values instead of leaving them on the old ones.
+    let mut objects = objects;
+    let secret: Option<Secret> =
+        kube_api::get_opt(client, &ns, &cluster.credentials_secret_name()).await?;
+    if let Some(secret) = secret {
+        let data: Vec<(String, Vec<u8>)> = secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
+        let hash = kube_api::content_hash(&serde_json::to_vec(&data).unwrap_or_default());
+        if let Some(template) = objects
+            .stateful_set
+            .spec
+            .as_mut()
+            .map(|s| &mut s.template.metadata)
+        {
+            template
+                .get_or_insert_with(Default::default)
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(CREDENTIALS_HASH_ANNOTATION.to_string(), hash);
+        }
+    }
     // scale-down guard
     let running: Option<StatefulSet> = kube_api::get_opt(client, &ns, cluster.name()).await?;
     let running_replicas = running

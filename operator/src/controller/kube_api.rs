@@ -138,6 +138,11 @@ pub fn holds(have: &Value, want: &Value) -> bool {
     }
 }
 
+/// A hex hash of `bytes`, stable across builds and platforms (for annotations).
+pub fn content_hash(bytes: &[u8]) -> String {
+    format!("{:016x}", fnv1a(bytes))
+}
+
 /// 64-bit FNV-1a: stable across builds and platforms (unlike `DefaultHasher`).
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
