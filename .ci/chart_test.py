@@ -166,6 +166,7 @@ def _() -> None:
         {"image": {"repository": "x", "pullPolicy": "Sometimes"}},
         {"unknownKey": True},
         {"networkPolicy": {"natsPort": 70000}},
+        {"clusterDomain": "Not A Domain."},
     ]
     with helm.Chart.load(CHART) as chart:
         chart.validate_schema({})
@@ -208,6 +209,7 @@ def _() -> None:
     env = {e["name"]: e for e in c["env"]}
     assert env["RUST_LOG"]["value"], "RUST_LOG empty"
     assert env["SLUICE_LEADER_ELECTION"]["value"] == "true", "leader election must be on by default"
+    assert env["SLUICE_CLUSTER_DOMAIN"]["value"] == "cluster.local", env["SLUICE_CLUSTER_DOMAIN"]
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env, "OTLP endpoint set without a value"
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"http": 8080}, ports
@@ -225,6 +227,13 @@ def _() -> None:
     assert c["args"] == ["operator", "--namespace", "team-a", "--namespace", "team-b"], c["args"]
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4317", env
+
+
+@check("deployment: clusterDomain reaches the operator")
+def _() -> None:
+    c = of_kind(render({"clusterDomain": "corp.example"}), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["SLUICE_CLUSTER_DOMAIN"] == "corp.example", env
 
 
 @check("security: every pod spec meets the restricted Pod Security Standard (all variants)")

@@ -14,7 +14,7 @@ use sluice_broker::embedded::{Cluster, NatsServer, ServerOptions};
 use sluice_broker::{Broker as Nats, ConnectOptions, ResourceRef, names};
 use sluice_operator::controller::metrics::Metrics;
 use sluice_operator::controller::runtime::{self, Context, Settings};
-use sluice_operator::crd::{Broker, ConsumerGroup, Topic};
+use sluice_operator::crd::{Broker, ConsumerGroup, DeadLetterQueue, Topic};
 
 const NS: &str = "shop";
 const MANAGER: &str = "sluice-operator";
@@ -113,11 +113,11 @@ async fn topic_reconcile_adds_the_finalizer_then_patches_status_ready() {
             "Topic",
             "orders",
             "uid-topic",
-            json!({"broker": "main", "partitions": 2}),
+            json!({"broker": "main", "partitions": 2, "deletionPolicy": "Delete"}),
         ),
     );
 
-    // First pass: only the finalizer is added (JSON patch on the object), nothing else.
+    // First pass (deletionPolicy Delete needs cleanup): only the finalizer is added (JSON patch on the object), nothing else.
     runtime::reconcile(Arc::new(read::<Topic>(&fake, &path)), ctx.clone())
         .await
         .unwrap();
@@ -155,6 +155,10 @@ async fn topic_reconcile_adds_the_finalizer_then_patches_status_ready() {
         ("True".into(), "Provisioned".into())
     );
     assert_eq!(stored["status"]["observedGeneration"], 1);
+    assert_eq!(
+        stored["status"]["replicas"], 1,
+        "a 1-server Broker: one copy (the Replicas column shows it)"
+    );
     for p in 0..2 {
         assert!(
             nats.jetstream()
@@ -191,6 +195,14 @@ async fn topic_deletion_retain_keeps_streams_delete_removes_them() {
                 .is_ok()
         );
 
+        let finalizers = topic.metadata.finalizers.clone().unwrap_or_default();
+        if policy == "Retain" {
+            assert!(finalizers.is_empty(), "Retain needs no finalizer");
+            // As an older operator left it: a finalizer on every Topic.
+            topic.metadata.finalizers = Some(vec!["sluice.dev/cleanup".into()]);
+        } else {
+            assert_eq!(finalizers, ["sluice.dev/cleanup"]);
+        }
         // `kubectl delete`: the API server sets deletionTimestamp; the finalizer holds it.
         topic.metadata.deletion_timestamp =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
@@ -541,8 +553,8 @@ async fn group_scale_decision_applies_deployment_replicas_once() {
         );
     }
 
-    // Next poll, same lag: steady; the Deployment is applied once more with the stored count,
-    // never with a count read back from status.
+    // Next poll, same lag: steady; the stored Deployment already holds what would be applied
+    // (the stored count), so it is not written again.
     fake.clear_requests();
     runtime::reconcile(Arc::new(read::<ConsumerGroup>(&fake, &path)), ctx.clone())
         .await
@@ -552,10 +564,380 @@ async fn group_scale_decision_applies_deployment_replicas_once() {
         .into_iter()
         .filter(|r| r.path == deployment_path)
         .collect();
-    assert_eq!(again.len(), 1);
-    assert_eq!(again[0].body["spec"]["replicas"], 4);
+    assert!(again.is_empty(), "{again:#?}");
+    assert_eq!(fake.get(&deployment_path).unwrap()["spec"]["replicas"], 4);
+
+    // Someone edits a field the operator owns: the next reconcile puts it back.
+    let mut edited = fake.get(&deployment_path).unwrap();
+    edited["spec"]["template"]["spec"]["containers"][0]["image"] = json!("example/worker:hacked");
+    fake.put(&deployment_path, edited);
+    fake.clear_requests();
+    runtime::reconcile(Arc::new(read::<ConsumerGroup>(&fake, &path)), ctx.clone())
+        .await
+        .unwrap();
+    let fixed = fake.get(&deployment_path).unwrap();
     assert_eq!(
-        fake.get(&path).unwrap()["status"]["autoscaling"]["reasonCode"],
-        "Steady"
+        fixed["spec"]["template"]["spec"]["containers"][0]["image"],
+        "example/worker:1"
     );
+    assert_eq!(fixed["spec"]["replicas"], 4);
+    let steady = fake.get(&path).unwrap();
+    assert_eq!(steady["status"]["autoscaling"]["reasonCode"], "Steady");
+    // The counts agree with the reason: the Deployment runs 4 workers (none ready in the
+    // fake), and the reason speaks of those 4.
+    assert_eq!(steady["status"]["replicas"], 4);
+    assert_eq!(steady["status"]["readyReplicas"], 0);
+    let reason = steady["status"]["scalingReason"].as_str().unwrap();
+    assert!(reason.contains("the current 4 replicas"), "{reason}");
+}
+
+#[tokio::test]
+async fn retain_objects_carry_no_finalizer_and_lose_a_stale_one() {
+    let server = NatsServer::start(ServerOptions::default()).await.unwrap();
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client, &server.url());
+    fake.put(
+        &sluice_path("brokers", "main"),
+        object("Broker", "main", "uid-broker", json!({"replicas": 1})),
+    );
+    // A Retain Topic as an older operator left it: with the finalizer.
+    let path = sluice_path("topics", "orders");
+    let mut stale = object(
+        "Topic",
+        "orders",
+        "uid-topic",
+        json!({"broker": "main", "partitions": 1}),
+    );
+    stale["metadata"]["finalizers"] = json!(["example.com/other", "sluice.dev/cleanup"]);
+    fake.put(&path, stale);
+
+    runtime::reconcile(Arc::new(read::<Topic>(&fake, &path)), ctx.clone())
+        .await
+        .unwrap();
+    let stored = fake.get(&path).unwrap();
+    assert_eq!(
+        stored["metadata"]["finalizers"],
+        json!(["example.com/other"]),
+        "only our finalizer goes"
+    );
+    let removal = fake
+        .writes()
+        .into_iter()
+        .find(|r| r.path == path)
+        .expect("finalizer patch");
+    assert!(removal.body["metadata"]["resourceVersion"].is_string());
+    assert_eq!(
+        condition(&stored, "Ready"),
+        ("True".into(), "Provisioned".into()),
+        "and the Topic is provisioned in the same reconcile"
+    );
+
+    // A fresh Retain Topic never gets one.
+    let fresh = sluice_path("topics", "audit");
+    fake.put(
+        &fresh,
+        object(
+            "Topic",
+            "audit",
+            "uid-audit",
+            json!({"broker": "main", "partitions": 1, "deletionPolicy": "Retain"}),
+        ),
+    );
+    fake.clear_requests();
+    runtime::reconcile(Arc::new(read::<Topic>(&fake, &fresh)), ctx.clone())
+        .await
+        .unwrap();
+    assert!(fake.get(&fresh).unwrap()["metadata"]["finalizers"].is_null());
+    assert!(
+        fake.writes().iter().all(|r| r.path != fresh),
+        "{:#?}",
+        fake.writes()
+    );
+}
+
+/// Reconciles every object once, each read fresh from the fake (as the controller's store
+/// would hand it over).
+async fn reconcile_all(fake: &FakeApi, ctx: &Arc<Context>) {
+    runtime::reconcile(
+        Arc::new(read::<Broker>(fake, &sluice_path("brokers", "main"))),
+        ctx.clone(),
+    )
+    .await
+    .unwrap();
+    runtime::reconcile(
+        Arc::new(read::<Topic>(fake, &sluice_path("topics", "orders"))),
+        ctx.clone(),
+    )
+    .await
+    .unwrap();
+    runtime::reconcile(
+        Arc::new(read::<DeadLetterQueue>(
+            fake,
+            &sluice_path("deadletterqueues", "orders-dlq"),
+        )),
+        ctx.clone(),
+    )
+    .await
+    .unwrap();
+    runtime::reconcile(
+        Arc::new(read::<ConsumerGroup>(
+            fake,
+            &sluice_path("consumergroups", "billing"),
+        )),
+        ctx.clone(),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn idle_objects_cause_no_writes() {
+    let server = NatsServer::start(ServerOptions::default()).await.unwrap();
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client, &server.url());
+    fake.put(
+        &sluice_path("brokers", "main"),
+        object("Broker", "main", "uid-broker", json!({"replicas": 1})),
+    );
+    fake.put(
+        &sluice_path("topics", "orders"),
+        object(
+            "Topic",
+            "orders",
+            "uid-topic",
+            json!({"broker": "main", "partitions": 3, "deletionPolicy": "Delete"}),
+        ),
+    );
+    fake.put(
+        &sluice_path("deadletterqueues", "orders-dlq"),
+        object(
+            "DeadLetterQueue",
+            "orders-dlq",
+            "uid-dlq",
+            json!({"broker": "main", "alertThreshold": {"depth": 10}}),
+        ),
+    );
+    fake.put(
+        &sluice_path("consumergroups", "billing"),
+        object(
+            "ConsumerGroup",
+            "billing",
+            "uid-group",
+            json!({
+                "source": {"topic": "orders"},
+                "deadLetter": {"queue": "orders-dlq"},
+                "autoscaling": {"minReplicas": 1, "maxReplicas": 3, "pollInterval": "2s"},
+                "template": {"spec": {"containers": [{"name": "worker", "image": "example/worker:1",
+                    "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}},
+            }),
+        ),
+    );
+    // Settle: finalizers, provisioning, the first scale to minReplicas, status.
+    for _ in 0..3 {
+        reconcile_all(&fake, &ctx).await;
+    }
+    let group = fake.get(&sluice_path("consumergroups", "billing")).unwrap();
+    assert_eq!(condition(&group, "Ready").0, "True", "{group}");
+    assert!(
+        group["status"]["autoscaling"]["lastScaleTime"].is_string(),
+        "{group}"
+    );
+    let before: Vec<Value> = [
+        sluice_path("brokers", "main"),
+        sluice_path("topics", "orders"),
+        sluice_path("deadletterqueues", "orders-dlq"),
+        sluice_path("consumergroups", "billing"),
+    ]
+    .iter()
+    .map(|p| fake.get(p).unwrap())
+    .collect();
+
+    // Idle: resyncs over a while (the wall clock moves on between them) write nothing.
+    fake.clear_requests();
+    for _ in 0..5 {
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        reconcile_all(&fake, &ctx).await;
+    }
+    let writes = fake.writes();
+    assert!(
+        writes.is_empty(),
+        "an idle object causes no writes: {writes:#?}"
+    );
+    let after: Vec<Value> = [
+        sluice_path("brokers", "main"),
+        sluice_path("topics", "orders"),
+        sluice_path("deadletterqueues", "orders-dlq"),
+        sluice_path("consumergroups", "billing"),
+    ]
+    .iter()
+    .map(|p| fake.get(p).unwrap())
+    .collect();
+    assert_eq!(before, after);
+
+    // A real change is still written: a message makes the lag (and the Topic's counts) move.
+    let nats = nats(&server.url()).await;
+    let orders = ResourceRef::new(NS, "orders").unwrap();
+    nats.jetstream()
+        .publish(names::topic_subject(&orders, 0), "m".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    reconcile_all(&fake, &ctx).await;
+    let status_writes: Vec<String> = fake
+        .writes()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/status"))
+        .map(|r| r.path)
+        .collect();
+    assert!(
+        status_writes.contains(&format!("{}/status", sluice_path("topics", "orders"))),
+        "{status_writes:?}"
+    );
+    assert!(
+        status_writes.contains(&format!(
+            "{}/status",
+            sluice_path("consumergroups", "billing")
+        )),
+        "{status_writes:?}"
+    );
+}
+
+#[tokio::test]
+async fn broker_routes_use_the_configured_cluster_domain() {
+    let (client, fake) = FakeApi::start();
+    let settings = Settings {
+        cluster_domain: "corp.example".into(),
+        ..Settings::default()
+    };
+    let ctx = Arc::new(Context::new(
+        client,
+        &settings,
+        Arc::new(Metrics::default()),
+    ));
+    let path = sluice_path("brokers", "main");
+    fake.put(
+        &path,
+        object("Broker", "main", "uid-broker", json!({"replicas": 3})),
+    );
+    runtime::reconcile(Arc::new(read::<Broker>(&fake, &path)), ctx)
+        .await
+        .unwrap();
+    let sts = fake
+        .get(&apps_path("statefulsets", "main"))
+        .unwrap()
+        .to_string();
+    assert!(
+        sts.contains("main-2.main-headless.shop.svc.corp.example:6222"),
+        "{sts}"
+    );
+    assert!(!sts.contains("cluster.local"), "{sts}");
+}
+
+#[tokio::test]
+async fn streams_default_to_three_copies_on_a_three_server_broker() {
+    let cluster = Cluster::start(3).await.unwrap();
+    let urls = cluster.urls();
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client, &urls);
+    fake.put(
+        &sluice_path("brokers", "main"),
+        object("Broker", "main", "uid-broker", json!({"replicas": 3})),
+    );
+    let topic = sluice_path("topics", "orders");
+    fake.put(
+        &topic,
+        object(
+            "Topic",
+            "orders",
+            "uid-topic",
+            json!({"broker": "main", "partitions": 2}),
+        ),
+    );
+    let dlq = sluice_path("deadletterqueues", "orders-dlq");
+    fake.put(
+        &dlq,
+        object(
+            "DeadLetterQueue",
+            "orders-dlq",
+            "uid-dlq",
+            json!({"broker": "main"}),
+        ),
+    );
+    runtime::reconcile(Arc::new(read::<Topic>(&fake, &topic)), ctx.clone())
+        .await
+        .unwrap();
+    runtime::reconcile(Arc::new(read::<DeadLetterQueue>(&fake, &dlq)), ctx.clone())
+        .await
+        .unwrap();
+    let stored = fake.get(&topic).unwrap();
+    assert_eq!(condition(&stored, "Ready").0, "True", "{stored}");
+    assert_eq!(stored["status"]["replicas"], 3);
+    assert_eq!(condition(&fake.get(&dlq).unwrap(), "Ready").0, "True");
+
+    let nats = nats(&urls).await;
+    let orders = ResourceRef::new(NS, "orders").unwrap();
+    for p in 0..2 {
+        let mut stream = nats
+            .jetstream()
+            .get_stream(names::topic_stream(&orders, p))
+            .await
+            .unwrap();
+        assert_eq!(
+            stream.info().await.unwrap().config.num_replicas,
+            3,
+            "partition {p}"
+        );
+    }
+    let mut dead = nats
+        .jetstream()
+        .get_stream(names::dlq_stream(
+            &ResourceRef::new(NS, "orders-dlq").unwrap(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(dead.info().await.unwrap().config.num_replicas, 3);
+    drop(cluster);
+}
+
+#[tokio::test]
+async fn changed_credentials_roll_the_broker_servers() {
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client, "nats://127.0.0.1:1");
+    let path = sluice_path("brokers", "main");
+    fake.put(
+        &path,
+        object("Broker", "main", "uid-broker", json!({"replicas": 3})),
+    );
+    runtime::reconcile(Arc::new(read::<Broker>(&fake, &path)), ctx.clone())
+        .await
+        .unwrap();
+    let sts_path = apps_path("statefulsets", "main");
+    let hash = |fake: &FakeApi| {
+        fake.get(&sts_path).unwrap()["spec"]["template"]["metadata"]["annotations"]
+            ["sluice.dev/credentials-hash"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let first = hash(&fake);
+
+    // Unchanged: nothing is applied again.
+    fake.clear_requests();
+    runtime::reconcile(Arc::new(read::<Broker>(&fake, &path)), ctx.clone())
+        .await
+        .unwrap();
+    assert!(fake.writes().iter().all(|r| r.path != sts_path));
+    assert_eq!(hash(&fake), first);
+
+    // The Secret is re-created with other passwords: the pod template changes, so the
+    // StatefulSet rolls its servers onto the new values.
+    let secret_path = core_path("secrets", "main-credentials");
+    let mut secret = fake.get(&secret_path).unwrap();
+    secret["data"]["password"] = json!("b3RoZXJwYXNzd29yZG90aGVycGFzcw==");
+    fake.put(&secret_path, secret);
+    runtime::reconcile(Arc::new(read::<Broker>(&fake, &path)), ctx.clone())
+        .await
+        .unwrap();
+    assert_ne!(hash(&fake), first);
 }

@@ -38,6 +38,7 @@ async fn k8s_worker_replicas_follow_the_autoscaler() {
         namespaces: vec![ns.name.clone()],
         broker_urls: BTreeMap::from([("main".to_string(), server.url())]),
         resync: Duration::from_secs(5),
+        ..Settings::default()
     };
     let metrics = Arc::new(Metrics::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -100,6 +100,7 @@ async fn k8s_topics_become_ready_and_follow_deletion_policy() {
         namespaces: vec![ns.clone()],
         broker_urls: BTreeMap::from([("main".to_string(), server.url())]),
         resync: Duration::from_secs(5),
+        ..Settings::default()
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let controllers = tokio::spawn(runtime::run(

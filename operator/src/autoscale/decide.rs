@@ -127,7 +127,7 @@ impl fmt::Display for ScaleReason {
             ScaleReason::Steady { replicas, lag } => {
                 write!(
                     f,
-                    "lag of {lag} messages is handled by the {replicas} running replicas"
+                    "lag of {lag} messages is handled by the current {replicas} replicas"
                 )
             }
             ScaleReason::ScaleUp {
@@ -152,7 +152,7 @@ impl fmt::Display for ScaleReason {
             ScaleReason::RaiseToMin { from, to } => {
                 write!(
                     f,
-                    "running {from} replicas, below the minimum of {to}; scaling up to {to}"
+                    "{from} replicas is below the minimum of {to}; scaling up to {to}"
                 )
             }
             ScaleReason::Activate {

@@ -58,6 +58,9 @@ pub struct Autoscaler {
     policy: AutoscalePolicy,
     state: ScalerState,
     last: Option<Decision>,
+    /// Wall-clock time of the last scale, fixed by the first [`Autoscaler::record`] after it
+    /// (so the status shows the same time on every later reconcile) and reset by each scale.
+    last_scale_wall: std::sync::OnceLock<Option<time::OffsetDateTime>>,
 }
 
 impl Autoscaler {
@@ -68,6 +71,7 @@ impl Autoscaler {
             policy,
             state: ScalerState::default(),
             last: None,
+            last_scale_wall: std::sync::OnceLock::new(),
         })
     }
 
@@ -147,6 +151,7 @@ impl Autoscaler {
                     )
                 })?;
             self.state.record_scale(now, current, decision.desired);
+            self.last_scale_wall = std::sync::OnceLock::new();
             info!(
                 from = current,
                 to = decision.desired,
@@ -167,18 +172,18 @@ impl Autoscaler {
     }
 
     /// The status record of the last decision. `wall_now` is the wall-clock time matching the
-    /// `now` of the last decision; the last scale time is derived from it.
+    /// `now` of the last decision; the last scale time is derived from it the first time a
+    /// record is made after a scale and then kept, whole seconds, until the next scale: an
+    /// idle group's record stays identical from one reconcile to the next (no status write).
     pub fn record(&self, wall_now: time::OffsetDateTime) -> Option<ScaleRecord> {
         let decision = self.last.as_ref()?;
-        let last_scale_time = match (self.state.last_scale(), self.state.last_decision_at()) {
-            (Some(scale), Some(decided)) => {
-                let ago = decided.saturating_sub(scale.at);
-                time::Duration::try_from(ago)
-                    .ok()
-                    .and_then(|ago| wall_now.checked_sub(ago))
-            }
-            _ => None,
-        };
+        let last_scale_time = *self.last_scale_wall.get_or_init(|| {
+            let scale = self.state.last_scale()?;
+            let decided = self.state.last_decision_at()?;
+            let ago = time::Duration::try_from(decided.saturating_sub(scale.at)).ok()?;
+            let at = wall_now.checked_sub(ago)?;
+            at.replace_nanosecond(0).ok()
+        });
         Some(ScaleRecord::from_decision(decision, last_scale_time))
     }
 }

@@ -689,6 +689,12 @@ async fn driver_calls_set_replicas_only_on_change() {
         record.last_scale_time.as_deref(),
         Some("2026-05-01T11:59:50Z")
     );
+    // Later records (later reconciles, a clock that moved on) keep that time: an idle group's
+    // status does not change.
+    let later = autoscaler
+        .record(wall + time::Duration::milliseconds(30_123))
+        .unwrap();
+    assert_eq!(later, record);
 
     // The source is exhausted: a snapshot error, nothing applied.
     let err = autoscaler.poll(&source, &target, now).await.unwrap_err();

@@ -30,10 +30,12 @@
 //! # Upgrades and scale-down
 //!
 //! Pods are started in parallel (`podManagementPolicy: Parallel`, needed so a fresh cluster
-//! can form its Raft quorum) but rolled one at a time: the readiness probe is the full
-//! `/healthz`, which only passes once this server's JetStream assets have caught up, so the
-//! next pod is not restarted before the previous one is current again. A scale-down below the
-//! replica count of any stream is refused by [`validate_scale_down`].
+//! can form its Raft quorum) but rolled one at a time: the startup probe is the full
+//! `/healthz`, which only passes once this server's JetStream assets have caught up, and a pod
+//! is not Ready before it has started, so the next pod is not restarted before the previous
+//! one is current again (readiness itself is `?js-server-only=true`: see the StatefulSet
+//! builder). A scale-down below the replica count of any stream is refused by
+//! [`validate_scale_down`].
 
 mod config;
 mod credentials;
@@ -66,6 +68,9 @@ pub use statefulset::{pod_disruption_budget, stateful_set};
 
 /// nats-server image repository used when the Broker names none.
 pub const DEFAULT_IMAGE_REPOSITORY: &str = "nats";
+/// DNS domain of the cluster's Services when the operator is not told another one
+/// (`--cluster-domain`, the chart's `clusterDomain`).
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 /// nats-server version used when the Broker names none (the one tests run against).
 pub const DEFAULT_VERSION: &str = "2.15.1";
 /// Port clients (workers, the operator) connect to.
@@ -122,6 +127,9 @@ pub struct BrokerClusterParams {
     /// A user-provided credentials Secret (same keys as [`credentials_secret`] builds) used
     /// instead of the generated `<name>-credentials`.
     pub existing_credentials_secret: Option<String>,
+    /// DNS domain of the cluster (`cluster.local` unless the cluster was set up with
+    /// another): the servers' route URLs and the client URL are fully qualified with it.
+    pub cluster_domain: String,
 }
 
 impl BrokerClusterParams {
@@ -142,6 +150,7 @@ impl BrokerClusterParams {
             owner_reference: None,
             labels: BTreeMap::new(),
             existing_credentials_secret: None,
+            cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_string(),
         }
     }
 }
@@ -296,10 +305,11 @@ impl BrokerCluster {
     /// Stable DNS name of server `ordinal`.
     pub fn pod_dns_name(&self, ordinal: u8) -> String {
         format!(
-            "{}-{ordinal}.{}.{}.svc.cluster.local",
+            "{}-{ordinal}.{}.{}.svc.{}",
             self.params.name,
             self.headless_service_name(),
-            self.params.namespace
+            self.params.namespace,
+            self.params.cluster_domain
         )
     }
 
@@ -316,9 +326,10 @@ impl BrokerCluster {
     /// URL workers connect to (the value of `SLUICE_BROKER_URL`).
     pub fn client_url(&self) -> String {
         format!(
-            "nats://{}.{}.svc.cluster.local:{CLIENT_PORT}",
+            "nats://{}.{}.svc.{}:{CLIENT_PORT}",
             self.client_service_name(),
-            self.params.namespace
+            self.params.namespace,
+            self.params.cluster_domain
         )
     }
 }
@@ -429,5 +440,30 @@ mod tests {
             five[4],
             "nats://main-4.main-headless.sluice.svc.cluster.local:6222"
         );
+    }
+
+    #[test]
+    fn another_cluster_domain_qualifies_routes_and_the_client_url() {
+        let mut p = BrokerClusterParams::new("sluice", "main", 3);
+        p.cluster_domain = "corp.example".into();
+        let c = BrokerCluster::new(p).unwrap();
+        assert_eq!(
+            c.routes()[2],
+            "nats://main-2.main-headless.sluice.svc.corp.example:6222"
+        );
+        assert_eq!(
+            c.pod_dns_name(0),
+            "main-0.main-headless.sluice.svc.corp.example"
+        );
+        assert_eq!(
+            c.client_url(),
+            "nats://main-client.sluice.svc.corp.example:4222"
+        );
+        let sts = serde_json::to_string(&statefulset::stateful_set(&c)).unwrap();
+        assert!(
+            sts.contains("main-1.main-headless.sluice.svc.corp.example"),
+            "{sts}"
+        );
+        assert!(!sts.contains("cluster.local"), "{sts}");
     }
 }

@@ -1,13 +1,17 @@
 //! The StatefulSet that runs the nats-server pods, and its PodDisruptionBudget.
 //!
-//! Probes (nats-server's `/healthz` on the monitor port):
-//! - startup and liveness: `/healthz?js-enabled-only=true`, which only says the server is up
-//!   with JetStream on. Liveness must not depend on the rest of the cluster, or losing quorum
-//!   would restart every healthy pod;
-//! - readiness: the full `/healthz`, which also requires this server's JetStream meta state,
-//!   streams and consumers to be current. A rolling update waits for the restarted pod to be
-//!   Ready, so it never takes down a second replica while the first is still catching up,
-//!   and the PodDisruptionBudget counts a lagging server as unavailable.
+//! Probes (nats-server's `/healthz` on the monitor port), as in the NATS project's own chart:
+//! - startup: the full `/healthz`, which also requires this server's JetStream meta state,
+//!   streams and consumers to be current. A pod is not Ready before it has started, so a
+//!   rolling update waits for the restarted server to catch up and never takes down a second
+//!   replica while the first is still behind;
+//! - readiness: `/healthz?js-server-only=true` (the server and JetStream are up, without the
+//!   cluster-wide checks). With the full `/healthz` here every server would turn NotReady
+//!   during a meta-leader election or a stream catch-up, emptying the client Service and
+//!   blocking every drain through the PodDisruptionBudget;
+//! - liveness: `/healthz?js-enabled-only=true`, which only says the server is up with
+//!   JetStream on. Liveness must not depend on the rest of the cluster, or losing quorum
+//!   would restart every healthy pod.
 //!
 //! Note: Kubernetes forbids changing `volumeClaimTemplates` in place, so a storage size or
 //! class change needs the PVCs resized directly (or the StatefulSet re-created with orphaned
@@ -175,11 +179,11 @@ fn nats_container(cluster: &BrokerCluster) -> Container {
         resources: cluster.params().resources.clone(),
         startup_probe: Some(Probe {
             failure_threshold: Some(90),
-            ..http_probe("/healthz?js-enabled-only=true", 10)
+            ..http_probe("/healthz", 10)
         }),
         readiness_probe: Some(Probe {
             failure_threshold: Some(3),
-            ..http_probe("/healthz", 10)
+            ..http_probe("/healthz?js-server-only=true", 10)
         }),
         liveness_probe: Some(Probe {
             failure_threshold: Some(3),
@@ -425,15 +429,17 @@ mod tests {
     fn probes_use_jetstream_health_variants() {
         let sts = stateful_set(&cluster(3));
         let c = &pod_spec(&sts).containers[0];
+        // The upstream split: startup waits for the server to be current, readiness does not
+        // depend on the cluster's meta leader, liveness only on this server.
+        assert_eq!(probe_path(&c.startup_probe), "/healthz");
         assert_eq!(
-            probe_path(&c.startup_probe),
-            "/healthz?js-enabled-only=true"
+            probe_path(&c.readiness_probe),
+            "/healthz?js-server-only=true"
         );
         assert_eq!(
             probe_path(&c.liveness_probe),
             "/healthz?js-enabled-only=true"
         );
-        assert_eq!(probe_path(&c.readiness_probe), "/healthz");
         // A slow JetStream recovery (large streams) must not be killed by the startup probe:
         // 90 x 10s = 15 minutes.
         let startup = c.startup_probe.as_ref().unwrap();

@@ -30,6 +30,10 @@ pub struct OperatorArgs {
     /// operator's back), e.g. `30s`.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub resync: std::time::Duration,
+    /// DNS domain of the cluster: broker servers find each other at
+    /// `<pod>.<broker>-headless.<namespace>.svc.<domain>`.
+    #[arg(long, env = "SLUICE_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
     /// Address of the /healthz, /readyz and /metrics endpoint.
     #[arg(long, env = "SLUICE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -91,6 +95,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         namespaces: args.namespaces.clone(),
         broker_urls: parse_overrides(&args.broker_urls)?,
         resync: args.resync,
+        cluster_domain: args.cluster_domain.clone(),
     };
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());

@@ -45,6 +45,8 @@ use crate::broker_cluster::{
 };
 use crate::crd::{Broker, BrokerStatus, ConditionStatus};
 
+/// Annotation of the server pods: a hash of the credentials Secret's data.
+pub const CREDENTIALS_HASH_ANNOTATION: &str = "sluice.dev/credentials-hash";
 /// How long reading a server's `/jsz` may take.
 pub const MONITOR_TIMEOUT: Duration = Duration::from_secs(3);
 /// Requeue while servers are starting.
@@ -67,8 +69,11 @@ pub struct BrokerObjects {
 
 /// Builds every applied object of `broker` (the credentials Secret is separate: it is created
 /// once, never applied).
-pub fn build(broker: &Broker) -> Result<(BrokerCluster, BrokerObjects), Failure> {
-    let cluster = crate::desired::broker::cluster(broker)?;
+pub fn build(
+    broker: &Broker,
+    cluster_domain: &str,
+) -> Result<(BrokerCluster, BrokerObjects), Failure> {
+    let cluster = crate::desired::broker::cluster_in(broker, cluster_domain)?;
     if cluster.params().owner_reference.is_none() {
         return Err(Failure::Missing {
             reason: "NotYetStored",
@@ -104,13 +109,15 @@ enum SecretWrite {
     RouteKeysAdded,
 }
 
-/// Reconciles one Broker: credentials, scale-down guard, apply, status.
+/// Reconciles one Broker: credentials, scale-down guard, apply, status. `cluster_domain` is
+/// the cluster's DNS domain (see [`crate::broker_cluster::DEFAULT_CLUSTER_DOMAIN`]).
 #[instrument(skip_all, fields(broker = %format!("{}/{}", ns_name(broker).0, ns_name(broker).1)))]
 pub async fn reconcile(
     client: &Client,
     env: &Env,
     broker: &Broker,
     resync: Duration,
+    cluster_domain: &str,
 ) -> Outcome<BrokerStatus> {
     let generation = broker.metadata.generation;
     let previous = broker.status.clone().unwrap_or_default();
@@ -122,7 +129,7 @@ pub async fn reconcile(
     };
     let mut notes = Vec::new();
     let mut observed_max = None;
-    let result = apply(client, env, broker, &mut observed_max).await;
+    let result = apply(client, env, broker, cluster_domain, &mut observed_max).await;
     if observed_max.is_some() {
         status.max_stream_replicas = observed_max;
     }
@@ -202,16 +209,44 @@ async fn apply(
     client: &Client,
     env: &Env,
     broker: &Broker,
+    cluster_domain: &str,
     observed_max: &mut Option<u32>,
 ) -> Result<(BrokerCluster, Applied), Failure> {
     // validate + build
-    let (cluster, objects) = build(broker)?;
+    let (cluster, objects) = build(broker, cluster_domain)?;
     let ns = cluster.namespace().to_string();
     // credentials
     let mut applied = Applied {
         secret_write: ensure_credentials(client, &cluster).await?,
         ..Applied::default()
     };
+    // credentials roll the servers: the pod template carries a hash of the Secret's data, so
+    // a changed `existingSecret`, a re-created Secret or edited keys restart the servers
+    // (one at a time) with the new values instead of leaving them on the old ones.
+    let mut objects = objects;
+    let secret: Option<Secret> =
+        kube_api::get_opt(client, &ns, &cluster.credentials_secret_name()).await?;
+    if let Some(secret) = secret {
+        let data: Vec<(String, Vec<u8>)> = secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
+        let hash = kube_api::content_hash(&serde_json::to_vec(&data).unwrap_or_default());
+        if let Some(template) = objects
+            .stateful_set
+            .spec
+            .as_mut()
+            .map(|s| &mut s.template.metadata)
+        {
+            template
+                .get_or_insert_with(Default::default)
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(CREDENTIALS_HASH_ANNOTATION.to_string(), hash);
+        }
+    }
     // scale-down guard
     let running: Option<StatefulSet> = kube_api::get_opt(client, &ns, cluster.name()).await?;
     let running_replicas = running

@@ -8,7 +8,7 @@ use super::env::Env;
 use super::topic::live_broker;
 use super::{Failure, Note, Outcome, Requeue, broker_of, conditions, ns_name, resource_ref};
 use crate::crd::{ConditionStatus, DeadLetterQueue, DeadLetterQueueStatus, DeletionPolicy};
-use crate::desired::{dlq::dlq_settings, dlq::over_threshold, replicas_fit};
+use crate::desired::{dlq::dlq_settings, dlq::over_threshold, stream_replicas};
 
 /// Reconciles one DeadLetterQueue against its broker.
 #[instrument(skip_all, fields(dlq = %format!("{}/{}", ns_name(dlq).0, ns_name(dlq).1)))]
@@ -85,14 +85,14 @@ pub async fn reconcile(
 async fn apply(env: &Env, dlq: &DeadLetterQueue) -> Result<sluice_broker::DlqStatus, Failure> {
     let (ns, name) = ns_name(dlq);
     let broker_obj = broker_of(env, &ns, &dlq.spec.broker).await?;
-    let settings = dlq_settings(&dlq.spec)?;
-    replicas_fit(
-        settings.replicas,
+    let mut settings = dlq_settings(&dlq.spec)?;
+    settings.replicas = stream_replicas(
+        dlq.spec.replicas,
         &dlq.spec.broker,
         broker_obj.spec.replicas,
     )?;
     let rr = resource_ref(&ns, &name)?;
-    let broker = env.pool.get(&env.lookup, &ns, &broker_obj).await?;
+    let broker = super::connect(env, &ns, &broker_obj).await?;
     let changes = broker.ensure_dlq(&rr, &settings).await.map_err(|e| {
         Failure::broker(
             &format!("failed to provision dead-letter queue {ns}/{name}"),
@@ -119,7 +119,7 @@ pub async fn cleanup(env: &Env, dlq: &DeadLetterQueue) -> Result<(), Failure> {
     let Some(broker_obj) = live_broker(env, &ns, &dlq.spec.broker).await? else {
         return Ok(());
     };
-    let broker = env.pool.get(&env.lookup, &ns, &broker_obj).await?;
+    let broker = super::connect(env, &ns, &broker_obj).await?;
     broker
         .delete_dlq(&resource_ref(&ns, &name)?)
         .await

@@ -195,7 +195,7 @@ async fn apply(
         None => None,
     };
     // apply
-    let broker = env.pool.get(&env.lookup, &ns, &broker_obj).await?;
+    let broker = super::connect(env, &ns, &broker_obj).await?;
     let changes = broker.ensure_group(&cfg).await.map_err(|e| {
         Failure::broker(
             &format!("failed to provision consumer group {ns}/{name}"),
@@ -279,7 +279,7 @@ pub async fn cleanup(env: &Env, group: &ConsumerGroup) -> Result<(), Failure> {
     let Some(broker_obj) = live_broker(env, &ns, &broker_name).await? else {
         return Ok(());
     };
-    let broker = env.pool.get(&env.lookup, &ns, &broker_obj).await?;
+    let broker = super::connect(env, &ns, &broker_obj).await?;
     let partitions = match (&source, kind) {
         (Some(s), _) => s.partitions,
         (None, SourceKind::Queue) => 1,

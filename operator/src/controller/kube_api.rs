@@ -13,6 +13,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use super::{Failure, MANAGER};
 
@@ -63,22 +64,90 @@ fn describe<K: Object>(verb: &str, namespace: &str, name: &str) -> String {
     format!("failed to {verb} {} {namespace}/{name}", K::kind(&()))
 }
 
+/// Annotation holding a hash of the object as the operator last built it, so an apply that
+/// would change nothing can be told from one that would (see [`apply`]).
+pub const APPLIED_HASH: &str = "sluice.dev/applied-hash";
+
 /// Server-side applies `obj` (which names its namespace and name) with field manager
 /// [`MANAGER`], forcing ownership of the fields it sets: the operator is the only intended
 /// writer of the objects it builds. Returns the object as stored.
+///
+/// Writes only when something would change: the object is stamped with [`APPLIED_HASH`]
+/// (a hash of what was built) and read first; when every field the operator sets, the
+/// stamp included, already holds the built value, the stored object is returned and nothing
+/// is sent. A field someone else changed, or a change in what the operator builds (which
+/// changes the stamp, also when a field is dropped), makes it apply.
 pub async fn apply<K: Object>(client: &Client, obj: &K) -> Result<K, Failure> {
     let namespace = obj.meta().namespace.clone().unwrap_or_default();
     let name = obj.meta().name.clone().unwrap_or_default();
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
+    let desired = stamped(obj).map_err(|e| {
+        Failure::InvalidSpec(crate::crd::InvalidField::new(
+            "",
+            format!("{}: {e}", describe::<K>("serialize", &namespace, &name)),
+        ))
+    })?;
+    let stored: Option<K> = bounded(
+        || describe::<K>("read", &namespace, &name),
+        api.get_opt(&name),
+    )
+    .await?;
+    if let Some(stored) = stored
+        && serde_json::to_value(&stored).is_ok_and(|have| holds(&have, &desired))
+    {
+        return Ok(stored);
+    }
     bounded(
         || describe::<K>("apply", &namespace, &name),
         api.patch(
             &name,
             &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(obj),
+            &Patch::Apply(&desired),
         ),
     )
     .await
+}
+
+/// `obj` as JSON with the [`APPLIED_HASH`] annotation of its content.
+pub fn stamped<K: Serialize>(obj: &K) -> Result<Value, serde_json::Error> {
+    let mut value = serde_json::to_value(obj)?;
+    let hash = format!("{:016x}", fnv1a(value.to_string().as_bytes()));
+    if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        let annotations = meta
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        if let Some(a) = annotations.as_object_mut() {
+            a.insert(APPLIED_HASH.into(), Value::String(hash));
+        }
+    }
+    Ok(value)
+}
+
+/// Whether `have` (a stored object) holds every value of `want` (what would be applied):
+/// objects may have more keys, lists must have the same length and hold item by item.
+pub fn holds(have: &Value, want: &Value) -> bool {
+    match (have, want) {
+        (_, Value::Null) => true,
+        (Value::Object(h), Value::Object(w)) => w
+            .iter()
+            .all(|(k, wv)| wv.is_null() || h.get(k).is_some_and(|hv| holds(hv, wv))),
+        (Value::Array(h), Value::Array(w)) => {
+            h.len() == w.len() && h.iter().zip(w).all(|(hv, wv)| holds(hv, wv))
+        }
+        (h, w) => h == w,
+    }
+}
+
+/// A hex hash of `bytes`, stable across builds and platforms (for annotations).
+pub fn content_hash(bytes: &[u8]) -> String {
+    format!("{:016x}", fnv1a(bytes))
+}
+
+/// 64-bit FNV-1a: stable across builds and platforms (unlike `DefaultHasher`).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Reads an object; `None` when it does not exist.
@@ -138,4 +207,37 @@ pub async fn add_secret_data(
     )
     .await
     .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn stored_object_with_defaults_holds_what_was_applied() {
+        let want = json!({"metadata": {"name": "a", "labels": {"x": "1"}},
+                          "spec": {"replicas": 2, "ports": [{"port": 4222}]}});
+        let have = json!({"metadata": {"name": "a", "uid": "u", "labels": {"x": "1"}},
+                          "spec": {"replicas": 2, "ports": [{"port": 4222, "protocol": "TCP"}]},
+                          "status": {"readyReplicas": 2}});
+        assert!(holds(&have, &want));
+        let edited = json!({"metadata": {"name": "a", "labels": {"x": "2"}},
+                            "spec": {"replicas": 2, "ports": [{"port": 4222}]}});
+        assert!(!holds(&edited, &want), "a changed value is re-applied");
+        let shorter = json!({"metadata": {"name": "a", "labels": {"x": "1"}},
+                             "spec": {"replicas": 2, "ports": []}});
+        assert!(!holds(&shorter, &want), "a removed list item is re-applied");
+    }
+
+    #[test]
+    fn the_stamp_changes_with_the_content_only() {
+        let a = stamped(&json!({"metadata": {"name": "a"}, "data": {"k": "v"}})).unwrap();
+        let again = stamped(&json!({"metadata": {"name": "a"}, "data": {"k": "v"}})).unwrap();
+        let b = stamped(&json!({"metadata": {"name": "a"}, "data": {}})).unwrap();
+        let hash = |v: &Value| v["metadata"]["annotations"][APPLIED_HASH].clone();
+        assert_eq!(hash(&a), hash(&again));
+        assert_ne!(hash(&a), hash(&b), "dropping a field changes the stamp");
+        assert!(!holds(&a, &b), "so the smaller object is applied");
+    }
 }

@@ -198,10 +198,97 @@ pub(crate) async fn broker_of(
         })
 }
 
+/// The shared connection to the broker of `broker` (see [`env::BrokerPool`]). When it cannot
+/// be reached and the Broker reports fewer ready servers than it runs, the failure says that
+/// (the servers are starting or failing), not a guess about JetStream or credentials.
+pub(crate) async fn connect(
+    env: &env::Env,
+    namespace: &str,
+    broker: &crate::crd::Broker,
+) -> Result<sluice_broker::Broker, Failure> {
+    env.pool
+        .get(&env.lookup, namespace, broker)
+        .await
+        .map_err(|f| explain_unavailable(f, broker))
+}
+
+/// Rewrites an [`Failure::Unavailable`] with what the Broker's status knows.
+pub fn explain_unavailable(failure: Failure, broker: &crate::crd::Broker) -> Failure {
+    let Failure::Unavailable(message) = failure else {
+        return failure;
+    };
+    let name = kube::ResourceExt::name_any(broker);
+    let wanted = broker.spec.replicas;
+    match broker.status.as_ref().and_then(|s| s.ready_replicas) {
+        Some(0) => Failure::Unavailable(format!(
+            "Broker {name} has 0 of {wanted} servers ready: it cannot answer until its pods are Ready (see kubectl describe sbroker {name} and its pods)"
+        )),
+        Some(ready) if u32::try_from(ready).is_ok_and(|r| r < wanted) => Failure::Unavailable(
+            format!("Broker {name} has {ready} of {wanted} servers ready; {message}"),
+        ),
+        _ => Failure::Unavailable(message),
+    }
+}
+
 /// The broker's resource reference for an object.
 pub(crate) fn resource_ref(
     namespace: &str,
     name: &str,
 ) -> Result<sluice_broker::ResourceRef, Failure> {
     sluice_broker::ResourceRef::new(namespace, name).map_err(|e| Failure::broker("invalid name", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{Broker, BrokerSpec, BrokerStatus};
+
+    fn broker(replicas: u32, ready: Option<i32>) -> Broker {
+        let mut b = Broker::new(
+            "main",
+            BrokerSpec {
+                replicas,
+                version: None,
+                storage: None,
+                resources: None,
+                jetstream: None,
+                durability: None,
+                auth: None,
+            },
+        );
+        b.status = ready.map(|r| BrokerStatus {
+            ready_replicas: Some(r),
+            ..BrokerStatus::default()
+        });
+        b
+    }
+
+    #[test]
+    fn an_unreachable_broker_says_how_many_servers_are_ready() {
+        let guess = || {
+            Failure::Unavailable(
+                "broker at nats://x did not answer a JetStream request (is JetStream enabled and are the credentials right?)".into(),
+            )
+        };
+        let none_ready = explain_unavailable(guess(), &broker(3, Some(0))).to_string();
+        assert!(
+            none_ready.starts_with("Broker main has 0 of 3 servers ready"),
+            "{none_ready}"
+        );
+        assert!(!none_ready.contains("credentials"), "{none_ready}");
+        let some = explain_unavailable(guess(), &broker(3, Some(1))).to_string();
+        assert!(
+            some.starts_with("Broker main has 1 of 3 servers ready; broker at"),
+            "{some}"
+        );
+        // All ready, or no status yet: nothing more is known.
+        for b in [broker(3, Some(3)), broker(1, None)] {
+            assert_eq!(
+                explain_unavailable(guess(), &b).to_string(),
+                guess().to_string()
+            );
+        }
+        let other = explain_unavailable(Failure::Broker("x".into()), &broker(3, Some(0)));
+        assert_eq!(other.reason(), "BrokerError");
+    }
 }

@@ -13,7 +13,7 @@ use super::topic::live_broker;
 use super::{Failure, Note, Outcome, Requeue, broker_of, conditions, ns_name, resource_ref};
 use crate::crd::{ConditionStatus, DeletionPolicy, Queue, QueueSourceStatus, QueueStatus, Topic};
 use crate::desired::queue::{ResolvedTopic, queue_settings};
-use crate::desired::replicas_fit;
+use crate::desired::stream_replicas;
 
 /// Requeue of a queue whose sources are still being copied in (status follows closely).
 const SOURCING_RESYNC: Duration = Duration::from_secs(5);
@@ -139,14 +139,14 @@ async fn apply(env: &Env, queue: &Queue) -> Result<QueueState, Failure> {
             partitions: topic.spec.partitions,
         });
     }
-    let settings = queue_settings(&queue.spec, &topics)?;
-    replicas_fit(
-        settings.replicas,
+    let mut settings = queue_settings(&queue.spec, &topics)?;
+    settings.replicas = stream_replicas(
+        queue.spec.replicas,
         &queue.spec.broker,
         broker_obj.spec.replicas,
     )?;
     let rr = resource_ref(&ns, &name)?;
-    let broker = env.pool.get(&env.lookup, &ns, &broker_obj).await?;
+    let broker = super::connect(env, &ns, &broker_obj).await?;
     let changes = broker
         .ensure_queue(&rr, &settings)
         .await
@@ -208,7 +208,7 @@ pub async fn cleanup(env: &Env, queue: &Queue) -> Result<(), Failure> {
     let Some(broker_obj) = live_broker(env, &ns, &queue.spec.broker).await? else {
         return Ok(());
     };
-    let broker = env.pool.get(&env.lookup, &ns, &broker_obj).await?;
+    let broker = super::connect(env, &ns, &broker_obj).await?;
     let sources: Vec<sluice_broker::config::QueueSource> = queue
         .status
         .as_ref()

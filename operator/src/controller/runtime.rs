@@ -25,7 +25,9 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::watcher;
+use kube::runtime::reflector;
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::{PredicateConfig, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use tracing::{Instrument, info, info_span, warn};
@@ -52,6 +54,9 @@ pub struct Settings {
     pub broker_urls: BTreeMap<String, String>,
     /// Resync period of healthy objects.
     pub resync: Duration,
+    /// DNS domain of the cluster's Services (route URLs and monitoring reads of the broker
+    /// servers); `cluster.local` by default.
+    pub cluster_domain: String,
 }
 
 impl Default for Settings {
@@ -60,6 +65,7 @@ impl Default for Settings {
             namespaces: Vec::new(),
             broker_urls: BTreeMap::new(),
             resync: DEFAULT_RESYNC,
+            cluster_domain: crate::broker_cluster::DEFAULT_CLUSTER_DOMAIN.to_string(),
         }
     }
 }
@@ -70,6 +76,7 @@ pub struct Context {
     env: Env,
     recorder: Recorder,
     resync: Duration,
+    cluster_domain: String,
     failures: Mutex<HashMap<String, u32>>,
     metrics: Arc<Metrics>,
     scalers: Mutex<HashMap<(String, String), GroupScaler>>,
@@ -106,6 +113,7 @@ impl Context {
             ),
             client,
             resync: settings.resync,
+            cluster_domain: settings.cluster_domain.clone(),
             failures: Mutex::default(),
             metrics,
             scalers: Mutex::default(),
@@ -180,11 +188,14 @@ impl ReconcileError {
 pub trait Reconciled: Object {
     /// Kind name for logs and metrics.
     const KIND: &'static str;
-    /// Whether deletion needs cleanup on the broker (a finalizer).
-    const FINALIZED: bool;
+    /// Whether deleting this object needs cleanup on the broker, and so a finalizer. Objects
+    /// that need none carry none: deleting them (or their namespace) never waits for the
+    /// operator.
+    fn needs_finalizer(&self) -> bool;
     /// Reconciles a live object.
     fn apply(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>>;
-    /// Cleans up a deleted object (only called when [`Reconciled::FINALIZED`]).
+    /// Cleans up a deleted object (only called when it carries the finalizer and still
+    /// [`Reconciled::needs_finalizer`]).
     fn cleanup(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>>;
 }
 
@@ -202,9 +213,9 @@ pub async fn reconcile<K: Reconciled>(
         name = %obj.name_any()
     );
     let work = async {
-        if K::FINALIZED {
-            let api: Api<K> =
-                Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+        let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+        let has_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
+        if obj.needs_finalizer() {
             let c = ctx.clone();
             finalizer(&api, FINALIZER, obj, |event| async move {
                 match event {
@@ -215,6 +226,16 @@ pub async fn reconcile<K: Reconciled>(
             .await
             .map_err(|e| ReconcileError::Finalizer(Box::new(e)))
         } else {
+            if has_finalizer {
+                // Left from when the object needed cleanup (e.g. deletionPolicy was Delete,
+                // or an older operator finalized every object): nothing to clean up now.
+                remove_finalizer(&api, obj.as_ref())
+                    .await
+                    .map_err(ReconcileError::Failed)?;
+            }
+            if obj.meta().deletion_timestamp.is_some() {
+                return Ok(Action::await_change());
+            }
             K::apply(ctx.clone(), obj)
                 .await
                 .map_err(ReconcileError::Failed)
@@ -230,6 +251,44 @@ pub async fn reconcile<K: Reconciled>(
         ctx.metrics.failed(K::KIND, e.reason());
     }
     result
+}
+
+/// Removes [`FINALIZER`] from `obj` with a merge patch of the remaining list, guarded by
+/// the resourceVersion read: a concurrent change fails the patch (retried from a fresh read)
+/// instead of dropping someone else's finalizer.
+async fn remove_finalizer<K: Object>(api: &Api<K>, obj: &K) -> Result<(), Failure> {
+    let name = obj.name_any();
+    let remaining: Vec<&String> = obj
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .collect();
+    let patch = serde_json::json!({
+        "metadata": {
+            "resourceVersion": obj.resource_version(),
+            "finalizers": remaining,
+        }
+    });
+    let params = PatchParams {
+        field_manager: Some(MANAGER.into()),
+        ..PatchParams::default()
+    };
+    kube_api::bounded(
+        || {
+            format!(
+                "failed to remove finalizer {FINALIZER} from {} {}/{name}",
+                K::kind(&()),
+                obj.namespace().unwrap_or_default()
+            )
+        },
+        api.patch(&name, &params, &Patch::Merge(&patch)),
+    )
+    .await?;
+    info!(
+        finalizer = FINALIZER,
+        "finalizer removed: the object needs no cleanup"
+    );
+    Ok(())
 }
 
 async fn reconcile_guarded<K: Reconciled>(
@@ -278,20 +337,29 @@ async fn finish<K: Object, S: Serialize>(
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": outcome.status,
-    });
-    kube_api::bounded(
-        || format!("failed to write status of {} {ns}/{name}", K::kind(&())),
-        api.patch_status(
-            &name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&patch),
-        ),
-    )
-    .await?;
+    let status = serde_json::to_value(&outcome.status)
+        .map_err(|e| Failure::Broker(format!("failed to serialize the status: {e}")))?;
+    // The status of the object as read (the reconcile computed `outcome.status` from it):
+    // an unchanged status is not written, so an idle object causes no writes.
+    let current = serde_json::to_value(obj)
+        .ok()
+        .and_then(|mut o| o.get_mut("status").map(serde_json::Value::take));
+    if current.as_ref() != Some(&status) {
+        let patch = serde_json::json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "status": status,
+        });
+        kube_api::bounded(
+            || format!("failed to write status of {} {ns}/{name}", K::kind(&())),
+            api.patch_status(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&patch),
+            ),
+        )
+        .await?;
+    }
     publish(ctx, obj, &outcome.notes).await;
     let key = format!("{}/{ns}/{name}", K::kind(&()));
     Ok(match outcome.requeue {
@@ -340,7 +408,10 @@ macro_rules! finalized_broker_kind {
     ($kind:ty, $name:literal, $module:ident) => {
         impl Reconciled for $kind {
             const KIND: &'static str = $name;
-            const FINALIZED: bool = true;
+            /// Only `deletionPolicy: Delete` touches the broker on deletion.
+            fn needs_finalizer(&self) -> bool {
+                self.spec.deletion_policy.unwrap_or_default() == crate::crd::DeletionPolicy::Delete
+            }
             fn apply(
                 ctx: Arc<Context>,
                 obj: Arc<Self>,
@@ -374,10 +445,19 @@ impl Reconciled for Broker {
     const KIND: &'static str = "Broker";
     // Deleting a Broker touches nothing on the broker: its children are garbage-collected
     // through their owner references and the volumes are retained.
-    const FINALIZED: bool = false;
+    fn needs_finalizer(&self) -> bool {
+        false
+    }
     fn apply(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
         async move {
-            let outcome = super::broker::reconcile(&ctx.client, &ctx.env, &obj, ctx.resync).await;
+            let outcome = super::broker::reconcile(
+                &ctx.client,
+                &ctx.env,
+                &obj,
+                ctx.resync,
+                &ctx.cluster_domain,
+            )
+            .await;
             finish(&ctx, obj.as_ref(), outcome).await
         }
         .boxed()
@@ -389,7 +469,10 @@ impl Reconciled for Broker {
 
 impl Reconciled for ConsumerGroup {
     const KIND: &'static str = "ConsumerGroup";
-    const FINALIZED: bool = true;
+    // The group's durable consumers and config entry outlive it on the broker otherwise.
+    fn needs_finalizer(&self) -> bool {
+        true
+    }
     fn apply(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
         async move {
             let result = super::group::reconcile(&ctx.env, &obj, ctx.resync).await;
@@ -461,7 +544,7 @@ async fn scale_and_apply(
     let (Some(policy), Some(measured)) = (policy, result.measured) else {
         if let Some(t) = &target {
             let applied = t.apply_unchanged().await?;
-            outcome.status.replicas = ready_replicas(&applied);
+            set_worker_counts(&mut outcome.status, &applied);
         }
         return Ok(outcome);
     };
@@ -530,7 +613,7 @@ async fn scale_and_apply(
         applied = Some(t.apply_unchanged().await?);
     }
     if let Some(d) = &applied {
-        outcome.status.replicas = ready_replicas(d);
+        set_worker_counts(&mut outcome.status, d);
     }
     if let Some(step) = step {
         let d = &step.decision;
@@ -555,17 +638,31 @@ async fn scale_and_apply(
             });
         }
     }
-    outcome.status.autoscaling = record.or(outcome.status.autoscaling);
+    let previous = outcome.status.autoscaling.take();
+    outcome.status.autoscaling = match record {
+        Some(mut r) => {
+            if r.last_scale_time.is_none() {
+                // No scale since the operator started: keep the time shown before.
+                r.last_scale_time = previous.and_then(|p| p.last_scale_time);
+            }
+            Some(r)
+        }
+        None => previous,
+    };
     Ok(outcome)
 }
 
-fn ready_replicas(d: &Deployment) -> Option<i32> {
-    Some(
+/// The group's worker counts from its Deployment as stored after this reconcile's apply:
+/// `replicas` is what it runs (`spec.replicas`, the autoscaler's "current"), `readyReplicas`
+/// how many of those are ready.
+fn set_worker_counts(status: &mut crate::crd::ConsumerGroupStatus, d: &Deployment) {
+    status.replicas = Some(d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0));
+    status.ready_replicas = Some(
         d.status
             .as_ref()
             .and_then(|s| s.ready_replicas)
             .unwrap_or(0),
-    )
+    );
 }
 
 fn apis<K>(client: &Client, namespaces: &[String]) -> Vec<(Option<String>, Api<K>)>
@@ -604,7 +701,33 @@ where
         + Sync
         + 'static,
 {
-    Controller::new(api, watcher::Config::default())
+    let (reader, writer) = reflector::store();
+    let changes = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(spec_or_metadata, PredicateConfig::default());
+    Controller::for_stream(changes, reader)
+}
+
+/// What a change of the primary object must touch to trigger a reconcile: its spec
+/// (`generation`, which the API server also bumps when it sets `deletionTimestamp`), labels,
+/// annotations, finalizers (the finalizer helper waits for its own write) and deletion. A
+/// status write, ours included, does not: it would otherwise trigger the next reconcile, which
+/// reads the broker again and may write again. Volatile readings are refreshed by the resync.
+fn spec_or_metadata<K: Resource>(obj: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = obj.meta();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut h);
+    meta.labels.hash(&mut h);
+    meta.annotations.hash(&mut h);
+    meta.finalizers.hash(&mut h);
+    meta.deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .hash(&mut h);
+    Some(h.finish())
 }
 
 async fn drive<K: Reconciled>(

@@ -8,7 +8,7 @@ use super::env::Env;
 use super::{Failure, Note, Outcome, Requeue, broker_of, conditions, ns_name, resource_ref};
 use crate::crd::topic::PartitionStatus;
 use crate::crd::{DeletionPolicy, Topic, TopicStatus};
-use crate::desired::{replicas_fit, topic::topic_settings};
+use crate::desired::{stream_replicas, topic::topic_settings};
 
 /// Reconciles one Topic against its broker.
 #[instrument(skip_all, fields(topic = %format!("{}/{}", ns_name(topic).0, ns_name(topic).1)))]
@@ -22,7 +22,7 @@ pub async fn reconcile(
     let was_ready = conditions::is_true(&status.conditions, conditions::READY);
     let mut notes = Vec::new();
     match apply(env, topic).await {
-        Ok((parts, recreated)) => {
+        Ok((parts, recreated, replicas)) => {
             if recreated && was_ready {
                 warn!("partition streams were missing on the broker and have been re-created");
                 notes.push(Note {
@@ -32,6 +32,7 @@ pub async fn reconcile(
                 });
             }
             status.messages = Some(parts.iter().map(|p| p.messages).sum());
+            status.replicas = Some(replicas);
             let n = parts.len();
             status.partitions = parts;
             conditions::ready(
@@ -59,20 +60,22 @@ pub async fn reconcile(
     }
 }
 
-async fn apply(env: &Env, topic: &Topic) -> Result<(Vec<PartitionStatus>, bool), Failure> {
+/// Provisions the topic; returns its partitions, whether streams were re-created, and the
+/// replicas in effect.
+async fn apply(env: &Env, topic: &Topic) -> Result<(Vec<PartitionStatus>, bool, u32), Failure> {
     let (ns, name) = ns_name(topic);
     // dereference
     let broker_obj = broker_of(env, &ns, &topic.spec.broker).await?;
     // validate + build
-    let settings = topic_settings(&topic.spec)?;
-    replicas_fit(
-        settings.replicas,
+    let mut settings = topic_settings(&topic.spec)?;
+    settings.replicas = stream_replicas(
+        topic.spec.replicas,
         &topic.spec.broker,
         broker_obj.spec.replicas,
     )?;
     // apply
     let rr = resource_ref(&ns, &name)?;
-    let broker = env.pool.get(&env.lookup, &ns, &broker_obj).await?;
+    let broker = super::connect(env, &ns, &broker_obj).await?;
     let changes = broker
         .ensure_topic(&rr, &settings)
         .await
@@ -96,7 +99,7 @@ async fn apply(env: &Env, topic: &Topic) -> Result<(Vec<PartitionStatus>, bool),
             leader: p.leader,
         })
         .collect();
-    Ok((parts, !changes.created.is_empty()))
+    Ok((parts, !changes.created.is_empty(), settings.replicas))
 }
 
 /// Cleans up a deleted Topic: with `deletionPolicy: Delete` removes its streams; lets go
@@ -111,7 +114,7 @@ pub async fn cleanup(env: &Env, topic: &Topic) -> Result<(), Failure> {
     let Some(broker_obj) = live_broker(env, &ns, &topic.spec.broker).await? else {
         return Ok(());
     };
-    let broker = env.pool.get(&env.lookup, &ns, &broker_obj).await?;
+    let broker = super::connect(env, &ns, &broker_obj).await?;
     let deleted = broker
         .delete_topic(&resource_ref(&ns, &name)?)
         .await

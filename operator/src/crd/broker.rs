@@ -37,21 +37,27 @@ use super::common::Condition;
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[x_kube(validation = Rule::new("has(self.storage) == has(oldSelf.storage) && (!has(self.storage) || self.storage == oldSelf.storage)").message("storage cannot be changed: the StatefulSet's volume claim templates are immutable; expand the PersistentVolumeClaims instead").field_path(".storage"))]
 #[serde(rename_all = "camelCase")]
 pub struct BrokerSpec {
     /// Number of broker servers: 1 (no redundancy), 3 (survives one failure) or 5 (survives two).
+    /// A Broker cannot change between 1 server (a standalone JetStream server) and a cluster:
+    /// nats-server does not migrate a standalone server's streams into a cluster.
     #[x_kube(validation = Rule::new("self in [1, 3, 5]").message("replicas must be 1, 3 or 5"))]
+    #[x_kube(validation = Rule::new("(self == 1) == (oldSelf == 1)").message("replicas cannot change between 1 (a standalone server) and a cluster: nats-server does not migrate the streams; create a new Broker and move the data"))]
     pub replicas: u32,
     /// nats-server version (the image tag), e.g. `2.15.1`. Default: the version the operator
     /// was built and tested with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
     pub version: Option<String>,
-    /// Persistent volume of each server.
+    /// Persistent volume of each server. Cannot be changed: the StatefulSet's volume claim
+    /// templates are immutable (expand a volume through its PersistentVolumeClaim).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<BrokerStorage>,
     /// CPU and memory of each server container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = super::common::non_negative_quantities)]
     pub resources: Option<ResourceRequirements>,
     /// JetStream limits of each server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,6 +75,7 @@ pub struct BrokerSpec {
 #[serde(rename_all = "camelCase")]
 pub struct BrokerStorage {
     /// Volume size of each server, e.g. `10Gi`.
+    #[schemars(transform = super::common::byte_size)]
     pub size: Quantity,
     /// StorageClass of the volumes. Unset: the cluster's default class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,9 +88,11 @@ pub struct BrokerStorage {
 pub struct JetStreamLimits {
     /// Memory JetStream may use for memory-stored streams, e.g. `1Gi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = super::common::byte_size)]
     pub max_memory: Option<Quantity>,
     /// Disk JetStream may use for file-stored streams, e.g. `9Gi` (keep it below the volume size).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = super::common::byte_size)]
     pub max_file: Option<Quantity>,
 }
 

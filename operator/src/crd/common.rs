@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use kube::KubeSchema;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
@@ -77,7 +78,53 @@ impl JsonSchema for DurationString {
         json_schema!({
             "type": "string",
             "pattern": DURATION_PATTERN,
+            "maxLength": 64,
         })
+    }
+}
+
+/// Pattern of a byte size (`storage.size`, `jetstream.maxMemory`, `jetstream.maxFile`): a
+/// whole number above zero with an optional binary (`Ki` ... `Pi`) or decimal (`k` ... `P`)
+/// suffix, as the operator converts it for nats.conf (no sign, fraction or exponent).
+pub const BYTES_PATTERN: &str = "^[0-9]*[1-9][0-9]*(k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$";
+
+/// Pattern of a non-negative Kubernetes quantity (`resources`): Kubernetes' own quantity
+/// grammar without the minus sign.
+pub const NON_NEGATIVE_QUANTITY_PATTERN: &str = r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+
+/// Schema transform of a byte-size quantity field: string values must match
+/// [`BYTES_PATTERN`], so `-10Gi` or `ten gigs` are rejected at admission.
+pub fn byte_size(schema: &mut Schema) {
+    schema.insert("pattern".into(), BYTES_PATTERN.into());
+}
+
+/// Schema transform of a field holding Kubernetes `ResourceRequirements`: every quantity
+/// in it must be a non-negative quantity ([`NON_NEGATIVE_QUANTITY_PATTERN`]), so
+/// `cpu: lots` is rejected at admission; the upstream essay on the quantity format is
+/// replaced by one line.
+pub fn non_negative_quantities(schema: &mut Schema) {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if map.get("x-kubernetes-int-or-string") == Some(&serde_json::Value::Bool(true)) {
+                    map.insert("pattern".into(), NON_NEGATIVE_QUANTITY_PATTERN.into());
+                    map.insert(
+                        "description".into(),
+                        "A quantity such as `500m`, `2`, `256Mi` or `1Gi`.".into(),
+                    );
+                }
+                for value in map.values_mut() {
+                    walk(value);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    if let Some(obj) = schema.as_object_mut() {
+        for value in obj.values_mut() {
+            walk(value);
+        }
     }
 }
 
@@ -141,11 +188,12 @@ impl From<StorageType> for sluice_broker::config::StorageKind {
 }
 
 /// Limits after which the oldest messages are discarded; an unset limit means unlimited.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, KubeSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Retention {
     /// Discard messages older than this (e.g. `7d`, `12h`). Unset: no age limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('[1-9]')").message("must be longer than 0s; leave it unset for no age limit"))]
     pub max_age: Option<DurationString>,
     /// Discard the oldest messages once a stream holds more bytes than this (per partition
     /// for topics). Unset: no size limit.

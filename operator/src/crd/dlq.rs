@@ -37,7 +37,8 @@ pub struct DeadLetterQueueSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("broker cannot be changed; create a new DeadLetterQueue on the other broker"))]
     #[schemars(length(min = 1, max = 253))]
     pub broker: String,
-    /// Copies kept on different broker servers: 1, 3 or 5 (default 1).
+    /// Copies kept on different broker servers: 1, 3 or 5. Default: 3 on a
+    /// Broker of 3 or more servers, else 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self in [1, 3, 5]").message("replicas must be 1, 3 or 5"))]
     pub replicas: Option<u32>,

@@ -21,6 +21,11 @@ use super::common::{Condition, DurationString, PodTemplate};
     doc = "A pool of autoscaled workers consuming a Sluice Topic or Queue.",
     printcolumn(name = "Source", type_ = "string", json_path = ".status.source"),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
+    printcolumn(
+        name = "ReadyReplicas",
+        type_ = "integer",
+        json_path = ".status.readyReplicas"
+    ),
     printcolumn(name = "Lag", type_ = "integer", json_path = ".status.lag"),
     printcolumn(
         name = "Ready",
@@ -64,6 +69,7 @@ pub struct ConsumerGroupSpec {
     /// (default: the Queue's visibilityTimeout, else `30s`). Workers get this plus 10s to
     /// drain on shutdown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('[1-9]')").message("must be longer than 0s (at least 1s)"))]
     pub ack_wait: Option<DurationString>,
     /// Messages handled concurrently by one worker with `key` or `none` ordering (default 16).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,6 +153,7 @@ pub enum StartPosition {
 
 /// Retry policy.
 #[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.backoffDelay) || !has(self.backoffMax) || self.backoffDelay.contains('d') || self.backoffMax.contains('d') || duration(self.backoffDelay) <= duration(self.backoffMax)").message("retry.backoffDelay must not be longer than retry.backoffMax").field_path(".backoffMax"))]
 #[serde(rename_all = "camelCase")]
 pub struct RetrySpec {
     /// Deliveries of a message, including ones that crashed the worker, before it is
@@ -224,6 +231,7 @@ pub struct AutoscalingSpec {
     pub scale_down_stabilization: Option<DurationString>,
     /// How often the lag is measured (default `5s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('[1-9]')").message("must be longer than 0s"))]
     pub poll_interval: Option<DurationString>,
     /// Scale to zero workers when the group has been idle for `idleBeforeZero` (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -246,9 +254,13 @@ pub struct ConsumerGroupStatus {
     /// The source as `topic/<name>` or `queue/<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
-    /// Workers currently running.
+    /// Workers the worker Deployment runs (its `spec.replicas`): the count the autoscaler's
+    /// `scalingReason` speaks of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
+    /// Workers that are ready (their pods pass the readiness probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
     /// Workers the autoscaler wants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_replicas: Option<i32>,

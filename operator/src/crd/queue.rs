@@ -31,19 +31,22 @@ use super::common::{Condition, DeletionPolicy, DurationString, StorageType};
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[x_kube(validation = Rule::new("(has(self.storage) ? self.storage : 'file') == (has(oldSelf.storage) ? oldSelf.storage : 'file')").message("storage cannot be changed: JetStream cannot move a stream between file and memory; create a new Queue").field_path(".storage"))]
 #[serde(rename_all = "camelCase")]
 pub struct QueueSpec {
     /// Name of the Broker (in the same namespace) that stores this queue. Cannot be changed.
     #[x_kube(validation = Rule::new("self == oldSelf").message("broker cannot be changed; create a new Queue on the other broker"))]
     #[schemars(length(min = 1, max = 253))]
     pub broker: String,
-    /// Copies of the queue kept on different broker servers: 1, 3 or 5 (default 1).
+    /// Copies of the queue kept on different broker servers: 1, 3 or 5. Default: 3 on a
+    /// Broker of 3 or more servers, else 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self in [1, 3, 5]").message("replicas must be 1, 3 or 5"))]
     pub replicas: Option<u32>,
     /// How long a received message stays invisible to other workers before it is delivered
     /// again if not acknowledged (default `30s`). The ConsumerGroup's `ackWait` overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('[1-9]')").message("must be longer than 0s"))]
     pub visibility_timeout: Option<DurationString>,
     /// When unhandled messages are discarded. Default: kept until handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,11 +65,12 @@ pub struct QueueSpec {
 }
 
 /// Retention of a queue.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default, JsonSchema)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueRetention {
     /// Discard messages that waited longer than this (e.g. `4d`). Unset: no age limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('[1-9]')").message("must be longer than 0s; leave it unset for no age limit"))]
     pub max_age: Option<DurationString>,
 }
 

@@ -19,7 +19,7 @@ use super::common::{Condition, DeletionPolicy, DurationString, Retention, Storag
     derive = "PartialEq",
     doc = "A partitioned, replicated event log on a Sluice Broker.",
     printcolumn(name = "Partitions", type_ = "integer", json_path = ".spec.partitions"),
-    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -32,6 +32,7 @@ use super::common::{Condition, DeletionPolicy, DurationString, Retention, Storag
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[x_kube(validation = Rule::new("(has(self.storage) ? self.storage : 'file') == (has(oldSelf.storage) ? oldSelf.storage : 'file')").message("storage cannot be changed: JetStream cannot move a stream between file and memory; create a new Topic").field_path(".storage"))]
 #[serde(rename_all = "camelCase")]
 pub struct TopicSpec {
     /// Name of the Broker (in the same namespace) that stores this topic. Cannot be changed:
@@ -44,7 +45,8 @@ pub struct TopicSpec {
     #[x_kube(validation = Rule::new("self >= oldSelf").message("partitions can only grow; create a new Topic to use fewer partitions"))]
     #[schemars(range(min = 1, max = 1024))]
     pub partitions: u32,
-    /// Copies of each partition kept on different broker servers: 1, 3 or 5 (default 1).
+    /// Copies of each partition kept on different broker servers: 1, 3 or 5. Default: 3 on a
+    /// Broker of 3 or more servers, else 1.
     /// Must not exceed the Broker's replicas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self in [1, 3, 5]").message("replicas must be 1, 3 or 5"))]
@@ -54,6 +56,7 @@ pub struct TopicSpec {
     pub retention: Option<Retention>,
     /// How long the broker remembers message ids to drop duplicate publishes (default `2m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('[1-9]')").message("must be longer than 0s (de-duplication needs a window)"))]
     pub duplicate_window: Option<DurationString>,
     /// `file` (default, survives restarts) or `memory`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,6 +77,9 @@ pub struct TopicStatus {
     /// The `metadata.generation` last reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Copies of each partition in effect (`spec.replicas`, or the default for the Broker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
     /// Messages currently stored, summed over partitions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages: Option<u64>,

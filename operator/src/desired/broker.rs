@@ -77,8 +77,14 @@ pub fn cluster_params(broker: &Broker) -> Result<BrokerClusterParams, InvalidFie
 
 /// The validated cluster of `broker`: [`cluster_params`] checked by [`BrokerCluster::new`].
 pub fn cluster(broker: &Broker) -> Result<BrokerCluster, InvalidField> {
-    BrokerCluster::new(cluster_params(broker)?)
-        .map_err(|e| InvalidField::new("", e.message().to_string()))
+    cluster_in(broker, crate::broker_cluster::DEFAULT_CLUSTER_DOMAIN)
+}
+
+/// [`cluster`] in a cluster whose DNS domain is `cluster_domain`.
+pub fn cluster_in(broker: &Broker, cluster_domain: &str) -> Result<BrokerCluster, InvalidField> {
+    let mut params = cluster_params(broker)?;
+    params.cluster_domain = cluster_domain.to_string();
+    BrokerCluster::new(params).map_err(|e| InvalidField::new("", e.message().to_string()))
 }
 
 fn bytes(q: &Quantity, field: &str) -> Result<u64, InvalidField> {

@@ -47,6 +47,23 @@ pub fn deployment_name(group: &str) -> String {
     format!("{group}-workers")
 }
 
+/// The pull policy Kubernetes defaults a container of `image` to: `Always` for the tag
+/// `latest` or no tag (and no digest), else `IfNotPresent`. The operator sets it itself, so
+/// the field is its own: the API server's default is otherwise fixed by the first image and
+/// never follows a later tag change (a `:latest` Deployment moved to `:1.2` would keep pulling).
+pub fn default_pull_policy(image: &str) -> String {
+    let name = image.rsplit('/').next().unwrap_or(image);
+    let latest = if image.contains('@') {
+        false
+    } else {
+        match name.rsplit_once(':') {
+            Some((_, tag)) => tag == "latest",
+            None => true,
+        }
+    };
+    if latest { "Always" } else { "IfNotPresent" }.to_string()
+}
+
 /// Builds the worker Deployment; fails when the template cannot run (no containers, a
 /// container without image).
 pub fn worker_deployment(inputs: WorkerInputs<'_>) -> Result<Deployment, InvalidField> {
@@ -80,6 +97,14 @@ pub fn worker_deployment(inputs: WorkerInputs<'_>) -> Result<Deployment, Invalid
             .collect();
         vars.extend(env.iter().cloned());
         c.env = Some(vars);
+        if c.image_pull_policy.is_none() {
+            c.image_pull_policy = c.image.as_deref().map(default_pull_policy);
+        }
+    }
+    for c in pod_spec.init_containers.iter_mut().flatten() {
+        if c.image_pull_policy.is_none() {
+            c.image_pull_policy = c.image.as_deref().map(default_pull_policy);
+        }
     }
     let drain = i64::try_from(inputs.ack_wait_ms.div_ceil(1000))
         .unwrap_or(i64::MAX)
@@ -210,6 +235,48 @@ mod tests {
             },
             template: t,
         }
+    }
+
+    #[test]
+    fn pull_policy_follows_the_tag_unless_the_template_sets_one() {
+        for (image, policy) in [
+            ("example/worker:latest", "Always"),
+            ("example/worker", "Always"),
+            ("registry:5000/worker", "Always"),
+            ("registry:5000/worker:1.2", "IfNotPresent"),
+            ("example/worker:1.2", "IfNotPresent"),
+            ("example/worker@sha256:abc", "IfNotPresent"),
+        ] {
+            assert_eq!(default_pull_policy(image), policy, "{image}");
+        }
+        let latest = worker_deployment(inputs(template(
+            "spec: {containers: [{name: w, image: 'img:latest'}]}\n",
+        )))
+        .unwrap();
+        let pod = latest.spec.unwrap().template.spec.unwrap();
+        assert_eq!(
+            pod.containers[0].image_pull_policy.as_deref(),
+            Some("Always")
+        );
+        // The tag moves on: the policy follows (the operator owns the field).
+        let pinned = worker_deployment(inputs(template(
+            "spec: {containers: [{name: w, image: 'img:1.2'}]}\n",
+        )))
+        .unwrap();
+        let pod = pinned.spec.unwrap().template.spec.unwrap();
+        assert_eq!(
+            pod.containers[0].image_pull_policy.as_deref(),
+            Some("IfNotPresent")
+        );
+        let explicit = worker_deployment(inputs(template(
+            "spec: {containers: [{name: w, image: 'img:latest', imagePullPolicy: Never}]}\n",
+        )))
+        .unwrap();
+        let pod = explicit.spec.unwrap().template.spec.unwrap();
+        assert_eq!(
+            pod.containers[0].image_pull_policy.as_deref(),
+            Some("Never")
+        );
     }
 
     #[test]

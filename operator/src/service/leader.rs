@@ -301,17 +301,26 @@ pub async fn run<F, Fut>(
                     break false;
                 }
                 () = tokio::time::sleep(interval) => {
-                    match elector.try_acquire_or_renew().await {
-                        Ok(true) => renewed = Instant::now(),
-                        Ok(false) => {
+                    // Each attempt is bounded by what is left of the renew deadline (as in
+                    // client-go), not by the API timeout: a renew hanging past the deadline
+                    // must not keep this replica reconciling after another may have taken
+                    // the lease over.
+                    let left = deadline.saturating_sub(renewed.elapsed());
+                    match tokio::time::timeout(left, elector.try_acquire_or_renew()).await {
+                        Ok(Ok(true)) => renewed = Instant::now(),
+                        Ok(Ok(false)) => {
                             warn!("lost the leader lease to another replica");
                             break false;
                         }
-                        Err(e) if renewed.elapsed() >= deadline => {
+                        Err(_) => {
+                            warn!(?deadline, "renewing the leader lease did not finish within the renew deadline");
+                            break false;
+                        }
+                        Ok(Err(e)) if renewed.elapsed() >= deadline => {
                             warn!(error = %e, "cannot renew the leader lease within the deadline");
                             break false;
                         }
-                        Err(e) => warn!(error = %e, "renewing the leader lease failed; retrying"),
+                        Ok(Err(e)) => warn!(error = %e, "renewing the leader lease failed; retrying"),
                     }
                 }
             }
@@ -347,6 +356,82 @@ mod tests {
     }
 
     const D: Duration = Duration::from_secs(15);
+
+    /// A leader whose renew requests hang stops leading once the renew deadline passes, well
+    /// before the lease (and before the 30 s API timeout).
+    #[tokio::test]
+    async fn a_hanging_renew_stops_leading_at_the_renew_deadline() {
+        use http::{Request, Response};
+        use kube::client::Body;
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            let mut n = 0;
+            while let Some((request, respond)) = handle.next_request().await {
+                n += 1;
+                let (code, body) = match n {
+                    // Candidate: no lease yet, then it is created.
+                    1 => (
+                        404,
+                        serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "NotFound", "code": 404}),
+                    ),
+                    2 => {
+                        let bytes = request.into_body().collect_bytes().await.unwrap();
+                        let mut lease: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                        lease["metadata"]["resourceVersion"] = "1".into();
+                        (201, lease)
+                    }
+                    // Leader: every later request hangs.
+                    _ => {
+                        held.push(respond);
+                        continue;
+                    }
+                };
+                respond.send_response(
+                    Response::builder()
+                        .status(code)
+                        .header("content-type", "application/json")
+                        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                        .unwrap(),
+                );
+            }
+        });
+        let client = Client::new(service, "default");
+        let mut config = LeaderConfig::new("default", "sluice-operator-leader", "me");
+        config.renew_deadline = Duration::from_secs(2);
+        config.renew_interval = Duration::from_millis(200);
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel();
+        let mut started_tx = Some(started_tx);
+        let mut stopped_tx = Some(stopped_tx);
+        let runner = tokio::spawn(run(
+            Elector::new(client, config.clone()),
+            Arc::new(Metrics::default()),
+            std::future::pending(),
+            move |stop| {
+                let started = started_tx.take();
+                let stopped = stopped_tx.take();
+                async move {
+                    if let Some(s) = started {
+                        let _ = s.send(Instant::now());
+                    }
+                    stop.await;
+                    if let Some(s) = stopped {
+                        let _ = s.send(Instant::now());
+                    }
+                }
+            },
+        ));
+        let started = started_rx.await.unwrap();
+        let stopped = stopped_rx.await.unwrap();
+        runner.abort();
+        let led = stopped.duration_since(started);
+        assert!(
+            led < config.lease_duration,
+            "led for {led:?} without renewing; the lease is {:?}",
+            config.lease_duration
+        );
+    }
 
     #[test]
     fn creates_renews_waits_and_takes_over() {

@@ -147,7 +147,8 @@ async fn dump(client: &Client, namespace: &str) {
     }
 }
 
-/// Applies the CRDs generated from the Rust types and waits until they are established.
+/// Applies the CRDs generated from the Rust types (server-side apply) and waits until each
+/// is established.
 pub async fn install_crds(client: &Client) {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use kube::ResourceExt;
@@ -166,7 +167,7 @@ pub async fn install_crds(client: &Client) {
         let name = crd.name_any();
         poll(
             &format!("CRD {name} established"),
-            Duration::from_secs(60),
+            Duration::from_secs(120),
             || {
                 let api = api.clone();
                 let name = name.clone();
@@ -185,4 +186,31 @@ pub async fn install_crds(client: &Client) {
         )
         .await;
     }
+}
+
+/// `Err` with the reason when the cluster cannot run pods (no Ready node, as with a bare
+/// kube-apiserver and etcd): a test that needs a running pod skips with it instead of
+/// waiting out its deadline.
+pub async fn cluster_runs_pods(client: &Client) -> Result<(), String> {
+    use k8s_openapi::api::core::v1::Node;
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .map_err(|e| format!("cannot list the cluster's nodes ({e})"))?;
+    let ready = nodes
+        .iter()
+        .filter(|n| {
+            n.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .count();
+    if ready == 0 {
+        return Err(format!(
+            "the cluster has no Ready node ({} nodes), so pods stay Pending",
+            nodes.items.len()
+        ));
+    }
+    Ok(())
 }
