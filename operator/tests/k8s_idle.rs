@@ -7,7 +7,6 @@
 
 mod k8s_support;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -18,7 +17,6 @@ use kube::{Client, Resource, ResourceExt};
 use sluice_broker::embedded::{NatsServer, ServerOptions};
 use sluice_operator::controller::conditions::{self, READY};
 use sluice_operator::controller::metrics::Metrics;
-use sluice_operator::controller::runtime::{self, Settings};
 use sluice_operator::crd::{Broker, ConsumerGroup, DeadLetterQueue, Topic};
 
 use k8s_support::{TempNamespace, client_or_skip, install_crds, poll};
@@ -135,21 +133,13 @@ async fn k8s_idle_order_events_cause_no_writes() {
     let ns = TempNamespace::create(&client, "idle").await;
     let server = NatsServer::start(ServerOptions::default()).await.unwrap();
     let metrics = Arc::new(Metrics::default());
-    let settings = Settings {
-        namespaces: vec![ns.name.clone()],
-        broker_urls: BTreeMap::from([("main".to_string(), server.url())]),
-        resync: RESYNC,
-        ..Settings::default()
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controllers = tokio::spawn(runtime::run(
-        client.clone(),
-        settings,
+    let operator = k8s_support::InProcessOperator::start(
+        &client,
+        &ns.name,
+        &server.url(),
+        RESYNC,
         metrics.clone(),
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    );
     let objects = apply_example(&client, &ns.name).await;
     assert_eq!(
         objects, 6,
@@ -259,6 +249,5 @@ async fn k8s_idle_order_events_cause_no_writes() {
         "{reconciled} reconciles in {IDLE:?}, expected about {per_resync}"
     );
 
-    let _ = stop_tx.send(());
-    controllers.await.unwrap();
+    operator.stop().await;
 }

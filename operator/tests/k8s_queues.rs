@@ -6,17 +6,15 @@
 
 mod k8s_support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, PostParams};
 use sluice_broker::embedded::{NatsServer, ServerOptions};
 use sluice_broker::{Broker as Nats, ConnectOptions, ResourceRef, names};
 use sluice_operator::controller::conditions::{self, READY};
-use sluice_operator::controller::runtime::{self, Settings};
 use sluice_operator::crd::{Broker, Queue, Topic};
 
-use k8s_support::{TempNamespace, client_or_skip, install_crds, poll};
+use k8s_support::{InProcessOperator, TempNamespace, client_or_skip, install_crds, poll};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -31,20 +29,13 @@ async fn k8s_queue_receives_every_partition_of_its_source_topic_and_shows_progre
     let nats = Nats::connect(&ConnectOptions::from_url_list(&server.url()))
         .await
         .unwrap();
-    let settings = Settings {
-        namespaces: vec![ns.name.clone()],
-        broker_urls: BTreeMap::from([("main".to_string(), server.url())]),
-        resync: Duration::from_secs(5),
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controllers = tokio::spawn(runtime::run(
-        client.clone(),
-        settings,
+    let operator = InProcessOperator::start(
+        &client,
+        &ns.name,
+        &server.url(),
+        Duration::from_secs(5),
         Default::default(),
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    );
 
     let brokers: Api<Broker> = Api::namespaced(client.clone(), &ns.name);
     brokers
@@ -150,6 +141,5 @@ async fn k8s_queue_receives_every_partition_of_its_source_topic_and_shows_progre
     })
     .await;
 
-    let _ = stop_tx.send(());
-    let _ = controllers.await;
+    operator.stop().await;
 }

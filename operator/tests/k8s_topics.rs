@@ -4,81 +4,24 @@
 //! Each test uses a fresh namespace and deletes it at the end.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
+mod k8s_support;
+
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
 use sluice_broker::embedded::{NatsServer, ServerOptions};
 use sluice_broker::{Broker as Nats, ConnectOptions, ResourceRef, names};
 use sluice_operator::controller::conditions::{self, READY};
-use sluice_operator::controller::runtime::{self, Settings};
 use sluice_operator::crd::{Broker, Topic};
 
-async fn client_or_skip() -> Option<Client> {
-    if std::env::var_os("KUBECONFIG").is_none() {
-        eprintln!("skipping: KUBECONFIG is not set (these tests need a real cluster)");
-        return None;
-    }
-    Some(
-        Client::try_default()
-            .await
-            .expect("KUBECONFIG is set but the cluster is unreachable"),
-    )
-}
+use k8s_support::{client_or_skip, install_crds, poll};
 
-async fn poll<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in sluice_operator::crdgen::all_crds() {
-        api.patch(
-            &crd.name_any(),
-            &PatchParams::apply("sluice-test").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap();
-    }
-    for crd in sluice_operator::crdgen::all_crds() {
-        let name = crd.name_any();
-        poll(&format!("CRD {name} established"), || {
-            let api = api.clone();
-            let name = name.clone();
-            async move {
-                api.get(&name)
-                    .await
-                    .ok()
-                    .and_then(|c| c.status)
-                    .and_then(|s| s.conditions)
-                    .is_some_and(|cs| {
-                        cs.iter()
-                            .any(|c| c.type_ == "Established" && c.status == "True")
-                    })
-            }
-        })
-        .await;
-    }
-}
+const WAIT: Duration = Duration::from_secs(90);
 
 #[tokio::test]
 async fn k8s_topics_become_ready_and_follow_deletion_policy() {
-    let Some(client) = client_or_skip().await else {
+    let Some(client) = client_or_skip("k8s_topics").await else {
         return;
     };
     install_crds(&client).await;
@@ -96,21 +39,13 @@ async fn k8s_topics_become_ready_and_follow_deletion_policy() {
     let nats = Nats::connect(&ConnectOptions::from_url_list(&server.url()))
         .await
         .unwrap();
-    let settings = Settings {
-        namespaces: vec![ns.clone()],
-        broker_urls: BTreeMap::from([("main".to_string(), server.url())]),
-        resync: Duration::from_secs(5),
-        ..Settings::default()
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controllers = tokio::spawn(runtime::run(
-        client.clone(),
-        settings,
+    let operator = k8s_support::InProcessOperator::start(
+        &client,
+        &ns,
+        &server.url(),
+        Duration::from_secs(5),
         Default::default(),
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    );
 
     let brokers: Api<Broker> = Api::namespaced(client.clone(), &ns);
     brokers
@@ -126,7 +61,7 @@ async fn k8s_topics_become_ready_and_follow_deletion_policy() {
         topics.create(&PostParams::default(), &t).await.unwrap();
     }
     for name in ["deleted", "kept"] {
-        poll(&format!("Topic {name} Ready"), || {
+        poll(&format!("Topic {name} Ready"), WAIT, || {
             let topics = topics.clone();
             async move {
                 topics
@@ -160,7 +95,7 @@ async fn k8s_topics_become_ready_and_follow_deletion_policy() {
 
     for name in ["deleted", "kept"] {
         topics.delete(name, &DeleteParams::default()).await.unwrap();
-        poll(&format!("Topic {name} gone"), || {
+        poll(&format!("Topic {name} gone"), WAIT, || {
             let topics = topics.clone();
             async move { topics.get_opt(name).await.unwrap().is_none() }
         })
@@ -181,8 +116,7 @@ async fn k8s_topics_become_ready_and_follow_deletion_policy() {
             .is_ok()
     );
 
-    let _ = stop_tx.send(());
-    controllers.await.unwrap();
+    operator.stop().await;
     namespaces
         .delete(&ns, &DeleteParams::default())
         .await

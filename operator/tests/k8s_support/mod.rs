@@ -214,3 +214,48 @@ pub async fn cluster_runs_pods(client: &Client) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The controllers running in-process, watching one namespace, with Broker `main` reached at
+/// a local nats-server's URL; [`InProcessOperator::stop`] shuts them down.
+pub struct InProcessOperator {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl InProcessOperator {
+    /// Starts the controllers for `namespace` with the given resync period and metrics.
+    pub fn start(
+        client: &Client,
+        namespace: &str,
+        broker_url: &str,
+        resync: Duration,
+        metrics: std::sync::Arc<sluice_operator::controller::metrics::Metrics>,
+    ) -> Self {
+        use sluice_operator::controller::runtime::{self, Settings};
+        let settings = Settings {
+            namespaces: vec![namespace.to_string()],
+            broker_urls: std::collections::BTreeMap::from([(
+                "main".to_string(),
+                broker_url.to_string(),
+            )]),
+            resync,
+            ..Settings::default()
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(runtime::run(
+            client.clone(),
+            settings,
+            metrics,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self { stop, task }
+    }
+
+    /// Stops the controllers and waits until they ended.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+    }
+}
