@@ -30,7 +30,7 @@ pub(crate) async fn run_topic_member(
     drain_timeout: Duration,
 ) -> Result<()> {
     let watches = CancellationToken::new();
-    let (members_tx, mut members_rx) = watch::channel(BTreeSet::new());
+    let (members_tx, mut members_rx) = watch::channel(BTreeMap::<String, ()>::new());
     let (leases_tx, mut leases_rx) = watch::channel(BTreeMap::<u32, LeaseEntry>::new());
     let mut background = JoinSet::new();
     {
@@ -54,7 +54,7 @@ pub(crate) async fn run_topic_member(
     info!(member = %me, "joined the group");
     loop {
         let partitions = config_rx.borrow().source.partitions;
-        let members = members_rx.borrow().clone();
+        let members: BTreeSet<String> = members_rx.borrow().keys().cloned().collect();
         let leases = leases_rx.borrow().clone();
         if members.contains(&me) {
             let owners: BTreeMap<u32, String> =
