@@ -30,6 +30,7 @@ pub mod dlq;
 pub mod embedded;
 pub mod error;
 pub mod group;
+pub mod ha;
 pub mod inspect;
 pub mod names;
 pub mod partitioner;

@@ -38,6 +38,12 @@
 //! messages), so a handoff rarely has anything left to return. The server's pinned-client
 //! priority group backs this up: only the pinned member receives messages.
 //!
+//! The membership, lease and idempotency buckets (and the group-config bucket) are replicated
+//! like the broker: three replicas on a JetStream cluster, so losing one server stops no group
+//! (see [`sluice_broker::ha`]). Each member rebuilds its view of members and leases from a
+//! fresh snapshot whenever its watch restarts or its connection comes back, so a broker
+//! restart or a network cut longer than the lease TTL ends with every partition owned again.
+//!
 //! **Fencing.** The server accepts a deposed member's acks, so the SDK fences itself: a lease
 //! counts as valid until 3/4 of its TTL after the last renewal was *sent*; the server expires
 //! it no earlier than a full TTL after it *stored* that renewal. A member that cannot renew
