@@ -211,9 +211,11 @@ async fn give_back(msg: &jetstream::Message, lease: Option<&Lease>) -> Outcome {
 }
 
 /// The delay before attempt `attempt + 1`, from the group's schedule (backon's exponential
-/// builder, with jitter when configured).
+/// builder, with jitter when configured). Never more than `backoff.max`: the cap applies after
+/// the jitter.
 pub(crate) fn retry_delay(cfg: &GroupConfig, attempt: u32) -> Duration {
     let b = &cfg.retry.backoff;
+    let cap = Duration::from_millis(b.max_ms);
     let mut builder = backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(b.initial_ms))
         .with_factor(b.multiplier as f32)
@@ -226,6 +228,7 @@ pub(crate) fn retry_delay(cfg: &GroupConfig, attempt: u32) -> Duration {
         .build()
         .nth(attempt.saturating_sub(1) as usize)
         .unwrap_or_else(|| b.delay_after(attempt))
+        .min(cap)
 }
 
 /// Handles one delivery end to end. `stop` is cancelled when the partition or worker stops:
@@ -390,18 +393,27 @@ async fn call(shared: &Shared, message: &Message) -> Result<(), HandlerError> {
         message.idempotency_key.clone(),
         shared.member_id.clone(),
     );
-    let fut = (shared.handler)(message.clone(), ctx);
+    // A panic in the synchronous part of the handler (before it returns its future) is the
+    // same failure as one inside the future.
+    let fut =
+        match std::panic::catch_unwind(AssertUnwindSafe(|| (shared.handler)(message.clone(), ctx)))
+        {
+            Ok(fut) => fut,
+            Err(panic) => return Err(panicked(panic.as_ref())),
+        };
     match AssertUnwindSafe(fut).catch_unwind().await {
         Ok(result) => result,
-        Err(panic) => {
-            let text = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_string());
-            Err(HandlerError::retryable(format!("handler panicked: {text}")))
-        }
+        Err(panic) => Err(panicked(panic.as_ref())),
     }
+}
+
+fn panicked(panic: &(dyn std::any::Any + Send)) -> HandlerError {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string());
+    HandlerError::retryable(format!("handler panicked: {text}"))
 }
 
 async fn ack(msg: &jetstream::Message, lease: Option<&Lease>) -> Outcome {
@@ -615,6 +627,29 @@ mod tests {
         cfg.retry.backoff.jitter = false;
         let ms: Vec<u128> = (1..5).map(|a| retry_delay(&cfg, a).as_millis()).collect();
         assert_eq!(ms, vec![100, 200, 350, 350]);
+    }
+
+    #[test]
+    fn jitter_never_takes_a_delay_past_the_maximum() {
+        let mut cfg = GroupConfig::new(
+            "default",
+            "g",
+            SourceRef {
+                kind: SourceKind::Topic,
+                name: "t".into(),
+                partitions: 1,
+            },
+        );
+        cfg.retry.backoff.initial_ms = 100;
+        cfg.retry.backoff.multiplier = 2.0;
+        cfg.retry.backoff.max_ms = 400;
+        cfg.retry.backoff.jitter = true;
+        for _ in 0..200 {
+            for attempt in 1..8 {
+                let d = retry_delay(&cfg, attempt);
+                assert!(d <= Duration::from_millis(400), "attempt {attempt}: {d:?}");
+            }
+        }
     }
 
     #[test]
