@@ -1,6 +1,7 @@
 //! Handlers and the idempotency store under faults: a panic before the handler's future is
 //! returned is a retryable failure (the partition goes on), and a completed message is not
-//! acknowledged until its idempotency key is recorded.
+//! acknowledged until its idempotency key is recorded. Also: a worker binary that sets up no
+//! logging still shows the SDK's warnings on stderr.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -15,6 +16,33 @@ use common::*;
 use sluice_broker::config::Delivery;
 use sluice_broker::{ResourceRef, names};
 use sluice_worker::{Context, Message, Worker};
+
+/// Entry point of the worker child processes (see `common::child_main`).
+#[test]
+#[ignore = "worker process entry point, run as a child by the tests of this file"]
+fn child_worker() {
+    child_main();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_from_the_environment_logs_to_stderr_by_default() {
+    let env = env().await;
+    let cfg = topic_group("orders", "logs", 1);
+    env.provision(&cfg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ChildSpec::new(&env, "logs", dir.path())
+        .with("SLUICE_TEST_DEFAULT_LOGGING", "1")
+        .with("RUST_LOG", "");
+    let mut child = spec.spawn("w0");
+    wait_until(
+        Duration::from_secs(60),
+        "the worker's own log lines on its stderr",
+        || spec.stderr().contains("joined the group"),
+    )
+    .await;
+    child.sigterm();
+    child.wait_exit(Duration::from_secs(60)).await;
+}
 
 /// Runs `worker` with `handler` on its own runtime until the test ends.
 fn run_worker<F, Fut>(worker: Worker, handler: F) -> sluice_worker::ShutdownHandle

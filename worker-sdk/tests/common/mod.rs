@@ -648,12 +648,17 @@ pub fn child_main() {
         eprintln!("child_worker is a worker process entry point: run by the other tests");
         return;
     }
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    // `SLUICE_TEST_DEFAULT_LOGGING`: install nothing, as a worker binary that does not set up
+    // tracing itself.
+    if std::env::var("SLUICE_TEST_DEFAULT_LOGGING").is_err() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let work = Duration::from_millis(
         std::env::var("SLUICE_TEST_WORK_MS")
             .ok()
