@@ -84,8 +84,25 @@ async fn wait_fenced(lease: Option<&Lease>) {
     }
 }
 
+/// Polls `fut` only while the lease is valid: `None` as soon as ownership cannot be proven.
+/// A member frozen past its lease (SIGSTOP, a stalled VM or node) thus runs not one more step
+/// of the handler after it wakes up, even before its renewal task noticed the lapse.
+fn while_owned<'a, F: std::future::Future + 'a>(
+    fut: F,
+    lease: Option<&'a Lease>,
+) -> impl std::future::Future<Output = Option<F::Output>> + 'a {
+    let mut fut = Box::pin(fut);
+    futures::future::poll_fn(move |cx| {
+        if fenced(lease) {
+            return std::task::Poll::Ready(None);
+        }
+        fut.as_mut().poll(cx).map(Some)
+    })
+}
+
 /// Runs `fut`, sending progress acks every third of the ack wait so the message is not
-/// redelivered while it runs; `None` when the lease was fenced meanwhile.
+/// redelivered while it runs; `None` when the lease was fenced meanwhile (`fut` is then
+/// dropped without being polled again).
 async fn with_progress<T>(
     msg: &jetstream::Message,
     ack_wait: Duration,
@@ -96,10 +113,11 @@ async fn with_progress<T>(
     // timer wheel (~1 ms), which would cost every message a millisecond.
     let period = ack_wait / 3;
     let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+    let fut = while_owned(fut, lease);
     tokio::pin!(fut);
     loop {
         tokio::select! {
-            out = &mut fut => return Some(out),
+            out = &mut fut => return out,
             _ = wait_fenced(lease) => return None,
             _ = tick.tick() => {
                 if let Err(e) = msg.ack_with(AckKind::Progress).await {
@@ -301,7 +319,7 @@ pub(crate) async fn process(
                 return Outcome::Unfinished;
             }
             let started = Instant::now();
-            let result = call(shared, &message).await;
+            let result = call(shared, &message, None).await;
             return match result {
                 Ok(()) => {
                     shared.observer.event(Event::Processed, origin.partition, Some(started.elapsed()));
@@ -321,7 +339,7 @@ pub(crate) async fn process(
             let mut m = message.clone();
             m.attempt = attempt;
             let started = Instant::now();
-            let Some(result) = with_progress(msg, ack_wait, lease, call(shared, &m)).await else {
+            let Some(result) = with_progress(msg, ack_wait, lease, call(shared, &m, lease)).await else {
                 return Outcome::Fenced;
             };
             let err = match result {
@@ -387,11 +405,16 @@ pub(crate) async fn process(
 }
 
 /// Calls the handler, turning a panic into a retryable failure.
-async fn call(shared: &Shared, message: &Message) -> Result<(), HandlerError> {
+async fn call(
+    shared: &Shared,
+    message: &Message,
+    lease: Option<&Lease>,
+) -> Result<(), HandlerError> {
     let ctx = Context::new(
         shared.js.clone(),
         message.idempotency_key.clone(),
         shared.member_id.clone(),
+        lease.map_or_else(CancellationToken::new, |l| l.fenced.child_token()),
     );
     // A panic in the synchronous part of the handler (before it returns its future) is the
     // same failure as one inside the future.
