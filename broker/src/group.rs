@@ -15,7 +15,7 @@ use async_nats::jetstream::kv;
 use futures::StreamExt;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 use crate::client::Broker;
 use crate::config::{GroupConfig, SourceKind, StartFrom};
@@ -240,32 +240,48 @@ impl Broker {
         Ok(changes)
     }
 
-    /// Opens (creating if needed) the group-config KV bucket.
+    /// Opens (creating if needed) the group-config KV bucket, replicated like the broker
+    /// (see [`crate::ha`]).
     pub async fn group_config_store(&self) -> Result<GroupConfigStore> {
-        let kv = match self
-            .jetstream()
-            .get_key_value(names::GROUP_CONFIG_BUCKET)
-            .await
-        {
-            Ok(kv) => kv,
-            Err(_) => self
-                .jetstream()
-                .create_key_value(kv::Config {
-                    bucket: names::GROUP_CONFIG_BUCKET.to_string(),
-                    description: "Sluice consumer-group configuration, written by the operator"
-                        .into(),
-                    history: 5,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| {
-                    broker_err(
-                        format!("failed to create KV bucket {}", names::GROUP_CONFIG_BUCKET),
-                        e,
-                    )
-                })?,
-        };
+        let kv = crate::ha::ensure_bucket(
+            self.jetstream(),
+            kv::Config {
+                bucket: names::GROUP_CONFIG_BUCKET.to_string(),
+                description: "Sluice consumer-group configuration, written by the operator".into(),
+                history: 5,
+                ..Default::default()
+            },
+        )
+        .await?;
         Ok(GroupConfigStore { kv })
+    }
+}
+
+/// How long calls on the config channel retry transient failures (a fresh bucket on a
+/// cluster answers `503 no responders` until its replicas elected a leader).
+const READ_RETRY: Duration = Duration::from_secs(15);
+
+/// Runs `op` again while it fails with [`ErrorKind::Unavailable`], for up to [`READ_RETRY`].
+async fn retry_transient<T, F, Fut>(mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + READ_RETRY;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e)
+                if e.kind() == ErrorKind::Unavailable
+                    && tokio::time::Instant::now() + delay < deadline =>
+            {
+                debug!(error = %e, "config channel not ready yet, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -294,11 +310,13 @@ impl GroupConfigStore {
     /// The group's current config, `None` when none was published.
     pub async fn get(&self, namespace: &str, group: &str) -> Result<Option<GroupConfig>> {
         let key = Self::key(namespace, group)?;
-        let entry = self
-            .kv
-            .get(&key)
-            .await
-            .map_err(|e| broker_err(format!("failed to read group config {key}"), e))?;
+        let entry = retry_transient(|| async {
+            self.kv
+                .get(&key)
+                .await
+                .map_err(|e| broker_err(format!("failed to read group config {key}"), e))
+        })
+        .await?;
         entry
             .map(|bytes| GroupConfig::from_json(&bytes))
             .transpose()
@@ -307,10 +325,14 @@ impl GroupConfigStore {
     /// Writes a config.
     pub async fn put(&self, cfg: &GroupConfig) -> Result<u64> {
         let key = names::group_config_key(&cfg.group_ref()?);
-        self.kv
-            .put(&key, cfg.to_json()?.into())
-            .await
-            .map_err(|e| broker_err(format!("failed to write group config {key}"), e))
+        let value: bytes::Bytes = cfg.to_json()?.into();
+        retry_transient(|| async {
+            self.kv
+                .put(&key, value.clone())
+                .await
+                .map_err(|e| broker_err(format!("failed to write group config {key}"), e))
+        })
+        .await
     }
 
     /// Removes a group's config.
@@ -330,11 +352,13 @@ impl GroupConfigStore {
         group: &str,
     ) -> Result<impl futures::Stream<Item = ConfigUpdate> + Send + 'static> {
         let key = Self::key(namespace, group)?;
-        let watch = self
-            .kv
-            .watch_with_history(&key)
-            .await
-            .map_err(|e| broker_err(format!("failed to watch group config {key}"), e))?;
+        let watch = retry_transient(|| async {
+            self.kv
+                .watch_with_history(&key)
+                .await
+                .map_err(|e| broker_err(format!("failed to watch group config {key}"), e))
+        })
+        .await?;
         Ok(watch.filter_map(|entry| async move {
             match entry {
                 Ok(entry) => match entry.operation {

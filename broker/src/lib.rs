@@ -32,6 +32,7 @@ pub mod embedded;
 pub mod error;
 pub mod fanout;
 pub mod group;
+pub mod ha;
 pub mod inspect;
 pub mod names;
 pub mod partitioner;

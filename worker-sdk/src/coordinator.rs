@@ -30,7 +30,7 @@ pub(crate) async fn run_topic_member(
     drain_timeout: Duration,
 ) -> Result<()> {
     let watches = CancellationToken::new();
-    let (members_tx, mut members_rx) = watch::channel(BTreeSet::new());
+    let (members_tx, mut members_rx) = watch::channel(BTreeMap::<String, ()>::new());
     let (leases_tx, mut leases_rx) = watch::channel(BTreeMap::<u32, LeaseEntry>::new());
     let mut background = JoinSet::new();
     {
@@ -44,6 +44,8 @@ pub(crate) async fn run_topic_member(
     let mut config_rx = shared.config.clone();
     let mut runners: HashMap<u32, CancellationToken> = HashMap::new();
     let mut tasks: JoinSet<(u32, Result<RunEnd>)> = JoinSet::new();
+    // Which partition each runner task runs, to notice a runner that died (panicked).
+    let mut task_partition: HashMap<tokio::task::Id, u32> = HashMap::new();
     let mut cooldown: HashMap<u32, Instant> = HashMap::new();
     let me = coord.me().to_string();
     let beat = coord.ttl() / 4;
@@ -54,7 +56,7 @@ pub(crate) async fn run_topic_member(
     info!(member = %me, "joined the group");
     loop {
         let partitions = config_rx.borrow().source.partitions;
-        let members = members_rx.borrow().clone();
+        let members: BTreeSet<String> = members_rx.borrow().keys().cloned().collect();
         let leases = leases_rx.borrow().clone();
         if members.contains(&me) {
             let owners: BTreeMap<u32, String> =
@@ -82,9 +84,10 @@ pub(crate) async fn run_topic_member(
                         let stop = CancellationToken::new();
                         runners.insert(p, stop.clone());
                         let (s, c) = (shared.clone(), coord.clone());
-                        tasks.spawn(async move {
+                        let task = tasks.spawn(async move {
                             (p, run_partition(s, c, lease, stop, drain_timeout).await)
                         });
+                        task_partition.insert(task.id(), p);
                         next_beat = Instant::now();
                     }
                     Ok(None) => debug!(partition = p, "lease still held, waiting"),
@@ -105,13 +108,26 @@ pub(crate) async fn run_topic_member(
             r = members_rx.changed() => if r.is_err() { break },
             r = leases_rx.changed() => if r.is_err() { break },
             r = config_rx.changed() => if r.is_err() { break },
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Ok((p, end)) = joined {
-                    runners.remove(&p);
-                    match end {
-                        Ok(end) => debug!(partition = p, ?end, "partition run ended"),
-                        Err(e) => {
-                            warn!(partition = p, error = %e, "partition run failed, retrying soon");
+            Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                match joined {
+                    Ok((id, (p, end))) => {
+                        task_partition.remove(&id);
+                        runners.remove(&p);
+                        match end {
+                            Ok(end) => debug!(partition = p, ?end, "partition run ended"),
+                            Err(e) => {
+                                warn!(partition = p, error = %e, "partition run failed, retrying soon");
+                                cooldown.insert(p, Instant::now() + Duration::from_secs(1));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        // A runner that died must not keep its partition from being consumed:
+                        // its lease lapses (renewal died with it) and the partition is taken
+                        // again.
+                        if let Some(p) = task_partition.remove(&e.id()) {
+                            warn!(partition = p, error = %e, "partition runner died, restarting it soon");
+                            runners.remove(&p);
                             cooldown.insert(p, Instant::now() + Duration::from_secs(1));
                         }
                     }

@@ -30,11 +30,9 @@ impl IdempotencyStore {
         self.store
             .get_or_try_init(|| async {
                 let bucket = names::idempotency_bucket(&cfg.group_ref()?);
-                if let Ok(store) = self.js.get_key_value(&bucket).await {
-                    return Ok(store);
-                }
-                self.js
-                    .create_key_value(kv::Config {
+                sluice_broker::ha::ensure_bucket(
+                    &self.js,
+                    kv::Config {
                         bucket: bucket.clone(),
                         description: format!(
                             "Sluice idempotency keys of group {}/{}",
@@ -43,9 +41,10 @@ impl IdempotencyStore {
                         history: 1,
                         max_age: Duration::from_millis(cfg.idempotency_ttl_ms),
                         ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| Error::broker(format!("failed to create KV bucket {bucket}"), e))
+                    },
+                )
+                .await
+                .map_err(Error::from)
             })
             .await
     }

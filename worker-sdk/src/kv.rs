@@ -10,24 +10,25 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 
-/// Opens a bucket, creating it with per-key TTL support when it does not exist.
+/// Opens a bucket, creating it with per-key TTL support when it does not exist, replicated
+/// like the broker (see [`sluice_broker::ha`]).
 pub(crate) async fn open_ttl_bucket(
     js: &jetstream::Context,
     bucket: &str,
     description: &str,
 ) -> Result<kv::Store> {
-    if let Ok(store) = js.get_key_value(bucket).await {
-        return Ok(store);
-    }
-    js.create_key_value(kv::Config {
-        bucket: bucket.to_string(),
-        description: description.to_string(),
-        history: 1,
-        limit_markers: Some(Duration::from_secs(5)),
-        ..Default::default()
-    })
+    sluice_broker::ha::ensure_bucket(
+        js,
+        kv::Config {
+            bucket: bucket.to_string(),
+            description: description.to_string(),
+            history: 1,
+            limit_markers: Some(Duration::from_secs(5)),
+            ..Default::default()
+        },
+    )
     .await
-    .map_err(|e| Error::broker(format!("failed to create KV bucket {bucket}"), e))
+    .map_err(Error::from)
 }
 
 /// Whole seconds for a per-key TTL (the server's unit), at least one.

@@ -38,6 +38,12 @@
 //! messages), so a handoff rarely has anything left to return. The server's pinned-client
 //! priority group backs this up: only the pinned member receives messages.
 //!
+//! The membership, lease and idempotency buckets (and the group-config bucket) are replicated
+//! like the broker: three replicas on a JetStream cluster, so losing one server stops no group
+//! (see [`sluice_broker::ha`]). Each member rebuilds its view of members and leases from a
+//! fresh snapshot whenever its watch restarts or its connection comes back, so a broker
+//! restart or a network cut longer than the lease TTL ends with every partition owned again.
+//!
 //! **Fencing.** The server accepts a deposed member's acks, so the SDK fences itself: a lease
 //! counts as valid until 3/4 of its TTL after the last renewal was *sent*; the server expires
 //! it no earlier than a full TTL after it *stored* that renewal. A member that cannot renew
@@ -53,7 +59,9 @@
 //! # Ordering
 //! - `partition`: one message at a time per partition, in offset order, also across
 //!   rebalances (a reorder buffer restores offset order after redeliveries). A failing message
-//!   is retried in place with the backoff schedule; the partition waits.
+//!   is retried in place with the backoff schedule; the partition waits. A partition that is
+//!   handed over does not wait out a retry's backoff: the message goes back (NAK) to the next
+//!   owner, and nothing behind it starts here.
 //! - `key`: offset order per key (the `Sluice-Key` header); different keys run concurrently up
 //!   to `maxConcurrency`. Keyless messages have no order.
 //! - `none`: up to `maxConcurrency` at once; retries go back to JetStream with a NAK delayed by
@@ -67,8 +75,10 @@
 //!   during handling loses the message; failures are logged, not retried.
 //! - **exactlyOnce**: at-least-once plus an idempotency store (`SLUICE_IDEM__<ns>__<group>`, entries
 //!   kept `idempotencyTtl`): after the handler returns `Ok`, the SDK records the message's
-//!   idempotency key, then acks. A redelivered message whose key is recorded is acked without
-//!   calling the handler. The remaining window is a crash *after the handler returned and before
+//!   idempotency key, then acks (while the store is unavailable, recording is retried and the
+//!   message kept; nothing is acked before the key is recorded). A redelivered message whose
+//!   key is recorded is acked without calling the handler, also when it is past the delivery
+//!   limit. The remaining window is a crash *after the handler returned and before
 //!   the key was recorded*: then the handler runs again. A redelivery that arrives while the
 //!   first handling still runs on the same member (its ack wait lapsed because the process
 //!   stalled) is not started again; on a queue, a redelivery to *another* member while the
@@ -95,8 +105,13 @@
 //! handler calls (the envelope's `attempts` says how many deliveries there were). A
 //! [`HandlerError::Permanent`] dead-letters at once; a panic counts as a retryable failure.
 //! Dead-lettering publishes the original payload and headers plus the `Sluice-*` envelope
-//! ([`sluice_broker::dlq`]) and waits for the broker's ack before terminating the original; if
-//! the publish fails nothing is acknowledged. Without a DLQ the message is terminated with a
+//! ([`sluice_broker::dlq`]) and waits for the broker's ack before terminating the original.
+//! A DLQ that is unavailable costs time, not messages: the message is kept (progress acks) and
+//! the publish retried with backoff (up to 5 s apart) until the DLQ stores it. A message on its
+//! last JetStream delivery is never handed back (JetStream would not deliver it again): at a
+//! handoff or fence it is dead-lettered instead, and when a member crashes with it, the next
+//! owner dead-letters it from the stream as soon as the server reports that it gave the
+//! message up (the consumer's max-deliveries advisory), with `Sluice-Last-Error` saying so. Without a DLQ the message is terminated with a
 //! warning. `Sluice-First-Failure` is the first failure this worker saw (earlier failures on
 //! crashed workers are not known); `Sluice-Original-Id` is the message's idempotency key; the
 //! original headers, W3C `traceparent`/`tracestate` included, travel with the dead letter.

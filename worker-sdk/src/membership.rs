@@ -10,7 +10,8 @@
 //!   successful renewal; the server can only expire the key `ttl` after it *stored* that
 //!   renewal, so a member that cannot renew fences itself before anyone else can take over.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -136,49 +137,21 @@ impl Coordination {
             .map_err(|e| Error::broker(format!("failed to remove member key {key}"), e))
     }
 
-    /// Follows the live member set until `cancel`.
+    /// Follows the live member set (escaped member ids) until `cancel`.
     pub(crate) async fn watch_members(
         &self,
-        tx: watch::Sender<BTreeSet<String>>,
+        tx: watch::Sender<BTreeMap<String, ()>>,
         cancel: CancellationToken,
     ) {
-        let prefix = self.prefix.clone();
-        let filter = format!("{prefix}>");
-        loop {
-            match self.members.watch_with_history(&filter).await {
-                Ok(mut watch) => loop {
-                    let entry = tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        e = watch.next() => e,
-                    };
-                    let Some(entry) = entry else { break };
-                    let entry = match entry {
-                        Ok(entry) => entry,
-                        Err(e) => {
-                            warn!(error = %e, "member watch error");
-                            break;
-                        }
-                    };
-                    let Some(id) = entry.key.strip_prefix(&prefix) else {
-                        continue;
-                    };
-                    // Lease-free ids only: `<ns>.<group>.<member>` has no further dots.
-                    if id.contains('.') {
-                        continue;
-                    }
-                    let id = id.to_string();
-                    tx.send_if_modified(|set| match entry.operation {
-                        kv::Operation::Put => set.insert(id),
-                        kv::Operation::Delete | kv::Operation::Purge => set.remove(&id),
-                    });
-                },
-                Err(e) => warn!(error = %e, "failed to watch members, retrying"),
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            }
-        }
+        let view = View {
+            store: &self.members,
+            client: self.js.client(),
+            prefix: &self.prefix,
+            what: "members",
+        };
+        // Lease-free ids only: `<ns>.<group>.<member>` has no further dots.
+        let key = |id: &str| (!id.contains('.')).then(|| id.to_string());
+        view.follow(key, |_: &kv::Entry| (), &tx, &cancel).await;
     }
 
     /// Follows the partition leases until `cancel`.
@@ -187,44 +160,18 @@ impl Coordination {
         tx: watch::Sender<BTreeMap<u32, LeaseEntry>>,
         cancel: CancellationToken,
     ) {
-        let prefix = self.prefix.clone();
-        let filter = format!("{prefix}>");
-        loop {
-            match self.leases.watch_with_history(&filter).await {
-                Ok(mut watch) => loop {
-                    let entry = tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        e = watch.next() => e,
-                    };
-                    let Some(entry) = entry else { break };
-                    let entry = match entry {
-                        Ok(entry) => entry,
-                        Err(e) => {
-                            warn!(error = %e, "lease watch error");
-                            break;
-                        }
-                    };
-                    let Some(Ok(p)) = entry.key.strip_prefix(&prefix).map(str::parse::<u32>) else {
-                        continue;
-                    };
-                    let owner = String::from_utf8_lossy(&entry.value).to_string();
-                    let revision = entry.revision;
-                    tx.send_modify(|map| match entry.operation {
-                        kv::Operation::Put => {
-                            map.insert(p, LeaseEntry { owner, revision });
-                        }
-                        kv::Operation::Delete | kv::Operation::Purge => {
-                            map.remove(&p);
-                        }
-                    });
-                },
-                Err(e) => warn!(error = %e, "failed to watch leases, retrying"),
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            }
-        }
+        let view = View {
+            store: &self.leases,
+            client: self.js.client(),
+            prefix: &self.prefix,
+            what: "leases",
+        };
+        let key = |k: &str| k.parse::<u32>().ok();
+        let value = |e: &kv::Entry| LeaseEntry {
+            owner: String::from_utf8_lossy(&e.value).to_string(),
+            revision: e.revision,
+        };
+        view.follow(key, value, &tx, &cancel).await;
     }
 
     /// Takes partition `p`'s lease if nobody holds it; `stale` = a lease this member id holds
@@ -325,6 +272,171 @@ impl Coordination {
                 warn!(partition = lease.partition, error = %e, "failed to release lease (it expires on its own)")
             }
         }
+    }
+}
+
+/// How often a view is rebuilt from a fresh snapshot even when nothing looked wrong.
+const RESYNC: Duration = Duration::from_secs(30);
+/// How often the connection is checked for a reconnect (which rebuilds the views).
+const RECONNECT_CHECK: Duration = Duration::from_secs(1);
+/// How long a snapshot may pause between two entries before what arrived counts as complete.
+const SNAPSHOT_IDLE: Duration = Duration::from_secs(5);
+
+/// The live keys under one group's prefix in a KV bucket, followed into a watch channel.
+///
+/// Every (re)start of the KV watch rebuilds the map from a fresh snapshot and replaces it
+/// whole: a watch resumed after an outage cannot see the expiry markers of keys that expired
+/// meanwhile (the server removes them after a few seconds), so patching the old map would keep
+/// ghost members and owners whose partitions nobody consumes. The watch is restarted when it
+/// ends or fails, when the client reconnected (async-nats resumes a KV watch where it left off,
+/// which is not a snapshot), and every [`RESYNC`] as a safety net.
+struct View<'a> {
+    store: &'a kv::Store,
+    client: async_nats::Client,
+    prefix: &'a str,
+    what: &'static str,
+}
+
+impl View<'_> {
+    async fn follow<K: Ord, V: PartialEq>(
+        &self,
+        key: impl Fn(&str) -> Option<K>,
+        value: impl Fn(&kv::Entry) -> V,
+        tx: &watch::Sender<BTreeMap<K, V>>,
+        cancel: &CancellationToken,
+    ) {
+        let stats = self.client.statistics();
+        let filter = format!("{}>", self.prefix);
+        loop {
+            let connects = stats.connects.load(AtomicOrdering::Relaxed);
+            let started = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = self.snapshot(&filter, &key, &value) => r,
+            };
+            match started {
+                Ok((snapshot, mut watch)) => {
+                    debug!(
+                        view = self.what,
+                        entries = snapshot.len(),
+                        "view rebuilt from a snapshot"
+                    );
+                    tx.send_if_modified(|map| {
+                        let changed = *map != snapshot;
+                        *map = snapshot;
+                        changed
+                    });
+                    let resync = tokio::time::sleep(RESYNC);
+                    tokio::pin!(resync);
+                    let mut check = tokio::time::interval(RECONNECT_CHECK);
+                    loop {
+                        let entry = tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            _ = &mut resync => break,
+                            _ = check.tick() => {
+                                if stats.connects.load(AtomicOrdering::Relaxed) != connects {
+                                    info!(view = self.what, "reconnected to the broker: rebuilding the view");
+                                    break;
+                                }
+                                continue;
+                            }
+                            e = watch.next() => e,
+                        };
+                        match entry {
+                            Some(Ok(entry)) => {
+                                tx.send_if_modified(|map| {
+                                    apply(map, &entry, self.prefix, &key, &value)
+                                });
+                            }
+                            Some(Err(e)) => {
+                                warn!(view = self.what, error = %e, "watch failed: rebuilding the view");
+                                break;
+                            }
+                            None => {
+                                warn!(view = self.what, "watch ended: rebuilding the view");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(view = self.what, error = %e, "failed to read the view, retrying")
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+
+    /// A fresh snapshot of the live keys and the watch that continues after it.
+    async fn snapshot<K: Ord, V: PartialEq>(
+        &self,
+        filter: &str,
+        key: &impl Fn(&str) -> Option<K>,
+        value: &impl Fn(&kv::Entry) -> V,
+    ) -> std::result::Result<(BTreeMap<K, V>, kv::Watch), String> {
+        // How many keys the snapshot holds (the watch gives no end marker when it is empty).
+        let expected = self
+            .store
+            .stream
+            .info_with_subjects(filter)
+            .await
+            .map_err(|e| format!("failed to list {}: {e}", self.what))?
+            .count()
+            .await;
+        let mut watch = self
+            .store
+            .watch_with_history(filter)
+            .await
+            .map_err(|e| format!("failed to watch {}: {e}", self.what))?;
+        let mut map = BTreeMap::new();
+        let mut seen = 0usize;
+        while seen < expected {
+            match tokio::time::timeout(SNAPSHOT_IDLE, watch.next()).await {
+                Ok(Some(Ok(entry))) => {
+                    seen += 1;
+                    apply(&mut map, &entry, self.prefix, key, value);
+                    if entry.seen_current {
+                        break;
+                    }
+                }
+                Ok(Some(Err(e))) => return Err(format!("failed to read {}: {e}", self.what)),
+                Ok(None) => return Err(format!("watch of {} ended", self.what)),
+                Err(_) => {
+                    debug!(
+                        view = self.what,
+                        seen, expected, "snapshot went quiet: using what arrived"
+                    );
+                    break;
+                }
+            }
+        }
+        Ok((map, watch))
+    }
+}
+
+/// Applies one watched entry to a view; whether it changed.
+fn apply<K: Ord, V: PartialEq>(
+    map: &mut BTreeMap<K, V>,
+    entry: &kv::Entry,
+    prefix: &str,
+    key: &impl Fn(&str) -> Option<K>,
+    value: &impl Fn(&kv::Entry) -> V,
+) -> bool {
+    let Some(k) = entry.key.strip_prefix(prefix).and_then(key) else {
+        return false;
+    };
+    match entry.operation {
+        kv::Operation::Put => {
+            let v = value(entry);
+            if map.get(&k) == Some(&v) {
+                return false;
+            }
+            map.insert(k, v);
+            true
+        }
+        kv::Operation::Delete | kv::Operation::Purge => map.remove(&k).is_some(),
     }
 }
 

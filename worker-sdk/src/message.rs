@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use sluice_broker::dlq::headers;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 
@@ -83,6 +84,7 @@ struct ContextInner {
     idempotency_key: String,
     member_id: String,
     outputs: AtomicU32,
+    cancel: CancellationToken,
 }
 
 impl Context {
@@ -90,6 +92,7 @@ impl Context {
         js: async_nats::jetstream::Context,
         idempotency_key: String,
         member_id: String,
+        cancel: CancellationToken,
     ) -> Self {
         Self {
             inner: Arc::new(ContextInner {
@@ -97,8 +100,36 @@ impl Context {
                 idempotency_key,
                 member_id,
                 outputs: AtomicU32::new(0),
+                cancel,
             }),
         }
+    }
+
+    /// Whether this member lost the partition while the handler runs (its lease renewal task
+    /// found the lease lapsed or taken, e.g. after the process was frozen): another member may
+    /// handle the message now, so stop and commit nothing. The SDK itself stops polling the
+    /// handler's future as soon as the lease lapses; this is for work that does not await (a
+    /// long synchronous loop, another thread).
+    ///
+    /// ```no_run
+    /// # async fn h(ctx: sluice_worker::Context) {
+    /// for row in 0..1_000 {
+    ///     if ctx.is_cancelled() {
+    ///         return; // the partition moved on: leave the rest to its new owner
+    ///     }
+    ///     # let _ = row;
+    /// }
+    /// # }
+    /// ```
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+
+    /// A token cancelled when this member lost the partition (see [`Context::is_cancelled`]),
+    /// for work the handler runs elsewhere (a spawned task, another thread). Always live for
+    /// queues (no ownership to lose).
+    pub fn cancellation(&self) -> CancellationToken {
+        self.inner.cancel.clone()
     }
 
     /// The idempotency key of the message being handled (see [`Message::idempotency_key`]).

@@ -20,7 +20,7 @@
 //! group's start position) is skipped once the consumer reports no unacknowledged deliveries
 //! other than the ones this member holds.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,7 +39,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::error::{Error, Result};
 use crate::membership::{Coordination, Lease};
-use crate::process::{Origin, Outcome, Shared, process};
+use crate::process::{Origin, Outcome, Shared, dead_letter_exhausted, process};
 use crate::pull::{PinnedPull, Pulled};
 
 /// Fewest messages a partition keeps fetched ahead (also the window before a rate is known).
@@ -154,6 +154,14 @@ struct Runner {
     inflight: Inflight,
     inflight_seqs: HashSet<u64>,
     gap_since: Option<Instant>,
+    /// An ordered run handed a message back (it stopped while the message waited): nothing
+    /// after it may start, or order would break.
+    blocked: bool,
+    /// Offsets the server gave up on (max deliveries advisory) that the head may skip once
+    /// they are dead-lettered.
+    exhausted: BTreeSet<u64>,
+    /// `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES` of this consumer.
+    advisories: async_nats::Subscriber,
 }
 
 impl Runner {
@@ -198,6 +206,15 @@ impl Runner {
             expires,
         )
         .await?;
+        // Messages whose last delivery was returned unfinished (a crash, a fence) are never
+        // delivered again; the server says so once, to whoever pulls.
+        let advisory_subject =
+            format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream_name}.{durable}");
+        let advisories = shared
+            .client
+            .subscribe(advisory_subject.clone())
+            .await
+            .map_err(|e| Error::broker(format!("failed to subscribe to {advisory_subject}"), e))?;
         info!(partition = p, next_offset = next, "partition acquired");
         Ok(Self {
             ordering: cfg.ordering,
@@ -222,6 +239,9 @@ impl Runner {
             inflight: FuturesUnordered::new(),
             inflight_seqs: HashSet::new(),
             gap_since: None,
+            blocked: false,
+            exhausted: BTreeSet::new(),
+            advisories,
         })
     }
 
@@ -281,8 +301,9 @@ impl Runner {
                     if outcome == Outcome::Fenced {
                         return Ok(self.fence().await);
                     }
-                    self.completed(seq, key);
+                    self.completed(seq, key, outcome);
                 }
+                Some(advisory) = self.advisories.next() => self.exhausted_advisory(&advisory.payload),
                 p = self.pull.next() => {
                     self.pulled(p).await;
                     // Take what already arrived in one go (one pass of the loop per batch,
@@ -326,11 +347,57 @@ impl Runner {
         }
     }
 
-    fn completed(&mut self, seq: u64, key: Option<String>) {
+    fn completed(&mut self, seq: u64, key: Option<String>, outcome: Outcome) {
+        if outcome == Outcome::Unfinished && self.ordering != Ordering::None {
+            debug!(
+                offset = seq,
+                "message handed back: starting nothing after it"
+            );
+            self.blocked = true;
+        }
         self.completed += 1;
         self.inflight_seqs.remove(&seq);
         if let Some(k) = key {
             self.busy.remove(&k);
+        }
+    }
+
+    /// The server gave a message up (its last delivery was returned unfinished): dead-letter it
+    /// from the stream, and let an ordered head skip it once that is done.
+    fn exhausted_advisory(&mut self, payload: &[u8]) {
+        #[derive(serde::Deserialize)]
+        struct MaxDeliveries {
+            stream_seq: u64,
+            deliveries: u64,
+        }
+        let Ok(advisory) = serde_json::from_slice::<MaxDeliveries>(payload) else {
+            debug!("unreadable max-deliveries advisory: ignored");
+            return;
+        };
+        let seq = advisory.stream_seq;
+        warn!(
+            offset = seq,
+            deliveries = advisory.deliveries,
+            "last delivery of a message was never finished: dead-lettering it"
+        );
+        let (shared, stream, stream_name) = (
+            self.shared.clone(),
+            self.stream.clone(),
+            self.stream_name.clone(),
+        );
+        let partition = self.lease.partition;
+        self.inflight.push(Box::pin(async move {
+            let origin = Origin {
+                partition,
+                stream: &stream_name,
+                in_place: false,
+            };
+            let outcome =
+                dead_letter_exhausted(&shared, &stream, origin, seq, advisory.deliveries).await;
+            (seq, None, outcome)
+        }));
+        if self.ordering != Ordering::None && seq >= self.next {
+            self.exhausted.insert(seq);
         }
     }
 
@@ -367,6 +434,15 @@ impl Runner {
 
     /// Starts whatever the ordering mode allows.
     fn pump(&mut self) {
+        if self.blocked {
+            return;
+        }
+        // Offsets the server gave up on are dead-lettered, never delivered: skip them.
+        while !self.buffer.contains_key(&self.next) && self.exhausted.remove(&self.next) {
+            self.next += 1;
+        }
+        let next = self.next;
+        self.exhausted.retain(|s| *s >= next);
         let max = self.shared.config.borrow().max_concurrency.max(1) as usize;
         match self.ordering {
             Ordering::Partition => {
@@ -438,6 +514,7 @@ impl Runner {
 
     fn spawn(&mut self, seq: u64, key: Option<String>, msg: jetstream::Message, in_place: bool) {
         self.inflight_seqs.insert(seq);
+        let stop = self.stop.clone();
         let shared = self.shared.clone();
         let lease = self.lease.clone();
         let stream = self.stream_name.clone();
@@ -449,9 +526,14 @@ impl Runner {
                     stream: &stream,
                     in_place,
                 };
-                let outcome = process(&shared, &msg, origin, Some(&lease)).await;
-                // An ordered partition cannot move past an unfinished message: try again.
-                if outcome == Outcome::Unfinished && in_place && lease.is_valid() {
+                let outcome = process(&shared, &msg, origin, Some(&lease), &stop).await;
+                // An ordered partition cannot move past an unfinished message: try again
+                // (unless it was handed back because the partition stops).
+                if outcome == Outcome::Unfinished
+                    && in_place
+                    && lease.is_valid()
+                    && !stop.is_cancelled()
+                {
                     tokio::select! {
                         _ = lease.fenced.cancelled() => return (seq, key, Outcome::Fenced),
                         _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
@@ -503,6 +585,17 @@ impl Runner {
             return;
         };
         self.next = self.next.max(info.ack_floor.stream_sequence + 1);
+        // Deliveries below the ack floor were acknowledged elsewhere (e.g. a deposed owner's
+        // late acks): they must not stay at the head, where nothing would ever start them.
+        let kept = self.buffer.split_off(&self.next);
+        let below = std::mem::replace(&mut self.buffer, kept);
+        if !below.is_empty() {
+            debug!(
+                count = below.len(),
+                next_offset = self.next,
+                "dropping deliveries below the ack floor (acknowledged elsewhere)"
+            );
+        }
         let Some((&first, _)) = self.buffer.first_key_value() else {
             return;
         };
@@ -525,7 +618,62 @@ impl Runner {
             "ownership lost: stopped handling without acknowledging"
         );
         self.inflight.clear();
+        let held = self.take_queued();
+        let deadline = Instant::now() + self.drain_timeout;
+        self.settle_last_deliveries(held, None, deadline).await;
         RunEnd::Fenced
+    }
+
+    /// Everything fetched and not started, leaving the queues empty.
+    fn take_queued(&mut self) -> Vec<Held> {
+        std::mem::take(&mut self.buffer)
+            .into_values()
+            .chain(std::mem::take(&mut self.fifo).into_iter().map(|(_, h)| h))
+            .chain(
+                std::mem::take(&mut self.lanes)
+                    .into_values()
+                    .flat_map(|l| l.into_iter().map(|(_, h)| h)),
+            )
+            .collect()
+    }
+
+    /// Dead-letters the held messages that are on their last delivery (JetStream never
+    /// delivers them again, so handing them back or dropping them would lose them) and returns
+    /// the others. `lease` is `None` after a fence: no other member can receive these messages,
+    /// so dead-lettering them needs no ownership.
+    async fn settle_last_deliveries(
+        &mut self,
+        held: Vec<Held>,
+        lease: Option<Arc<Lease>>,
+        deadline: Instant,
+    ) -> Vec<Held> {
+        let max_deliver = self.shared.config.borrow().max_deliver();
+        let (last, rest): (Vec<Held>, Vec<Held>) = held
+            .into_iter()
+            .partition(|h| h.msg.info().is_ok_and(|i| i.delivered >= max_deliver));
+        if last.is_empty() {
+            return rest;
+        }
+        warn!(
+            count = last.len(),
+            "dead-lettering held messages on their last delivery instead of handing them back"
+        );
+        let never = CancellationToken::new();
+        for h in last {
+            let origin = Origin {
+                partition: self.lease.partition,
+                stream: &self.stream_name,
+                in_place: false,
+            };
+            let work = process(&self.shared, &h.msg, origin, lease.as_deref(), &never);
+            if tokio::time::timeout_at(deadline, work).await.is_err() {
+                warn!(
+                    "out of time while dead-lettering: the next owner finishes it (max-deliveries advisory)"
+                );
+                break;
+            }
+        }
+        rest
     }
 
     /// Clean handoff (see the module docs): nothing is requested any more; what pending
@@ -562,27 +710,33 @@ impl Runner {
                     if outcome == Outcome::Fenced {
                         return Ok(self.fence().await);
                     }
-                    self.completed(seq, key);
+                    self.completed(seq, key, outcome);
                 }
+                Some(advisory) = self.advisories.next() => self.exhausted_advisory(&advisory.payload),
                 p = self.pull.next(), if !idle => self.pulled(p).await,
                 _ = tokio::time::sleep_until(wake) => {}
             }
         }
         // Whatever could not be started goes back at once to the next owner.
-        let leftovers: Vec<Held> = std::mem::take(&mut self.buffer)
-            .into_values()
-            .chain(std::mem::take(&mut self.fifo).into_iter().map(|(_, h)| h))
-            .chain(
-                std::mem::take(&mut self.lanes)
-                    .into_values()
-                    .flat_map(|l| l.into_iter().map(|(_, h)| h)),
-            )
-            .collect();
-        let left = leftovers.len();
+        let leftovers = self.take_queued();
         // A deposed owner must not touch the new owner's deliveries, not even with a NAK.
         if !self.lease.is_valid() {
+            self.settle_last_deliveries(
+                leftovers,
+                None,
+                hard.max(Instant::now() + Duration::from_secs(5)),
+            )
+            .await;
             return Ok(RunEnd::Fenced);
         }
+        let leftovers = self
+            .settle_last_deliveries(
+                leftovers,
+                Some(self.lease.clone()),
+                hard.max(Instant::now() + Duration::from_secs(5)),
+            )
+            .await;
+        let left = leftovers.len();
         for h in leftovers {
             let _ = h.msg.ack_with(AckKind::Nak(None)).await;
         }

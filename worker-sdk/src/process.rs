@@ -17,6 +17,7 @@ use sluice_broker::names;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::error::HandlerError;
@@ -83,8 +84,25 @@ async fn wait_fenced(lease: Option<&Lease>) {
     }
 }
 
+/// Polls `fut` only while the lease is valid: `None` as soon as ownership cannot be proven.
+/// A member frozen past its lease (SIGSTOP, a stalled VM or node) thus runs not one more step
+/// of the handler after it wakes up, even before its renewal task noticed the lapse.
+fn while_owned<'a, F: std::future::Future + 'a>(
+    fut: F,
+    lease: Option<&'a Lease>,
+) -> impl std::future::Future<Output = Option<F::Output>> + 'a {
+    let mut fut = Box::pin(fut);
+    futures::future::poll_fn(move |cx| {
+        if fenced(lease) {
+            return std::task::Poll::Ready(None);
+        }
+        fut.as_mut().poll(cx).map(Some)
+    })
+}
+
 /// Runs `fut`, sending progress acks every third of the ack wait so the message is not
-/// redelivered while it runs; `None` when the lease was fenced meanwhile.
+/// redelivered while it runs; `None` when the lease was fenced meanwhile (`fut` is then
+/// dropped without being polled again).
 async fn with_progress<T>(
     msg: &jetstream::Message,
     ack_wait: Duration,
@@ -95,10 +113,11 @@ async fn with_progress<T>(
     // timer wheel (~1 ms), which would cost every message a millisecond.
     let period = ack_wait / 3;
     let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+    let fut = while_owned(fut, lease);
     tokio::pin!(fut);
     loop {
         tokio::select! {
-            out = &mut fut => return Some(out),
+            out = &mut fut => return out,
             _ = wait_fenced(lease) => return None,
             _ = tick.tick() => {
                 if let Err(e) = msg.ack_with(AckKind::Progress).await {
@@ -109,10 +128,112 @@ async fn with_progress<T>(
     }
 }
 
+/// First pause between two tries of an infrastructure step (idempotency store, DLQ).
+const INFRA_RETRY_MIN: Duration = Duration::from_millis(100);
+/// Longest pause between two tries of an infrastructure step.
+const INFRA_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Why [`persist`] gave up on a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Abandon {
+    /// Ownership could not be proven.
+    Fenced,
+    /// The partition or worker is stopping and the message may be returned.
+    Stopped,
+}
+
+async fn stopped(stop: Option<&CancellationToken>) {
+    match stop {
+        Some(s) => s.cancelled().await,
+        None => futures::future::pending().await,
+    }
+}
+
+/// Runs an infrastructure step (`what`: recording an idempotency key, publishing a dead
+/// letter) until it succeeds, retrying with backoff and keeping the message alive with
+/// progress acks meanwhile, so an outage of the step costs time, not the message. Gives up only
+/// when the lease is fenced, or when `stop` is cancelled (pass `None` when the message must not
+/// be returned, e.g. on its last delivery).
+async fn persist<T, E, F, Fut>(
+    msg: Option<&jetstream::Message>,
+    ack_wait: Duration,
+    lease: Option<&Lease>,
+    stop: Option<&CancellationToken>,
+    what: &str,
+    mut op: F,
+) -> Result<T, Abandon>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let period = ack_wait / 3;
+    let mut progress = tokio::time::interval_at(Instant::now() + period, period);
+    let mut delay = INFRA_RETRY_MIN;
+    let mut failures = 0u32;
+    loop {
+        let attempt = op();
+        tokio::pin!(attempt);
+        let result = loop {
+            tokio::select! {
+                r = &mut attempt => break r,
+                _ = wait_fenced(lease) => return Err(Abandon::Fenced),
+                _ = progress.tick() => keep_alive(msg).await,
+            }
+        };
+        let e = match result {
+            Ok(v) => {
+                if failures > 0 {
+                    warn!(failures, "{what}: succeeded after retrying");
+                }
+                return Ok(v);
+            }
+            Err(e) => e,
+        };
+        failures += 1;
+        warn!(error = %e, failures, retry_in = ?delay, "{what} failed: keeping the message and retrying");
+        if stop.is_some_and(CancellationToken::is_cancelled) {
+            return Err(Abandon::Stopped);
+        }
+        let pause = tokio::time::sleep(delay);
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                _ = &mut pause => break,
+                _ = wait_fenced(lease) => return Err(Abandon::Fenced),
+                _ = stopped(stop) => return Err(Abandon::Stopped),
+                _ = progress.tick() => keep_alive(msg).await,
+            }
+        }
+        delay = (delay * 2).min(INFRA_RETRY_MAX);
+    }
+}
+
+async fn keep_alive(msg: Option<&jetstream::Message>) {
+    if let Some(m) = msg
+        && let Err(e) = m.ack_with(AckKind::Progress).await
+    {
+        debug!(error = %e, "progress ack failed");
+    }
+}
+
+/// Hands a message back for immediate redelivery (a stopping partition or worker).
+async fn give_back(msg: &jetstream::Message, lease: Option<&Lease>) -> Outcome {
+    if fenced(lease) {
+        return Outcome::Fenced;
+    }
+    if let Err(e) = msg.ack_with(AckKind::Nak(None)).await {
+        debug!(error = %e, "nak failed: the message is redelivered after the ack wait");
+    }
+    Outcome::Unfinished
+}
+
 /// The delay before attempt `attempt + 1`, from the group's schedule (backon's exponential
-/// builder, with jitter when configured).
+/// builder, with jitter when configured). Never more than `backoff.max`: the cap applies after
+/// the jitter.
 pub(crate) fn retry_delay(cfg: &GroupConfig, attempt: u32) -> Duration {
     let b = &cfg.retry.backoff;
+    let cap = Duration::from_millis(b.max_ms);
     let mut builder = backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(b.initial_ms))
         .with_factor(b.multiplier as f32)
@@ -125,14 +246,18 @@ pub(crate) fn retry_delay(cfg: &GroupConfig, attempt: u32) -> Duration {
         .build()
         .nth(attempt.saturating_sub(1) as usize)
         .unwrap_or_else(|| b.delay_after(attempt))
+        .min(cap)
 }
 
-/// Handles one delivery end to end.
+/// Handles one delivery end to end. `stop` is cancelled when the partition or worker stops:
+/// a message waiting for a retry in place, or for the idempotency store or the DLQ, is then
+/// handed back (NAK) instead of holding up the handoff, unless this is its last delivery.
 pub(crate) async fn process(
     shared: &Shared,
     msg: &jetstream::Message,
     origin: Origin<'_>,
     lease: Option<&Lease>,
+    stop: &CancellationToken,
 ) -> Outcome {
     let cfg = shared.config.borrow().clone();
     let (offset, delivered) = match msg.info() {
@@ -156,26 +281,34 @@ pub(crate) async fn process(
     async move {
         let ack_wait = Duration::from_millis(cfg.ack_wait_ms);
         let max = cfg.retry.max_attempts;
-        if delivered > max {
-            let err = format!(
-                "delivered {delivered} times, more than maxAttempts={max} (earlier attempts failed or crashed the worker)"
-            );
-            let now = OffsetDateTime::now_utc();
-            return dead_letter(shared, &cfg, msg, &message, delivered - 1, &err, now, lease).await;
-        }
+        // JetStream never delivers this message again after this delivery: it must not be
+        // handed back, whatever happens.
+        let last_delivery = i64::from(delivered) >= cfg.max_deliver();
+        let returnable = (!last_delivery).then_some(stop);
         if cfg.delivery == Delivery::ExactlyOnce {
-            match shared.idempotency.seen(&cfg, &message.idempotency_key).await {
+            // Before the delivery limit: a completed message is acknowledged, never
+            // dead-lettered.
+            let seen = persist(Some(msg), ack_wait, lease, returnable, "reading the idempotency store", || {
+                shared.idempotency.seen(&cfg, &message.idempotency_key)
+            })
+            .await;
+            match seen {
                 Ok(true) => {
                     debug!("already handled (idempotency store): acknowledging without handling");
                     shared.observer.event(Event::Duplicate, origin.partition, None);
                     return ack(msg, lease).await;
                 }
                 Ok(false) => {}
-                Err(e) => {
-                    warn!(error = %e, "idempotency store unavailable: leaving the message for redelivery");
-                    return Outcome::Unfinished;
-                }
+                Err(Abandon::Fenced) => return Outcome::Fenced,
+                Err(Abandon::Stopped) => return give_back(msg, lease).await,
             }
+        }
+        if delivered > max {
+            let err = format!(
+                "delivered {delivered} times, more than maxAttempts={max} (earlier attempts failed or crashed the worker)"
+            );
+            let now = OffsetDateTime::now_utc();
+            return dead_letter(shared, &cfg, Some(msg), &message, delivered - 1, &err, now, lease, returnable).await;
         }
         if cfg.delivery == Delivery::AtMostOnce {
             if fenced(lease) {
@@ -186,7 +319,7 @@ pub(crate) async fn process(
                 return Outcome::Unfinished;
             }
             let started = Instant::now();
-            let result = call(shared, &message).await;
+            let result = call(shared, &message, None).await;
             return match result {
                 Ok(()) => {
                     shared.observer.event(Event::Processed, origin.partition, Some(started.elapsed()));
@@ -206,16 +339,24 @@ pub(crate) async fn process(
             let mut m = message.clone();
             m.attempt = attempt;
             let started = Instant::now();
-            let Some(result) = with_progress(msg, ack_wait, lease, call(shared, &m)).await else {
+            let Some(result) = with_progress(msg, ack_wait, lease, call(shared, &m, lease)).await else {
                 return Outcome::Fenced;
             };
             let err = match result {
                 Ok(()) => {
                     let latency = started.elapsed();
-                    if cfg.delivery == Delivery::ExactlyOnce
-                        && let Err(e) = shared.idempotency.record(&cfg, &message.idempotency_key).await
-                    {
-                        warn!(error = %e, "failed to record the idempotency key: the message may be handled again");
+                    if cfg.delivery == Delivery::ExactlyOnce {
+                        // Not acknowledged before the key is recorded: an ack without it would
+                        // let a redelivery (or a replay) run the handler again.
+                        let recorded = persist(Some(msg), ack_wait, lease, returnable, "recording the idempotency key", || {
+                            shared.idempotency.record(&cfg, &message.idempotency_key)
+                        })
+                        .await;
+                        match recorded {
+                            Ok(()) => {}
+                            Err(Abandon::Fenced) => return Outcome::Fenced,
+                            Err(Abandon::Stopped) => return give_back(msg, lease).await,
+                        }
                     }
                     // Reported once handling completed (and was recorded), before the ack.
                     shared.observer.event(Event::Processed, origin.partition, Some(latency));
@@ -228,17 +369,22 @@ pub(crate) async fn process(
             let text = err.to_string();
             if !err.is_retryable() {
                 warn!(error = %text, "permanent failure: dead-lettering");
-                return dead_letter(shared, &cfg, msg, &message, attempt, &text, first_failure, lease).await;
+                return dead_letter(shared, &cfg, Some(msg), &message, attempt, &text, first_failure, lease, returnable).await;
             }
             if attempt >= max {
                 warn!(error = %text, attempt, "last attempt failed: dead-lettering");
-                return dead_letter(shared, &cfg, msg, &message, attempt, &text, first_failure, lease).await;
+                return dead_letter(shared, &cfg, Some(msg), &message, attempt, &text, first_failure, lease, returnable).await;
             }
             let delay = retry_delay(&cfg, attempt);
             shared.observer.event(Event::Retried, origin.partition, None);
             if origin.in_place {
                 debug!(error = %text, attempt, ?delay, "retrying in place");
-                if with_progress(msg, ack_wait, lease, tokio::time::sleep(delay)).await.is_none() {
+                let waited = tokio::select! {
+                    w = with_progress(msg, ack_wait, lease, tokio::time::sleep(delay)) => w,
+                    // A stopping partition does not wait out the backoff: the next owner retries.
+                    _ = stopped(returnable) => return give_back(msg, lease).await,
+                };
+                if waited.is_none() {
                     return Outcome::Fenced;
                 }
                 local += 1;
@@ -259,24 +405,38 @@ pub(crate) async fn process(
 }
 
 /// Calls the handler, turning a panic into a retryable failure.
-async fn call(shared: &Shared, message: &Message) -> Result<(), HandlerError> {
+async fn call(
+    shared: &Shared,
+    message: &Message,
+    lease: Option<&Lease>,
+) -> Result<(), HandlerError> {
     let ctx = Context::new(
         shared.js.clone(),
         message.idempotency_key.clone(),
         shared.member_id.clone(),
+        lease.map_or_else(CancellationToken::new, |l| l.fenced.child_token()),
     );
-    let fut = (shared.handler)(message.clone(), ctx);
+    // A panic in the synchronous part of the handler (before it returns its future) is the
+    // same failure as one inside the future.
+    let fut =
+        match std::panic::catch_unwind(AssertUnwindSafe(|| (shared.handler)(message.clone(), ctx)))
+        {
+            Ok(fut) => fut,
+            Err(panic) => return Err(panicked(panic.as_ref())),
+        };
     match AssertUnwindSafe(fut).catch_unwind().await {
         Ok(result) => result,
-        Err(panic) => {
-            let text = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_string());
-            Err(HandlerError::retryable(format!("handler panicked: {text}")))
-        }
+        Err(panic) => Err(panicked(panic.as_ref())),
     }
+}
+
+fn panicked(panic: &(dyn std::any::Any + Send)) -> HandlerError {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string());
+    HandlerError::retryable(format!("handler panicked: {text}"))
 }
 
 async fn ack(msg: &jetstream::Message, lease: Option<&Lease>) -> Outcome {
@@ -292,23 +452,29 @@ async fn ack(msg: &jetstream::Message, lease: Option<&Lease>) -> Outcome {
     }
 }
 
+/// Publishes `message` to the group's DLQ and, once stored, terminates the delivery `msg`
+/// (none when the server already gave the message up, see [`dead_letter_exhausted`]). A DLQ
+/// that is unavailable is retried (see [`persist`]) until the dead letter is stored.
 #[allow(clippy::too_many_arguments)]
-async fn dead_letter(
+pub(crate) async fn dead_letter(
     shared: &Shared,
     cfg: &GroupConfig,
-    msg: &jetstream::Message,
+    msg: Option<&jetstream::Message>,
     message: &Message,
     attempts: u32,
     last_error: &str,
     first_failure: OffsetDateTime,
     lease: Option<&Lease>,
+    stop: Option<&CancellationToken>,
 ) -> Outcome {
     if fenced(lease) {
         return Outcome::Fenced;
     }
     let Some(dlq) = cfg.dead_letter.as_deref() else {
         warn!(error = %last_error, "no dead-letter queue configured: terminating the message (it is dropped)");
-        if let Err(e) = msg.ack_with(AckKind::Term).await {
+        if let Some(msg) = msg
+            && let Err(e) = msg.ack_with(AckKind::Term).await
+        {
             warn!(error = %e, "term failed");
             return Outcome::Unfinished;
         }
@@ -346,22 +512,44 @@ async fn dead_letter(
         dlq_message_id(&envelope, &message.headers).as_str(),
     );
     let subject = names::dlq_subject(&dlq_ref);
-    let published = match shared
-        .js
-        .publish_with_headers(subject.clone(), headers, message.payload.clone())
-        .await
-    {
-        Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    if let Err(e) = published {
-        warn!(error = %e, dlq = %subject, "dead-letter publish failed: message left unacknowledged");
-        return Outcome::Unfinished;
+    let ack_wait = Duration::from_millis(cfg.ack_wait_ms);
+    let published = persist(
+        msg,
+        ack_wait,
+        lease,
+        stop,
+        "publishing the dead letter",
+        || {
+            let (subject, headers) = (subject.clone(), headers.clone());
+            async move {
+                match shared
+                    .js
+                    .publish_with_headers(subject, headers, message.payload.clone())
+                    .await
+                {
+                    Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        },
+    )
+    .await;
+    match published {
+        Ok(()) => {}
+        Err(Abandon::Fenced) => return Outcome::Fenced,
+        Err(Abandon::Stopped) => {
+            return match msg {
+                Some(msg) => give_back(msg, lease).await,
+                None => Outcome::Unfinished,
+            };
+        }
     }
     if fenced(lease) {
         return Outcome::Fenced;
     }
-    if let Err(e) = msg.ack_with(AckKind::Term).await {
+    if let Some(msg) = msg
+        && let Err(e) = msg.ack_with(AckKind::Term).await
+    {
         warn!(error = %e, "term after dead-lettering failed (the DLQ publish is de-duplicated)");
         return Outcome::Unfinished;
     }
@@ -369,6 +557,58 @@ async fn dead_letter(
         .observer
         .event(Event::DeadLettered, message.partition, None);
     Outcome::DeadLettered
+}
+
+/// Dead-letters a message the server gave up on (its `max_deliver`-th delivery was returned
+/// unfinished: by a handoff, a fenced or crashed member): JetStream never delivers it again,
+/// so it is read from the stream by offset. No lease is needed: nobody else can receive it.
+pub(crate) async fn dead_letter_exhausted(
+    shared: &Shared,
+    stream: &jetstream::stream::Stream,
+    origin: Origin<'_>,
+    offset: u64,
+    deliveries: u64,
+) -> Outcome {
+    let cfg = shared.config.borrow().clone();
+    let span = info_span!(
+        "sluice.message",
+        partition = origin.partition,
+        offset,
+        attempt = deliveries
+    );
+    async move {
+        let raw = persist(None, Duration::from_secs(3), None, None, "reading a message the server gave up on", || {
+            stream.get_raw_message(offset)
+        })
+        .await;
+        let Ok(raw) = raw else {
+            return Outcome::Unfinished;
+        };
+        let headers = raw.headers.clone();
+        let key = headers
+            .get(sluice_broker::dlq::headers::KEY)
+            .map(|v| v.as_str().to_string());
+        let message = Message {
+            payload: raw.payload.clone(),
+            key,
+            idempotency_key: crate::message::idempotency_key(&headers, origin.stream, offset),
+            headers,
+            subject: raw.subject.to_string(),
+            partition: origin.partition,
+            offset,
+            attempt: deliveries as u32,
+        };
+        let err = format!(
+            "delivered {deliveries} times without being finished (the last delivery was returned by a handoff, a fenced member or a crash); maxAttempts={}",
+            cfg.retry.max_attempts
+        );
+        warn!("the server gave the message up after its last delivery: dead-lettering it from the stream");
+        let now = OffsetDateTime::now_utc();
+        let attempts = deliveries.saturating_sub(1) as u32;
+        dead_letter(shared, &cfg, None, &message, attempts, &err, now, None, None).await
+    }
+    .instrument(span)
+    .await
 }
 
 /// The de-duplication id of a DLQ publish: stable per (group, original message), so a worker
@@ -410,6 +650,29 @@ mod tests {
         cfg.retry.backoff.jitter = false;
         let ms: Vec<u128> = (1..5).map(|a| retry_delay(&cfg, a).as_millis()).collect();
         assert_eq!(ms, vec![100, 200, 350, 350]);
+    }
+
+    #[test]
+    fn jitter_never_takes_a_delay_past_the_maximum() {
+        let mut cfg = GroupConfig::new(
+            "default",
+            "g",
+            SourceRef {
+                kind: SourceKind::Topic,
+                name: "t".into(),
+                partitions: 1,
+            },
+        );
+        cfg.retry.backoff.initial_ms = 100;
+        cfg.retry.backoff.multiplier = 2.0;
+        cfg.retry.backoff.max_ms = 400;
+        cfg.retry.backoff.jitter = true;
+        for _ in 0..200 {
+            for attempt in 1..8 {
+                let d = retry_delay(&cfg, attempt);
+                assert!(d <= Duration::from_millis(400), "attempt {attempt}: {d:?}");
+            }
+        }
     }
 
     #[test]

@@ -79,9 +79,10 @@ pub(crate) async fn run_queue_member(
                         }
                         let shared = shared.clone();
                         let stream = stream_name.clone();
+                        let stop = shutdown.clone();
                         inflight.push(async move {
                             let origin = Origin { partition: 0, stream: &stream, in_place: false };
-                            process(&shared, &msg, origin, None).await;
+                            process(&shared, &msg, origin, None, &stop).await;
                             seq
                         });
                     }

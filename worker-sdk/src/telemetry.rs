@@ -115,6 +115,9 @@ pub enum TelemetryError {
     /// A global subscriber was already installed.
     #[error("a tracing subscriber is already installed: call init_tracing once, at start")]
     AlreadyInstalled(#[from] tracing_subscriber::util::TryInitError),
+    /// The stderr subscriber could not be installed (usually: one is installed already).
+    #[error("failed to install the stderr log subscriber: {0}")]
+    Init(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 /// Keeps the OTLP pipeline alive; flushes and shuts it down when dropped.
@@ -142,6 +145,25 @@ impl Drop for TracingGuard {
             }
         }
     }
+}
+
+/// Installs a global subscriber that writes fmt logs to stderr, filtered by `RUST_LOG`
+/// (default `info`): what [`Worker::run`](crate::Worker::run) installs for a worker built
+/// with [`Worker::from_env`](crate::Worker::from_env) when the program installed none, so
+/// fencing and heartbeat warnings are never invisible.
+///
+/// # Errors
+/// `RUST_LOG` does not parse, or a subscriber is installed already.
+pub fn init_stderr_logging() -> Result<(), TelemetryError> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(value) if !value.trim().is_empty() => EnvFilter::try_new(value)?,
+        _ => EnvFilter::new("info"),
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .try_init()
+        .map_err(TelemetryError::Init)
 }
 
 /// Installs the global tracing subscriber: fmt logs filtered by `RUST_LOG` (default `info`)

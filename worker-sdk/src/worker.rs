@@ -65,6 +65,10 @@ pub struct WorkerOptions {
     /// Where to serve `/metrics`, `/healthz` and `/readyz` (`SLUICE_METRICS_ADDR`); `None`
     /// serves nothing (the metrics are still recorded, see [`Worker::metrics`]).
     pub metrics_addr: Option<SocketAddr>,
+    /// Whether `run` logs to stderr (filtered by `RUST_LOG`, default `info`) when the program
+    /// installed no tracing subscriber of its own: on with [`WorkerOptions::from_env`], off
+    /// with [`WorkerOptions::new`]. A subscriber the program installs always wins.
+    pub default_logging: bool,
 }
 
 impl WorkerOptions {
@@ -84,6 +88,7 @@ impl WorkerOptions {
             config_timeout: Duration::from_secs(60),
             handle_signals: true,
             metrics_addr: None,
+            default_logging: false,
         }
     }
 
@@ -119,6 +124,7 @@ impl WorkerOptions {
         options.connect.user = get("SLUICE_BROKER_USER").filter(|v| !v.is_empty());
         options.connect.password = get("SLUICE_BROKER_PASSWORD");
         options.connect.name = format!("sluice-worker {}", options.member_id);
+        options.default_logging = true;
         options.metrics_addr = match get(METRICS_ADDR_ENV).filter(|v| !v.trim().is_empty()) {
             Some(v) => Some(
                 parse_listen_addr(&v)
@@ -181,6 +187,20 @@ impl Worker {
         self
     }
 
+    /// Whether `run` logs to stderr when the program installed no tracing subscriber (on for
+    /// [`Worker::from_env`], off for [`Worker::new`]; see [`WorkerOptions::default_logging`]).
+    ///
+    /// ```no_run
+    /// # fn f() -> sluice_worker::Result<()> {
+    /// // This program ships its logs elsewhere and wants none on stderr.
+    /// let worker = sluice_worker::Worker::from_env()?.default_logging(false);
+    /// # Ok(()) }
+    /// ```
+    pub fn default_logging(mut self, yes: bool) -> Self {
+        self.options.default_logging = yes;
+        self
+    }
+
     /// Also reports message events (processed, failed, retried, dead-lettered, duplicate) to
     /// `observer`, after the worker's own metrics. Can be called more than once.
     pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
@@ -217,6 +237,12 @@ impl Worker {
         F: Fn(Message, Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
+        if self.options.default_logging && !tracing::dispatcher::has_been_set() {
+            // Before the worker's span exists, so it is recorded by the new subscriber.
+            if let Err(e) = crate::telemetry::init_stderr_logging() {
+                eprintln!("sluice: cannot log to stderr: {e}");
+            }
+        }
         let handler: BoxHandler =
             Arc::new(move |m, c| -> BoxFuture<'static, _> { Box::pin(handler(m, c)) });
         let o = &self.options;
@@ -422,6 +448,11 @@ mod tests {
         assert_eq!(o.namespace, "default");
         assert_eq!(o.member_id, "billing-0");
         assert_eq!(o.connect.user.as_deref(), Some("app"));
+        assert!(
+            o.default_logging,
+            "workers from the environment log to stderr"
+        );
+        assert!(!WorkerOptions::new("nats://a:4222", "ns", "g", "m").default_logging);
         let err = WorkerOptions::from_lookup(|_| None).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
         assert!(err.to_string().contains("SLUICE_BROKER_URL"));
