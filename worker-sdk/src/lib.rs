@@ -110,8 +110,9 @@
 //! the publish retried with backoff (up to 5 s apart) until the DLQ stores it. A message on its
 //! last JetStream delivery is never handed back (JetStream would not deliver it again): at a
 //! handoff or fence it is dead-lettered instead, and when a member crashes with it, the next
-//! owner dead-letters it from the stream as soon as the server reports that it gave the
-//! message up (the consumer's max-deliveries advisory), with `Sluice-Last-Error` saying so. Without a DLQ the message is terminated with a
+//! owner (on a queue: one of the members) dead-letters it from the stream as soon as the
+//! server reports that it gave the message up (the consumer's max-deliveries advisory), with
+//! `Sluice-Last-Error` saying so. Without a DLQ the message is terminated with a
 //! warning. `Sluice-First-Failure` is the first failure this worker saw (earlier failures on
 //! crashed workers are not known); `Sluice-Original-Id` is the message's idempotency key; the
 //! original headers, W3C `traceparent`/`tracestate` included, travel with the dead letter.

@@ -39,7 +39,10 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::error::{Error, Result};
 use crate::membership::{Coordination, Lease};
-use crate::process::{Origin, Outcome, Shared, dead_letter_exhausted, process};
+use crate::process::{
+    Origin, Outcome, Shared, dead_letter_exhausted, max_deliveries_subject, parse_max_deliveries,
+    process,
+};
 use crate::pull::{PinnedPull, Pulled};
 
 /// Fewest messages a partition keeps fetched ahead (also the window before a rate is known).
@@ -208,8 +211,7 @@ impl Runner {
         .await?;
         // Messages whose last delivery was returned unfinished (a crash, a fence) are never
         // delivered again; the server says so once, to whoever pulls.
-        let advisory_subject =
-            format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream_name}.{durable}");
+        let advisory_subject = max_deliveries_subject(&stream_name, &durable);
         let advisories = shared
             .client
             .subscribe(advisory_subject.clone())
@@ -365,20 +367,13 @@ impl Runner {
     /// The server gave a message up (its last delivery was returned unfinished): dead-letter it
     /// from the stream, and let an ordered head skip it once that is done.
     fn exhausted_advisory(&mut self, payload: &[u8]) {
-        #[derive(serde::Deserialize)]
-        struct MaxDeliveries {
-            stream_seq: u64,
-            deliveries: u64,
-        }
-        let Ok(advisory) = serde_json::from_slice::<MaxDeliveries>(payload) else {
+        let Some((seq, deliveries)) = parse_max_deliveries(payload) else {
             debug!("unreadable max-deliveries advisory: ignored");
             return;
         };
-        let seq = advisory.stream_seq;
         warn!(
             offset = seq,
-            deliveries = advisory.deliveries,
-            "last delivery of a message was never finished: dead-lettering it"
+            deliveries, "last delivery of a message was never finished: dead-lettering it"
         );
         let (shared, stream, stream_name) = (
             self.shared.clone(),
@@ -392,8 +387,7 @@ impl Runner {
                 stream: &stream_name,
                 in_place: false,
             };
-            let outcome =
-                dead_letter_exhausted(&shared, &stream, origin, seq, advisory.deliveries).await;
+            let outcome = dead_letter_exhausted(&shared, &stream, origin, seq, deliveries).await;
             (seq, None, outcome)
         }));
         if self.ordering != Ordering::None && seq >= self.next {

@@ -559,6 +559,24 @@ pub(crate) async fn dead_letter(
     Outcome::DeadLettered
 }
 
+/// The subject of a consumer's max-deliveries advisory: JetStream publishes it once when it
+/// gives a message up because its last delivery was returned unfinished.
+pub(crate) fn max_deliveries_subject(stream: &str, durable: &str) -> String {
+    format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{durable}")
+}
+
+/// `(offset, deliveries)` of a max-deliveries advisory.
+pub(crate) fn parse_max_deliveries(payload: &[u8]) -> Option<(u64, u64)> {
+    #[derive(serde::Deserialize)]
+    struct MaxDeliveries {
+        stream_seq: u64,
+        deliveries: u64,
+    }
+    serde_json::from_slice::<MaxDeliveries>(payload)
+        .ok()
+        .map(|a| (a.stream_seq, a.deliveries))
+}
+
 /// Dead-letters a message the server gave up on (its `max_deliver`-th delivery was returned
 /// unfinished: by a handoff, a fenced or crashed member): JetStream never delivers it again,
 /// so it is read from the stream by offset. No lease is needed: nobody else can receive it.

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{PullConsumer, pull};
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use sluice_broker::names;
 use tokio::time::Instant;
@@ -18,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::error::{Error, Result};
-use crate::process::{Origin, Shared, process};
+use crate::process::{
+    Origin, Shared, dead_letter_exhausted, max_deliveries_subject, parse_max_deliveries, process,
+};
 
 /// Consumes the group's queue until `shutdown`, then finishes running handlers; calls
 /// `joined` once it consumes.
@@ -54,10 +57,18 @@ pub(crate) async fn run_queue_member(
         .messages()
         .await
         .map_err(|e| Error::broker(format!("failed to pull from {stream_name}/{durable}"), e))?;
+    // Messages whose last delivery was never finished (a crashed member) are dead-lettered by
+    // one member (a queue subscription) from the stream, as JetStream never delivers them again.
+    let advisory_subject = max_deliveries_subject(&stream_name, &durable);
+    let mut advisories = shared
+        .client
+        .queue_subscribe(advisory_subject.clone(), durable.clone())
+        .await
+        .map_err(|e| Error::broker(format!("failed to subscribe to {advisory_subject}"), e))?;
     info!(stream = %stream_name, "consuming queue");
     joined();
     let stream_name: Arc<str> = stream_name.into();
-    let mut inflight = FuturesUnordered::new();
+    let mut inflight: FuturesUnordered<BoxFuture<'static, u64>> = FuturesUnordered::new();
     let mut running: HashSet<u64> = HashSet::new();
     async {
         loop {
@@ -66,6 +77,19 @@ pub(crate) async fn run_queue_member(
                 _ = shutdown.cancelled() => break,
                 Some(seq) = inflight.next(), if !inflight.is_empty() => {
                     running.remove(&seq);
+                }
+                Some(advisory) = advisories.next() => {
+                    let Some((seq, deliveries)) = parse_max_deliveries(&advisory.payload) else {
+                        continue;
+                    };
+                    warn!(offset = seq, deliveries, "last delivery of a message was never finished: dead-lettering it");
+                    let (shared, stream, stream_name) = (shared.clone(), stream.clone(), stream_name.clone());
+                    let work: BoxFuture<'static, u64> = Box::pin(async move {
+                        let origin = Origin { partition: 0, stream: &stream_name, in_place: false };
+                        dead_letter_exhausted(&shared, &stream, origin, seq, deliveries).await;
+                        seq
+                    });
+                    inflight.push(work);
                 }
                 m = messages.next(), if inflight.len() < max => match m {
                     Some(Ok(msg)) => {
@@ -80,11 +104,11 @@ pub(crate) async fn run_queue_member(
                         let shared = shared.clone();
                         let stream = stream_name.clone();
                         let stop = shutdown.clone();
-                        inflight.push(async move {
+                        inflight.push(Box::pin(async move {
                             let origin = Origin { partition: 0, stream: &stream, in_place: false };
                             process(&shared, &msg, origin, None, &stop).await;
                             seq
-                        });
+                        }));
                     }
                     Some(Err(e)) => {
                         debug!(error = %e, "pull error (retrying)");

@@ -175,3 +175,47 @@ async fn a_last_delivery_left_by_crashed_members_is_dead_lettered() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_message_whose_last_delivery_crashed_is_dead_lettered() {
+    let env = env().await;
+    let mut cfg = queue_group("jobs", "dl");
+    cfg.retry.max_attempts = 1;
+    cfg.dead_letter = Some(DLQ.into());
+    env.provision_queue(&cfg).await;
+    let stream = names::queue_stream(&ResourceRef::new(NS, "jobs").unwrap());
+    dlq_down(&env).await;
+    env.publish_queue("jobs", "id-poison", "poison").await;
+    let records: Records = Default::default();
+    let calls: Calls = Default::default();
+    let mut a = spawn_member(poison_spec(&env, "a", &records, &calls));
+    wait_until(
+        Duration::from_secs(30),
+        "the first delivery to fail",
+        || calls_of(&calls, "poison") >= 1,
+    )
+    .await;
+    a.kill();
+    let mut b = spawn_member(poison_spec(&env, "b", &records, &calls));
+    wait_for(
+        Duration::from_secs(60),
+        "the second (last) delivery, to b",
+        || async {
+            env.consumer_info(&stream, "dl")
+                .await
+                .delivered
+                .consumer_sequence
+                >= 2
+        },
+    )
+    .await;
+    b.kill();
+    dlq_up(&env).await;
+    let _c = spawn_member(poison_spec(&env, "c", &records, &calls));
+    wait_for(
+        Duration::from_secs(60),
+        "the message whose last delivery was never finished, in the DLQ",
+        || async { dead_payloads(&env).await.contains(&"poison".to_string()) },
+    )
+    .await;
+}
