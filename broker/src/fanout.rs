@@ -175,6 +175,22 @@ impl SourcePartitionStatus {
     }
 }
 
+/// Every partition of `queue`'s sources: the topic, the partition and its stream's name.
+fn source_partitions(
+    queue: &ResourceRef,
+    sources: &[QueueSource],
+) -> Result<Vec<(ResourceRef, u32, String)>> {
+    let mut out = Vec::new();
+    for source in sources {
+        let topic = queue.sibling(source.topic.clone())?;
+        for p in 0..source.partitions {
+            let stream_name = names::topic_stream(&topic, p);
+            out.push((topic.clone(), p, stream_name));
+        }
+    }
+    Ok(out)
+}
+
 impl Broker {
     /// A stream, `None` when it does not exist.
     async fn stream_if_exists(&self, name: &str) -> Result<Option<jetstream::stream::Stream>> {
@@ -195,32 +211,28 @@ impl Broker {
     ) -> Result<crate::Changes> {
         let mut changes = crate::Changes::default();
         let durable = names::fanout_consumer(queue);
-        for source in sources {
-            let topic = queue.sibling(source.topic.clone())?;
-            for p in 0..source.partitions {
-                let stream_name = names::topic_stream(&topic, p);
-                let Some(stream) = self.stream_if_exists(&stream_name).await? else {
-                    continue;
-                };
-                if consumer_if_exists(&stream, &durable).await?.is_some() {
-                    changes.unchanged.push(format!("{stream_name}/{durable}"));
-                    continue;
-                }
-                stream
-                    .get_or_create_consumer::<pull::Config>(
-                        &durable,
-                        relay_consumer_config(queue, &topic, p, None),
-                    )
-                    .await
-                    .map_err(|e| {
-                        broker_err(
-                            format!("failed to create consumer {stream_name}/{durable}"),
-                            e,
-                        )
-                    })?;
-                info!(stream = %stream_name, consumer = %durable, "fan-out relay consumer created");
-                changes.created.push(format!("{stream_name}/{durable}"));
+        for (topic, p, stream_name) in source_partitions(queue, sources)? {
+            let Some(stream) = self.stream_if_exists(&stream_name).await? else {
+                continue;
+            };
+            if consumer_if_exists(&stream, &durable).await?.is_some() {
+                changes.unchanged.push(format!("{stream_name}/{durable}"));
+                continue;
             }
+            stream
+                .get_or_create_consumer::<pull::Config>(
+                    &durable,
+                    relay_consumer_config(queue, &topic, p, None),
+                )
+                .await
+                .map_err(|e| {
+                    broker_err(
+                        format!("failed to create consumer {stream_name}/{durable}"),
+                        e,
+                    )
+                })?;
+            info!(stream = %stream_name, consumer = %durable, "fan-out relay consumer created");
+            changes.created.push(format!("{stream_name}/{durable}"));
         }
         Ok(changes)
     }
@@ -231,22 +243,18 @@ impl Broker {
     pub async fn delete_fanout(&self, queue: &ResourceRef, sources: &[QueueSource]) -> Result<u32> {
         let durable = names::fanout_consumer(queue);
         let mut deleted = 0;
-        for source in sources {
-            let topic = queue.sibling(source.topic.clone())?;
-            for p in 0..source.partitions {
-                let stream_name = names::topic_stream(&topic, p);
-                let Some(stream) = self.stream_if_exists(&stream_name).await? else {
-                    continue;
-                };
-                let existed = match stream.delete_consumer(&durable).await {
-                    Ok(_) => Some(()),
-                    Err(e) => not_found_as_none(broker_err(
-                        format!("failed to delete consumer {stream_name}/{durable}"),
-                        e,
-                    ))?,
-                };
-                deleted += u32::from(existed.is_some());
-            }
+        for (_, _, stream_name) in source_partitions(queue, sources)? {
+            let Some(stream) = self.stream_if_exists(&stream_name).await? else {
+                continue;
+            };
+            let existed = match stream.delete_consumer(&durable).await {
+                Ok(_) => Some(()),
+                Err(e) => not_found_as_none(broker_err(
+                    format!("failed to delete consumer {stream_name}/{durable}"),
+                    e,
+                ))?,
+            };
+            deleted += u32::from(existed.is_some());
         }
         Ok(deleted)
     }
@@ -261,41 +269,37 @@ impl Broker {
     ) -> Result<Vec<SourcePartitionStatus>> {
         let durable = names::fanout_consumer(queue);
         let mut out = Vec::new();
-        for source in sources {
-            let topic = queue.sibling(source.topic.clone())?;
-            for p in 0..source.partitions {
-                let stream_name = names::topic_stream(&topic, p);
-                let mut status = SourcePartitionStatus {
-                    topic: source.topic.clone(),
-                    partition: p,
-                    origin_exists: false,
-                    origin_last_offset: 0,
-                    received_offset: 0,
-                    pending: 0,
-                    relay_attached: false,
-                };
-                let Some(mut stream) = self.stream_if_exists(&stream_name).await? else {
-                    out.push(status);
-                    continue;
-                };
-                let state = stream
-                    .info()
-                    .await
-                    .map_err(|e| broker_err(format!("failed to read stream {stream_name}"), e))?
-                    .state
-                    .clone();
-                status.origin_exists = true;
-                status.origin_last_offset = state.last_sequence;
-                match consumer_if_exists(&stream, &durable).await? {
-                    Some(info) => {
-                        status.relay_attached = true;
-                        status.received_offset = info.ack_floor.stream_sequence;
-                        status.pending = info.num_pending + info.num_ack_pending as u64;
-                    }
-                    None => status.pending = state.messages,
-                }
+        for (topic, p, stream_name) in source_partitions(queue, sources)? {
+            let mut status = SourcePartitionStatus {
+                topic: topic.name.clone(),
+                partition: p,
+                origin_exists: false,
+                origin_last_offset: 0,
+                received_offset: 0,
+                pending: 0,
+                relay_attached: false,
+            };
+            let Some(mut stream) = self.stream_if_exists(&stream_name).await? else {
                 out.push(status);
+                continue;
+            };
+            let state = stream
+                .info()
+                .await
+                .map_err(|e| broker_err(format!("failed to read stream {stream_name}"), e))?
+                .state
+                .clone();
+            status.origin_exists = true;
+            status.origin_last_offset = state.last_sequence;
+            match consumer_if_exists(&stream, &durable).await? {
+                Some(info) => {
+                    status.relay_attached = true;
+                    status.received_offset = info.ack_floor.stream_sequence;
+                    status.pending = info.num_pending + info.num_ack_pending as u64;
+                }
+                None => status.pending = state.messages,
             }
+            out.push(status);
         }
         Ok(out)
     }
