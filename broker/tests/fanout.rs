@@ -23,15 +23,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::stream;
 use rand::Rng;
 use sluice_broker::config::{QueueSettings, QueueSource, TopicSettings};
-use sluice_broker::embedded::{NatsServer, ServerOptions};
-use sluice_broker::{Broker, ConnectOptions, FanoutRelays, ResourceRef, names};
+use sluice_broker::{FanoutRelays, ResourceRef, names};
 
 /// How long a queue may take to receive everything (generous: a loaded 2-core machine).
 const RECEIVE_DEADLINE: Duration = Duration::from_secs(30);
@@ -67,27 +64,23 @@ fn jetstream_sourcing() -> bool {
     std::env::var("SLUICE_FANOUT_MECHANISM").as_deref() == Ok("jetstream")
 }
 
+/// The test's nats-server and broker connection, with the relays that fill its queues.
 struct Harness {
-    server: NatsServer,
-    broker: Broker,
+    nats: sluice_testkit::Harness,
     relays: FanoutRelays,
 }
 
 impl Harness {
     async fn start() -> Self {
-        let server = NatsServer::start(ServerOptions::default()).await.unwrap();
-        let broker = Broker::connect(&ConnectOptions::from_url_list(&server.url()))
-            .await
-            .unwrap();
         Self {
-            server,
-            broker,
+            nats: sluice_testkit::Harness::start().await,
             relays: FanoutRelays::new(),
         }
     }
 
     async fn create_partition(&self, topic: &ResourceRef, partitions: u32) {
-        self.broker
+        self.nats
+            .broker
             .ensure_topic(
                 topic,
                 &TopicSettings {
@@ -121,15 +114,26 @@ impl Harness {
                 ..Default::default()
             };
             if self
+                .nats
                 .broker
                 .jetstream()
                 .get_stream(&config.name)
                 .await
                 .is_ok()
             {
-                self.broker.jetstream().update_stream(config).await.unwrap();
+                self.nats
+                    .broker
+                    .jetstream()
+                    .update_stream(config)
+                    .await
+                    .unwrap();
             } else {
-                self.broker.jetstream().create_stream(config).await.unwrap();
+                self.nats
+                    .broker
+                    .jetstream()
+                    .create_stream(config)
+                    .await
+                    .unwrap();
             }
             return;
         }
@@ -137,12 +141,17 @@ impl Harness {
             sources,
             ..Default::default()
         };
-        self.broker.ensure_queue(queue, &settings).await.unwrap();
-        self.relays.ensure(&self.broker, queue, &settings.sources);
+        self.nats
+            .broker
+            .ensure_queue(queue, &settings)
+            .await
+            .unwrap();
+        self.relays
+            .ensure(&self.nats.broker, queue, &settings.sources);
     }
 
     async fn publish(&self, topic: &ResourceRef, partition: u32, count: u64) {
-        let js = self.broker.jetstream();
+        let js = self.nats.broker.jetstream();
         let mut acks = Vec::new();
         for i in 0..count {
             let payload = format!("{}-{partition}-{i}", topic.name);
@@ -163,6 +172,7 @@ impl Harness {
         let mut expected = Vec::new();
         for p in 0..PARTITIONS {
             let mut s = self
+                .nats
                 .broker
                 .jetstream()
                 .get_stream(names::topic_stream(topic, p))
@@ -177,6 +187,7 @@ impl Harness {
         expected.sort();
         let deadline = tokio::time::Instant::now() + RECEIVE_DEADLINE;
         let mut s = self
+            .nats
             .broker
             .jetstream()
             .get_stream(names::queue_stream(queue))
@@ -189,6 +200,7 @@ impl Harness {
             }
             if tokio::time::Instant::now() >= deadline {
                 let statuses = self
+                    .nats
                     .broker
                     .fanout_status(
                         queue,
@@ -225,8 +237,8 @@ impl Harness {
 
     async fn remove(&self, queue: &ResourceRef, topic: &ResourceRef) {
         self.relays.stop(queue);
-        self.broker.delete_queue(queue).await.unwrap();
-        self.broker.delete_topic(topic).await.unwrap();
+        self.nats.broker.delete_queue(queue).await.unwrap();
+        self.nats.broker.delete_topic(topic).await.unwrap();
     }
 
     /// One iteration of `order`; returns the messages published.
@@ -266,7 +278,7 @@ impl Harness {
             Order::PublishWhileAttaching => {
                 self.create_partition(&topic, PARTITIONS).await;
                 let publisher = {
-                    let broker = self.broker.clone();
+                    let broker = self.nats.broker.clone();
                     let topic = topic.clone();
                     let counts = counts.clone();
                     tokio::spawn(async move {
@@ -309,8 +321,8 @@ impl Harness {
                 self.create_partition(&topic, 1).await;
                 self.publish(&topic, 0, counts[0]).await;
                 self.create_queue(&queue, &topic, PARTITIONS).await;
-                self.server.kill().await.unwrap();
-                self.server.restart().await.unwrap();
+                self.nats.server.kill().await.unwrap();
+                self.nats.server.restart().await.unwrap();
                 self.create_partition(&topic, PARTITIONS).await;
                 for p in 1..PARTITIONS {
                     self.publish(&topic, p, counts[p as usize]).await;
@@ -367,25 +379,9 @@ async fn fanout_survives_broker_restarts_between_steps() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_is_lossless_under_cpu_stress() {
-    let stop = Arc::new(AtomicBool::new(false));
-    let burners: Vec<_> = (0..std::thread::available_parallelism().map_or(2, |n| n.get()))
-        .map(|_| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut x: u64 = 1;
-                while !stop.load(Ordering::Relaxed) {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-                    std::hint::black_box(x);
-                }
-            })
-        })
-        .collect();
+    let _stress = sluice_testkit::CpuStress::start();
     let mut h = Harness::start().await;
     run_orders(&mut h, &RACY_ORDERS, iterations().div_ceil(4), 0).await;
-    stop.store(true, Ordering::Relaxed);
-    for b in burners {
-        b.join().unwrap();
-    }
 }
 
 /// Takes every message waiting in the queue (acknowledged, so the work queue deletes it) and
@@ -393,6 +389,7 @@ async fn fanout_is_lossless_under_cpu_stress() {
 async fn drain(h: &Harness, queue: &ResourceRef) -> Vec<String> {
     use futures::StreamExt;
     let stream = h
+        .nats
         .broker
         .jetstream()
         .get_stream(names::queue_stream(queue))
@@ -443,7 +440,7 @@ async fn fanout_resumes_exactly_after_a_restart_of_a_drained_queue() {
         let mut handled = Vec::new();
         for round in 0..4u64 {
             for p in 0..PARTITIONS {
-                let js = h.broker.jetstream();
+                let js = h.nats.broker.jetstream();
                 for i in 0..5 {
                     let payload = format!("r{round}-p{p}-{i}");
                     js.publish(names::topic_subject(&topic, p), payload.into())
@@ -479,11 +476,11 @@ async fn fanout_resumes_exactly_after_a_restart_of_a_drained_queue() {
                 );
             }
             match round {
-                0..=1 => h.server.stop().await.unwrap(),
-                2 => h.server.kill().await.unwrap(),
+                0..=1 => h.nats.server.stop().await.unwrap(),
+                2 => h.nats.server.kill().await.unwrap(),
                 _ => break,
             }
-            h.server.restart().await.unwrap();
+            h.nats.server.restart().await.unwrap();
         }
         // What a kill -9 makes the relay copy again arrives now, if anything.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -512,7 +509,8 @@ async fn ensure_moves_a_jetstream_sourced_queue_to_the_relay() {
     let topic = ResourceRef::new("upgrade", "uploads").unwrap();
     let queue = ResourceRef::new("upgrade", "encode").unwrap();
     h.create_partition(&topic, 2).await;
-    h.broker
+    h.nats
+        .broker
         .jetstream()
         .create_stream(stream::Config {
             name: names::queue_stream(&queue),
@@ -537,10 +535,11 @@ async fn ensure_moves_a_jetstream_sourced_queue_to_the_relay() {
         }],
         ..Default::default()
     };
-    let changes = h.broker.ensure_queue(&queue, &settings).await.unwrap();
+    let changes = h.nats.broker.ensure_queue(&queue, &settings).await.unwrap();
     assert_eq!(changes.updated, vec![names::queue_stream(&queue)]);
     assert_eq!(changes.created.len(), 2, "{changes:?}");
     let mut s = h
+        .nats
         .broker
         .jetstream()
         .get_stream(names::queue_stream(&queue))
@@ -549,7 +548,8 @@ async fn ensure_moves_a_jetstream_sourced_queue_to_the_relay() {
     let config = s.info().await.unwrap().config.clone();
     assert!(config.sources.unwrap_or_default().is_empty());
     assert!(
-        h.broker
+        h.nats
+            .broker
             .ensure_queue(&queue, &settings)
             .await
             .unwrap()
@@ -570,7 +570,8 @@ async fn relays_of_a_queue_that_is_not_ensured_again_stop_after_their_lease() {
         topic: "uploads".into(),
         partitions: 1,
     }];
-    h.broker
+    h.nats
+        .broker
         .ensure_queue(
             &queue,
             &QueueSettings {
@@ -580,13 +581,14 @@ async fn relays_of_a_queue_that_is_not_ensured_again_stop_after_their_lease() {
         )
         .await
         .unwrap();
-    h.relays.ensure(&h.broker, &queue, &sources);
+    h.relays.ensure(&h.nats.broker, &queue, &sources);
     h.publish(&topic, 0, 3).await;
     let consumer = names::fanout_consumer(&queue);
     let deadline = tokio::time::Instant::now() + RECEIVE_DEADLINE;
     // Copied while leased; then the relay stops pulling (no waiting pull request left).
     loop {
         let stream = h
+            .nats
             .broker
             .jetstream()
             .get_stream(names::topic_stream(&topic, 0))
@@ -603,9 +605,9 @@ async fn relays_of_a_queue_that_is_not_ensured_again_stop_after_their_lease() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     h.publish(&topic, 0, 2).await;
-    h.relays.ensure(&h.broker, &queue, &sources);
+    h.relays.ensure(&h.nats.broker, &queue, &sources);
     let statuses = loop {
-        let s = h.broker.fanout_status(&queue, &sources).await.unwrap();
+        let s = h.nats.broker.fanout_status(&queue, &sources).await.unwrap();
         if s[0].received_offset == 5 {
             break s;
         }

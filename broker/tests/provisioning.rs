@@ -9,18 +9,8 @@ use futures::StreamExt;
 use sluice_broker::config::{
     DlqSettings, QueueSettings, QueueSource, Retention, SourceKind, SourceRef, TopicSettings,
 };
-use sluice_broker::embedded::{NatsServer, ServerOptions};
-use sluice_broker::{
-    Broker, ConfigUpdate, ConnectOptions, ErrorKind, GroupConfig, ResourceRef, names,
-};
-
-async fn broker() -> (NatsServer, Broker) {
-    let server = NatsServer::start(ServerOptions::default()).await.unwrap();
-    let broker = Broker::connect(&ConnectOptions::from_url_list(&server.url()))
-        .await
-        .unwrap();
-    (server, broker)
-}
+use sluice_broker::{ConfigUpdate, ErrorKind, GroupConfig, ResourceRef, names};
+use sluice_testkit::Harness;
 
 fn topic_settings(partitions: u32) -> TopicSettings {
     TopicSettings {
@@ -31,7 +21,10 @@ fn topic_settings(partitions: u32) -> TopicSettings {
 
 #[tokio::test]
 async fn topic_ensure_is_idempotent_updates_in_place_and_refuses_shrink() {
-    let (_server, broker) = broker().await;
+    let Harness {
+        server: _server,
+        broker,
+    } = Harness::start().await;
     let orders = ResourceRef::new("shop", "orders").unwrap();
 
     let created = broker
@@ -108,7 +101,10 @@ async fn topic_ensure_is_idempotent_updates_in_place_and_refuses_shrink() {
 
 #[tokio::test]
 async fn group_consumers_carry_backoff_max_deliver_and_pin() {
-    let (_server, broker) = broker().await;
+    let Harness {
+        server: _server,
+        broker,
+    } = Harness::start().await;
     let orders = ResourceRef::new("shop", "orders").unwrap();
     broker
         .ensure_topic(&orders, &topic_settings(3))
@@ -178,7 +174,10 @@ async fn group_consumers_carry_backoff_max_deliver_and_pin() {
 
 #[tokio::test]
 async fn group_on_missing_source_is_not_found() {
-    let (_server, broker) = broker().await;
+    let Harness {
+        server: _server,
+        broker,
+    } = Harness::start().await;
     let cfg = GroupConfig::new(
         "shop",
         "billing",
@@ -195,7 +194,10 @@ async fn group_on_missing_source_is_not_found() {
 
 #[tokio::test]
 async fn lag_is_published_minus_acknowledged() {
-    let (_server, broker) = broker().await;
+    let Harness {
+        server: _server,
+        broker,
+    } = Harness::start().await;
     let orders = ResourceRef::new("shop", "orders").unwrap();
     broker
         .ensure_topic(&orders, &topic_settings(2))
@@ -264,7 +266,10 @@ async fn lag_is_published_minus_acknowledged() {
 
 #[tokio::test]
 async fn queue_fans_in_from_topic_and_refuses_retention_change() {
-    let (_server, broker) = broker().await;
+    let Harness {
+        server: _server,
+        broker,
+    } = Harness::start().await;
     let uploads = ResourceRef::new("media", "uploads").unwrap();
     broker
         .ensure_topic(&uploads, &topic_settings(2))
@@ -343,7 +348,10 @@ async fn queue_fans_in_from_topic_and_refuses_retention_change() {
 
 #[tokio::test]
 async fn dlq_depth_and_config_channel_watch() {
-    let (_server, broker) = broker().await;
+    let Harness {
+        server: _server,
+        broker,
+    } = Harness::start().await;
     let dlq = ResourceRef::new("shop", "orders-dlq").unwrap();
     broker
         .ensure_dlq(&dlq, &DlqSettings::default())

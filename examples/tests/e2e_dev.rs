@@ -282,40 +282,6 @@ async fn a_burst_scales_workers_up_and_back_down_without_losing_or_repeating_wor
     assert!(duplicates.is_empty(), "handled twice: {duplicates:?}");
 }
 
-/// Busy threads on every core until dropped (the "busy 2-core machine" of issue 18).
-struct CpuStress {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl CpuStress {
-    fn start() -> Self {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let threads = (0..std::thread::available_parallelism().map_or(2, |n| n.get()))
-            .map(|_| {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let mut x: u64 = 1;
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-                        std::hint::black_box(x);
-                    }
-                })
-            })
-            .collect();
-        Self { stop, threads }
-    }
-}
-
-impl Drop for CpuStress {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
 /// Issue 18: the fan-out stages (queues fed by the uploads topic, provisioned while the
 /// upload Job races them) must each receive every upload, run after run, on a loaded machine.
 /// `SLUICE_E2E_REPEAT` sets the runs (default 3; the issue's acceptance run used 20).
@@ -325,7 +291,7 @@ async fn video_pipeline_fans_out_every_upload_to_every_stage_run_after_run_under
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    let _stress = CpuStress::start();
+    let _stress = sluice_testkit::CpuStress::start();
     for run in 0..runs {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");

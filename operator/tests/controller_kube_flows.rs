@@ -3,18 +3,16 @@
 //! server (tower-test), with a real nats-server as the broker.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod fake_api;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use fake_api::FakeApi;
 use serde_json::{Value, json};
 use sluice_broker::embedded::{Cluster, NatsServer, ServerOptions};
 use sluice_broker::{Broker as Nats, ConnectOptions, ResourceRef, names};
 use sluice_operator::controller::metrics::Metrics;
 use sluice_operator::controller::runtime::{self, Context, Settings};
 use sluice_operator::crd::{Broker, ConsumerGroup, DeadLetterQueue, Topic};
+use sluice_testkit::FakeApi;
 
 const NS: &str = "shop";
 const MANAGER: &str = "sluice-operator";

@@ -3,14 +3,12 @@
 //! naming the field. No controller runs: nothing here reaches the operator.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod k8s_support;
-
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;
 use serde_json::{Value, json};
 
-use k8s_support::{TempNamespace, client_or_skip, install_crds};
+use sluice_testkit::{TempNamespace, client_or_skip, install_crds};
 
 fn resource(kind: &str, plural: &str) -> ApiResource {
     ApiResource {
@@ -76,7 +74,7 @@ async fn k8s_admission_rejects_what_the_operator_would_reject() {
     else {
         return;
     };
-    install_crds(&client).await;
+    install_crds(&client, &sluice_operator::crdgen::all_crds()).await;
     let ns = TempNamespace::create(&client, "admission").await;
     let ns = ns.name.as_str();
     let c = &client;

@@ -4,14 +4,11 @@
 //! not consume, so the lag stays and the decision is stable).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod k8s_support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_support::{TempNamespace, client_or_skip, poll};
 use kube::api::{Api, PostParams};
 use sluice_broker::embedded::{NatsServer, ServerOptions};
 use sluice_broker::{Broker as Nats, ConnectOptions, ResourceRef, names};
@@ -20,6 +17,7 @@ use sluice_operator::controller::metrics::Metrics;
 use sluice_operator::controller::runtime::{self, Settings};
 use sluice_operator::crd::{Broker, ConsumerGroup, Topic};
 use sluice_operator::service::crds::apply_crds;
+use sluice_testkit::{TempNamespace, client_or_skip, wait_until};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -61,7 +59,7 @@ async fn k8s_worker_replicas_follow_the_autoscaler() {
         .create(&PostParams::default(), &serde_yaml::from_value(create("apiVersion: sluice.dev/v1alpha1\nkind: Topic\nmetadata: {name: orders}\nspec: {broker: main, partitions: 3, deletionPolicy: Delete}\n")).unwrap())
         .await
         .unwrap();
-    poll("Topic Ready", WAIT, || {
+    wait_until(WAIT, "Topic Ready", || {
         let topics = topics.clone();
         async move {
             topics
@@ -99,7 +97,7 @@ async fn k8s_worker_replicas_follow_the_autoscaler() {
         .unwrap();
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
-    poll("worker Deployment scaled to 3", WAIT, || {
+    wait_until(WAIT, "worker Deployment scaled to 3", || {
         let deployments = deployments.clone();
         async move {
             deployments
@@ -129,7 +127,7 @@ async fn k8s_worker_replicas_follow_the_autoscaler() {
         )
         .await
         .unwrap();
-    poll("replicas restored to the decision", WAIT, || {
+    wait_until(WAIT, "replicas restored to the decision", || {
         let deployments = deployments.clone();
         async move {
             deployments

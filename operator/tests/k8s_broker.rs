@@ -3,8 +3,6 @@
 //! deleting the Broker garbage-collects them. The controllers run in-process.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod k8s_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,13 +10,13 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_support::{TempNamespace, client_or_skip, poll};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use sluice_operator::controller::metrics::Metrics;
 use sluice_operator::controller::runtime::{self, Settings};
 use sluice_operator::crd::Broker;
 use sluice_operator::service::crds::apply_crds;
+use sluice_testkit::{TempNamespace, client_or_skip, wait_until};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -73,7 +71,7 @@ async fn k8s_broker_children_are_owned_and_collected_with_the_broker() {
         .unwrap();
     let uid = broker.uid().unwrap();
 
-    poll("the Broker's children", WAIT, || {
+    wait_until(WAIT, "the Broker's children", || {
         let client = client.clone();
         let ns = ns.name.clone();
         async move {
@@ -118,7 +116,7 @@ async fn k8s_broker_children_are_owned_and_collected_with_the_broker() {
     }
 
     // A later reconcile never rewrites the Secret.
-    poll("Broker status written", WAIT, || {
+    wait_until(WAIT, "Broker status written", || {
         let brokers = brokers.clone();
         async move {
             brokers
@@ -137,7 +135,7 @@ async fn k8s_broker_children_are_owned_and_collected_with_the_broker() {
         .delete("main", &DeleteParams::foreground())
         .await
         .unwrap();
-    poll("the Broker's children collected", WAIT, || {
+    wait_until(WAIT, "the Broker's children collected", || {
         let client = client.clone();
         let ns = ns.name.clone();
         async move {

@@ -3,15 +3,12 @@
 //! port-forwarded to and logged into with its Secret's credentials.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod k8s_support;
-
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser as _;
 use futures::TryStreamExt as _;
-use k8s_support::{TempNamespace, client_or_skip, poll};
 use kube::api::{Api, PostParams};
 use sluice_operator::cli::Cli;
 use sluice_operator::cli::target::BrokerArgs;
@@ -19,6 +16,7 @@ use sluice_operator::controller::metrics::Metrics;
 use sluice_operator::controller::runtime::{self, Settings};
 use sluice_operator::crd::Broker;
 use sluice_operator::service::crds::apply_crds;
+use sluice_testkit::{TempNamespace, client_or_skip, wait_until};
 
 const WAIT: Duration = Duration::from_secs(240);
 
@@ -60,7 +58,7 @@ async fn k8s_cli_reaches_the_only_broker_through_a_port_forward() {
     let Some(client) = client_or_skip("k8s_cli").await else {
         return;
     };
-    if let Err(reason) = k8s_support::cluster_runs_pods(&client).await {
+    if let Err(reason) = sluice_testkit::cluster_runs_pods(&client).await {
         eprintln!(
             "skipping k8s_cli_reaches_the_only_broker_through_a_port_forward: {reason}; it port-forwards to a running broker pod"
         );
@@ -100,7 +98,7 @@ async fn k8s_cli_reaches_the_only_broker_through_a_port_forward() {
     };
     // Until a pod is Ready the cluster path fails (no ready pod); then it connects.
     let connected = Arc::new(tokio::sync::Mutex::new(None));
-    poll("a connection through the port-forward", WAIT, || {
+    wait_until(WAIT, "a connection through the port-forward", || {
         let (args, connected) = (args.clone(), connected.clone());
         async move {
             match tokio::time::timeout(Duration::from_secs(20), args.connect()).await {

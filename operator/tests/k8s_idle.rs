@@ -5,8 +5,6 @@
 //! triggered its own reconcile would show as both).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod k8s_support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -19,7 +17,7 @@ use sluice_operator::controller::conditions::{self, READY};
 use sluice_operator::controller::metrics::Metrics;
 use sluice_operator::crd::{Broker, ConsumerGroup, DeadLetterQueue, Topic};
 
-use k8s_support::{TempNamespace, client_or_skip, install_crds, poll};
+use sluice_testkit::{TempNamespace, client_or_skip, install_crds, wait_until};
 
 /// How often healthy objects are looked at again in this test (the default is 30 s).
 const RESYNC: Duration = Duration::from_secs(5);
@@ -129,11 +127,11 @@ async fn k8s_idle_order_events_cause_no_writes() {
     let Some(client) = client_or_skip("k8s_idle_order_events_cause_no_writes").await else {
         return;
     };
-    install_crds(&client).await;
+    install_crds(&client, &sluice_operator::crdgen::all_crds()).await;
     let ns = TempNamespace::create(&client, "idle").await;
     let server = NatsServer::start(ServerOptions::default()).await.unwrap();
     let metrics = Arc::new(Metrics::default());
-    let operator = k8s_support::InProcessOperator::start(
+    let operator = sluice_operator::controller::in_process::InProcessOperator::start(
         &client,
         &ns.name,
         &server.url(),
@@ -152,7 +150,7 @@ async fn k8s_idle_order_events_cause_no_writes() {
     let topics: Api<Topic> = Api::namespaced(client.clone(), &ns.name);
     let dlqs: Api<DeadLetterQueue> = Api::namespaced(client.clone(), &ns.name);
     let groups: Api<ConsumerGroup> = Api::namespaced(client.clone(), &ns.name);
-    poll("Topic and DLQ Ready", SETTLE_DEADLINE, || {
+    wait_until(SETTLE_DEADLINE, "Topic and DLQ Ready", || {
         let (topics, dlqs) = (topics.clone(), dlqs.clone());
         async move {
             let t = topics
@@ -166,7 +164,7 @@ async fn k8s_idle_order_events_cause_no_writes() {
         }
     })
     .await;
-    poll("every group Ready with a decision", SETTLE_DEADLINE, || {
+    wait_until(SETTLE_DEADLINE, "every group Ready with a decision", || {
         let groups = groups.clone();
         async move {
             let list = groups.list(&ListParams::default()).await.unwrap();
@@ -249,5 +247,5 @@ async fn k8s_idle_order_events_cause_no_writes() {
         "{reconciled} reconciles in {IDLE:?}, expected about {per_resync}"
     );
 
-    operator.stop().await;
+    operator.stop().await.unwrap();
 }

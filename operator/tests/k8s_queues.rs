@@ -4,8 +4,6 @@
 //! `deletionPolicy: Delete` takes its relay consumers with it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod k8s_support;
-
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, PostParams};
@@ -14,7 +12,8 @@ use sluice_broker::{Broker as Nats, ConnectOptions, ResourceRef, names};
 use sluice_operator::controller::conditions::{self, READY};
 use sluice_operator::crd::{Broker, Queue, Topic};
 
-use k8s_support::{InProcessOperator, TempNamespace, client_or_skip, install_crds, poll};
+use sluice_operator::controller::in_process::InProcessOperator;
+use sluice_testkit::{TempNamespace, client_or_skip, install_crds, wait_until};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -23,7 +22,7 @@ async fn k8s_queue_receives_every_partition_of_its_source_topic_and_shows_progre
     let Some(client) = client_or_skip("k8s_queue_receives_every_partition").await else {
         return;
     };
-    install_crds(&client).await;
+    install_crds(&client, &sluice_operator::crdgen::all_crds()).await;
     let ns = TempNamespace::create(&client, "queues").await;
     let server = NatsServer::start(ServerOptions::default()).await.unwrap();
     let nats = Nats::connect(&ConnectOptions::from_url_list(&server.url()))
@@ -56,7 +55,7 @@ async fn k8s_queue_receives_every_partition_of_its_source_topic_and_shows_progre
         .unwrap();
     let topic = ResourceRef::new(&ns.name, "uploads").unwrap();
     let queue = ResourceRef::new(&ns.name, "encode").unwrap();
-    poll("the topic's partitions", WAIT, || {
+    wait_until(WAIT, "the topic's partitions", || {
         let nats = nats.clone();
         let topic = topic.clone();
         async move {
@@ -79,9 +78,9 @@ async fn k8s_queue_receives_every_partition_of_its_source_topic_and_shows_progre
             .unwrap();
     }
 
-    poll(
-        "Queue Ready with every source partition received",
+    wait_until(
         WAIT,
+        "Queue Ready with every source partition received",
         || {
             let queues = queues.clone();
             async move {
@@ -115,7 +114,7 @@ async fn k8s_queue_receives_every_partition_of_its_source_topic_and_shows_progre
         .delete("encode", &DeleteParams::default())
         .await
         .unwrap();
-    poll("queue stream and relay consumers deleted", WAIT, || {
+    wait_until(WAIT, "queue stream and relay consumers deleted", || {
         let nats = nats.clone();
         let topic = topic.clone();
         let queue = queue.clone();
@@ -141,5 +140,5 @@ async fn k8s_queue_receives_every_partition_of_its_source_topic_and_shows_progre
     })
     .await;
 
-    operator.stop().await;
+    operator.stop().await.unwrap();
 }

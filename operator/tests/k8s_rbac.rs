@@ -6,13 +6,10 @@
 //! reconciling a Broker, a Topic and an autoscaled ConsumerGroup.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod k8s_support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use k8s_support::{TempNamespace, client_or_skip};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::ApiResource;
@@ -25,6 +22,7 @@ use sluice_operator::controller::runtime::{self, Context, Settings};
 use sluice_operator::crd::{Broker, ConsumerGroup, Topic};
 use sluice_operator::service::crds::apply_crds;
 use sluice_operator::service::leader::{Elector, LeaderConfig};
+use sluice_testkit::{TempNamespace, client_or_skip};
 
 const RENDER: &str = r#"
 import json, sys, yaml

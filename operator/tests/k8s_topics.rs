@@ -4,8 +4,6 @@
 //! Each test uses a fresh namespace and deletes it at the end.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod k8s_support;
-
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -15,7 +13,7 @@ use sluice_broker::{Broker as Nats, ConnectOptions, ResourceRef, names};
 use sluice_operator::controller::conditions::{self, READY};
 use sluice_operator::crd::{Broker, Topic};
 
-use k8s_support::{client_or_skip, install_crds, poll};
+use sluice_testkit::{client_or_skip, install_crds, wait_until};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -24,7 +22,7 @@ async fn k8s_topics_become_ready_and_follow_deletion_policy() {
     let Some(client) = client_or_skip("k8s_topics").await else {
         return;
     };
-    install_crds(&client).await;
+    install_crds(&client, &sluice_operator::crdgen::all_crds()).await;
     let ns = format!("sluice-test-{}", std::process::id());
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
@@ -39,7 +37,7 @@ async fn k8s_topics_become_ready_and_follow_deletion_policy() {
     let nats = Nats::connect(&ConnectOptions::from_url_list(&server.url()))
         .await
         .unwrap();
-    let operator = k8s_support::InProcessOperator::start(
+    let operator = sluice_operator::controller::in_process::InProcessOperator::start(
         &client,
         &ns,
         &server.url(),
@@ -61,7 +59,7 @@ async fn k8s_topics_become_ready_and_follow_deletion_policy() {
         topics.create(&PostParams::default(), &t).await.unwrap();
     }
     for name in ["deleted", "kept"] {
-        poll(&format!("Topic {name} Ready"), WAIT, || {
+        wait_until(WAIT, &format!("Topic {name} Ready"), || {
             let topics = topics.clone();
             async move {
                 topics
@@ -95,7 +93,7 @@ async fn k8s_topics_become_ready_and_follow_deletion_policy() {
 
     for name in ["deleted", "kept"] {
         topics.delete(name, &DeleteParams::default()).await.unwrap();
-        poll(&format!("Topic {name} gone"), WAIT, || {
+        wait_until(WAIT, &format!("Topic {name} gone"), || {
             let topics = topics.clone();
             async move { topics.get_opt(name).await.unwrap().is_none() }
         })
@@ -116,7 +114,7 @@ async fn k8s_topics_become_ready_and_follow_deletion_policy() {
             .is_ok()
     );
 
-    operator.stop().await;
+    operator.stop().await.unwrap();
     namespaces
         .delete(&ns, &DeleteParams::default())
         .await

@@ -3,18 +3,16 @@
 //! goes on handling instead of stalling.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
-use common::*;
 use futures::StreamExt;
 use sluice_broker::{ResourceRef, names};
+use sluice_testkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ack_floor_jump_past_a_held_delivery_does_not_stall_the_partition() {
-    let env = env().await;
+    let env = Harness::start().await;
     let mut cfg = topic_group("orders", "af", 1);
     // Long enough that what the "deposed owner" (this test) holds is not redelivered meanwhile.
     cfg.ack_wait_ms = 60_000;
@@ -55,9 +53,9 @@ async fn an_ack_floor_jump_past_a_held_delivery_does_not_stall_the_partition() {
     }
 
     let records: Records = Default::default();
-    let _a = spawn_member(spec(&env, "af", "a", &records));
+    let _a = Member::spawn(MemberSpec::new(&env, "af", "a", &records));
     // a receives 5-10 once the old pin expired, and waits for 1-4 at its head.
-    wait_for(
+    wait_until(
         Duration::from_secs(60),
         "offsets 5-10 delivered to a",
         || async {
@@ -71,7 +69,7 @@ async fn an_ack_floor_jump_past_a_held_delivery_does_not_stall_the_partition() {
     .await;
     // Out-of-order redelivery: offset 4 goes back, and to a.
     held[3].ack_with(AckKind::Nak(None)).await.unwrap();
-    wait_for(
+    wait_until(
         Duration::from_secs(60),
         "offset 4 redelivered to a",
         || async {
@@ -89,9 +87,13 @@ async fn an_ack_floor_jump_past_a_held_delivery_does_not_stall_the_partition() {
         m.ack().await.unwrap();
     }
     client.flush().await.unwrap();
-    wait_until(Duration::from_secs(60), "offsets 5-10 handled by a", || {
-        let r = records.lock().unwrap();
-        (5..=10).all(|o| r.iter().any(|x| x.ok && x.offset == o))
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "offsets 5-10 handled by a",
+        async || {
+            let r = records.lock().unwrap();
+            (5..=10).all(|o| r.iter().any(|x| x.ok && x.offset == o))
+        },
+    )
     .await;
 }

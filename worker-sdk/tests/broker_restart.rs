@@ -8,14 +8,12 @@
 //! and removed the expiry markers, which is what a view kept across the outage never learns.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use common::*;
 use sluice_broker::{ResourceRef, names};
+use sluice_testkit::*;
 
 const PARTITIONS: u32 = 6;
 /// How long after the server is back the members can reach it again (longer than the
@@ -25,7 +23,7 @@ const LATE_RECONNECT: Duration = Duration::from_secs(8);
 const PER_PARTITION: u32 = 50;
 
 /// Publishes, retrying while the test's own connection is still reconnecting.
-async fn publish_retrying(env: &Env, topic: &str, partition: u32, id: &str) {
+async fn publish_retrying(env: &Harness, topic: &str, partition: u32, id: &str) {
     let t = ResourceRef::new(NS, topic).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -65,7 +63,7 @@ fn handled(records: &Records) -> BTreeSet<String> {
         .collect()
 }
 
-async fn publish_round(env: &Env, round: &str) -> BTreeSet<String> {
+async fn publish_round(env: &Harness, round: &str) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
     for i in 0..PER_PARTITION {
         for p in 0..PARTITIONS {
@@ -78,7 +76,7 @@ async fn publish_round(env: &Env, round: &str) -> BTreeSet<String> {
 }
 
 async fn survives_a_broker_restart(outage: Duration) {
-    let mut env = env().await;
+    let mut env = Harness::start().await;
     let cfg = topic_group("orders", "billing", PARTITIONS);
     env.provision(&cfg).await;
     let records: Records = Default::default();
@@ -86,9 +84,9 @@ async fn survives_a_broker_restart(outage: Duration) {
     let _members: Vec<Member> = ["a", "b", "c"]
         .into_iter()
         .map(|id| {
-            let mut s = spec(&env, "billing", id, &records);
+            let mut s = MemberSpec::new(&env, "billing", id, &records);
             s.url = proxy.url();
-            spawn_member(s)
+            Member::spawn(s)
         })
         .collect();
     for id in ["a", "b", "c"] {
@@ -98,7 +96,7 @@ async fn survives_a_broker_restart(outage: Duration) {
     wait_until(
         Duration::from_secs(60),
         "messages before the outage",
-        || handled(&records).is_superset(&before),
+        async || handled(&records).is_superset(&before),
     )
     .await;
 
@@ -116,7 +114,7 @@ async fn survives_a_broker_restart(outage: Duration) {
     wait_until(
         Duration::from_secs(90),
         "every message published after the restart to be handled",
-        || handled(&records).is_superset(&after),
+        async || handled(&records).is_superset(&after),
     )
     .await;
     // A figure for the report, not an assertion.

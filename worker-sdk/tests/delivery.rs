@@ -1,14 +1,12 @@
 //! Retry timing, permanent errors, ordering=key and metrics against a real nats-server.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use common::*;
 use sluice_broker::config::{Ordering, SourceKind};
+use sluice_testkit::*;
 use sluice_worker::{Event, HandlerError, Worker};
 
 /// A handler that fails `flaky` until its `succeed_at`-th attempt.
@@ -55,7 +53,7 @@ fn assert_gaps(attempts: &[&Record], delays_ms: &[u64], slack_ms: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordered_retries_wait_in_place_following_the_backoff_schedule() {
-    let env = env().await;
+    let env = Harness::start().await;
     let mut cfg = topic_group("orders", "retry-in-place", 1);
     cfg.retry.max_attempts = 5;
     cfg.retry.backoff.initial_ms = 300;
@@ -65,12 +63,14 @@ async fn ordered_retries_wait_in_place_following_the_backoff_schedule() {
     env.publish("orders", 0, "m-flaky", None, "flaky").await;
     env.publish("orders", 0, "m-next", None, "next").await;
     let records: Records = Default::default();
-    let mut s = spec(&env, "retry-in-place", "a", &records);
+    let mut s = MemberSpec::new(&env, "retry-in-place", "a", &records);
     s.behaviour = flaky_until(4);
-    let _a = spawn_member(s);
-    wait_until(Duration::from_secs(20), "both messages handled", || {
-        records.lock().unwrap().iter().filter(|r| r.ok).count() == 2
-    })
+    let _a = Member::spawn(s);
+    wait_until(
+        Duration::from_secs(20),
+        "both messages handled",
+        async || records.lock().unwrap().iter().filter(|r| r.ok).count() == 2,
+    )
     .await;
     let records = records.lock().unwrap().clone();
     let flaky = attempts_of(&records, "flaky");
@@ -90,7 +90,7 @@ async fn ordered_retries_wait_in_place_following_the_backoff_schedule() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unordered_retries_are_redelivered_after_the_backoff_while_others_flow() {
-    let env = env().await;
+    let env = Harness::start().await;
     let mut cfg = topic_group("orders", "retry-nak", 1);
     cfg.ordering = Ordering::None;
     cfg.retry.max_attempts = 5;
@@ -104,12 +104,14 @@ async fn unordered_retries_are_redelivered_after_the_backoff_while_others_flow()
             .await;
     }
     let records: Records = Default::default();
-    let mut s = spec(&env, "retry-nak", "a", &records);
+    let mut s = MemberSpec::new(&env, "retry-nak", "a", &records);
     s.behaviour = flaky_until(4);
-    let _a = spawn_member(s);
-    wait_until(Duration::from_secs(20), "all messages handled", || {
-        records.lock().unwrap().iter().filter(|r| r.ok).count() == 21
-    })
+    let _a = Member::spawn(s);
+    wait_until(
+        Duration::from_secs(20),
+        "all messages handled",
+        async || records.lock().unwrap().iter().filter(|r| r.ok).count() == 21,
+    )
     .await;
     let records = records.lock().unwrap().clone();
     let flaky = attempts_of(&records, "flaky");
@@ -133,7 +135,7 @@ async fn unordered_retries_are_redelivered_after_the_backoff_while_others_flow()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permanent_error_skips_retries_and_dead_letters_with_the_envelope() {
-    let env = env().await;
+    let env = Harness::start().await;
     let mut cfg = topic_group("orders", "perm", 2);
     cfg.retry.max_attempts = 5;
     cfg.dead_letter = Some("orders-dlq".into());
@@ -147,7 +149,7 @@ async fn a_permanent_error_skips_retries_and_dead_letters_with_the_envelope() {
     env.publish_with("orders", 1, h, "bad").await;
     env.publish("orders", 1, "order-2", None, "good-2").await;
     let records: Records = Default::default();
-    let mut s = spec(&env, "perm", "a", &records);
+    let mut s = MemberSpec::new(&env, "perm", "a", &records);
     s.behaviour = Arc::new(|m| {
         if &m.payload[..] == b"bad" {
             Err(HandlerError::permanent("not an order"))
@@ -157,12 +159,14 @@ async fn a_permanent_error_skips_retries_and_dead_letters_with_the_envelope() {
     });
     let counter = Arc::new(EventCounter::default());
     s.observer = Some(counter.clone());
-    let _a = spawn_member(s);
-    wait_until(Duration::from_secs(20), "good messages handled", || {
-        records.lock().unwrap().iter().filter(|r| r.ok).count() == 2
-    })
+    let _a = Member::spawn(s);
+    wait_until(
+        Duration::from_secs(20),
+        "good messages handled",
+        async || records.lock().unwrap().iter().filter(|r| r.ok).count() == 2,
+    )
     .await;
-    wait_until(Duration::from_secs(10), "dead-letter event", || {
+    wait_until(Duration::from_secs(10), "dead-letter event", async || {
         counter.get(Event::DeadLettered) == 1
     })
     .await;
@@ -193,7 +197,7 @@ async fn a_permanent_error_skips_retries_and_dead_letters_with_the_envelope() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_ordering_keeps_per_key_order_while_keys_run_concurrently() {
-    let env = env().await;
+    let env = Harness::start().await;
     let mut cfg = topic_group("events", "by-key", 1);
     cfg.ordering = Ordering::Key;
     cfg.max_concurrency = 8;
@@ -213,11 +217,11 @@ async fn key_ordering_keeps_per_key_order_while_keys_run_concurrently() {
         }
     }
     let records: Records = Default::default();
-    let mut s = spec(&env, "by-key", "a", &records);
+    let mut s = MemberSpec::new(&env, "by-key", "a", &records);
     s.work = Duration::from_millis(40);
-    let _a = spawn_member(s);
+    let _a = Member::spawn(s);
     let total = keys.len() * per_key;
-    wait_until(Duration::from_secs(25), "all handled", || {
+    wait_until(Duration::from_secs(25), "all handled", async || {
         records.lock().unwrap().len() == total
     })
     .await;
@@ -267,7 +271,7 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_serves_metrics_and_readiness_once_joined() {
-    let env = env().await;
+    let env = Harness::start().await;
     let cfg = topic_group("orders", "metered", 1);
     env.provision(&cfg).await;
     for i in 0..3 {
@@ -280,12 +284,12 @@ async fn the_worker_serves_metrics_and_readiness_once_joined() {
     let worker = Worker::new(options);
     let metrics = worker.metrics();
     let records: Records = Default::default();
-    let _a = spawn_worker(worker, spec(&env, "metered", "a", &records));
-    wait_until(Duration::from_secs(20), "3 handled", || {
+    let _a = Member::spawn_with(worker, MemberSpec::new(&env, "metered", "a", &records));
+    wait_until(Duration::from_secs(20), "3 handled", async || {
         records.lock().unwrap().len() == 3
     })
     .await;
-    wait_for(
+    wait_until(
         Duration::from_secs(10),
         "processed counter at 3",
         || async {

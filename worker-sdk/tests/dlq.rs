@@ -2,17 +2,15 @@
 //! worker process end in the DLQ after exactly maxAttempts deliveries, with the envelope.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
 use sluice_broker::config::SourceKind;
+use sluice_testkit::*;
 use sluice_worker::HandlerError;
 
-/// Entry point of the worker child processes (see `common::child_main`).
+/// Entry point of the worker child processes (see `sluice_testkit::child_main`).
 #[test]
 #[ignore = "worker process entry point, run as a child by the tests of this file"]
 fn child_worker() {
@@ -21,7 +19,7 @@ fn child_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_and_panicking_messages_are_dead_lettered_after_max_attempts() {
-    let env = env().await;
+    let env = Harness::start().await;
     let mut cfg = topic_group("orders", "dl", 3);
     cfg.retry.max_attempts = 3;
     cfg.retry.backoff.initial_ms = 500;
@@ -41,7 +39,7 @@ async fn failing_and_panicking_messages_are_dead_lettered_after_max_attempts() {
     // Calls per payload, counted before the handler fails or panics.
     let calls: Arc<Mutex<HashMap<String, Vec<Instant>>>> = Default::default();
     let records: Records = Default::default();
-    let mut s = spec(&env, "dl", "a", &records);
+    let mut s = MemberSpec::new(&env, "dl", "a", &records);
     let c = calls.clone();
     s.behaviour = Arc::new(move |m| {
         let payload = String::from_utf8_lossy(&m.payload).to_string();
@@ -56,16 +54,18 @@ async fn failing_and_panicking_messages_are_dead_lettered_after_max_attempts() {
             _ => Ok(()),
         }
     });
-    let _a = spawn_member(s);
-    wait_for(
+    let _a = Member::spawn(s);
+    wait_until(
         Duration::from_secs(25),
         "both poisons dead-lettered",
         || async { env.dlq_messages("orders-dlq").await.len() == 2 },
     )
     .await;
-    wait_until(Duration::from_secs(10), "the messages behind them", || {
-        records.lock().unwrap().iter().filter(|r| r.ok).count() == 12
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "the messages behind them",
+        async || records.lock().unwrap().iter().filter(|r| r.ok).count() == 12,
+    )
     .await;
     let calls = calls.lock().unwrap().clone();
     assert_eq!(calls["poison-err"].len(), 3, "exactly maxAttempts calls");
@@ -116,7 +116,7 @@ async fn failing_and_panicking_messages_are_dead_lettered_after_max_attempts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_aborts_the_process_is_dead_lettered_after_max_attempts() {
-    let env = env().await;
+    let env = Harness::start().await;
     let mut cfg = topic_group("orders", "crashy", 2);
     cfg.retry.max_attempts = 3;
     cfg.ack_wait_ms = 1_000;

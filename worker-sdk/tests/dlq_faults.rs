@@ -3,25 +3,23 @@
 //! finished (crashed members) is dead-lettered by the next owner instead of being lost.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
 use sluice_broker::config::{DlqSettings, Ordering};
 use sluice_broker::{ResourceRef, names};
+use sluice_testkit::*;
 use sluice_worker::HandlerError;
 
 const DLQ: &str = "orders-dlq";
 
-async fn dlq_down(env: &Env) {
+async fn dlq_down(env: &Harness) {
     let stream = names::dlq_stream(&ResourceRef::new(NS, DLQ).unwrap());
     env.broker.jetstream().delete_stream(&stream).await.unwrap();
 }
 
-async fn dlq_up(env: &Env) {
+async fn dlq_up(env: &Harness) {
     env.broker
         .ensure_dlq(&ResourceRef::new(NS, DLQ).unwrap(), &DlqSettings::default())
         .await
@@ -29,7 +27,7 @@ async fn dlq_up(env: &Env) {
 }
 
 /// Payloads in the DLQ (none while it does not exist).
-async fn dead_payloads(env: &Env) -> Vec<String> {
+async fn dead_payloads(env: &Harness) -> Vec<String> {
     let stream = names::dlq_stream(&ResourceRef::new(NS, DLQ).unwrap());
     let Ok(mut s) = env.broker.jetstream().get_stream(&stream).await else {
         return Vec::new();
@@ -48,8 +46,8 @@ async fn dead_payloads(env: &Env) -> Vec<String> {
 
 type Calls = Arc<Mutex<HashMap<String, usize>>>;
 
-fn poison_spec(env: &Env, id: &str, records: &Records, calls: &Calls) -> MemberSpec {
-    let mut s = spec(env, "dl", id, records);
+fn poison_spec(env: &Harness, id: &str, records: &Records, calls: &Calls) -> MemberSpec {
+    let mut s = MemberSpec::new(env, "dl", id, records);
     let c = calls.clone();
     s.behaviour = Arc::new(move |m| {
         let payload = String::from_utf8_lossy(&m.payload).to_string();
@@ -68,7 +66,7 @@ fn calls_of(calls: &Calls, payload: &str) -> usize {
 }
 
 async fn dlq_outage_costs_time_not_the_message(ordering: Ordering) {
-    let env = env().await;
+    let env = Harness::start().await;
     let mut cfg = topic_group("orders", "dl", 1);
     cfg.ordering = ordering;
     cfg.retry.max_attempts = 2;
@@ -88,24 +86,28 @@ async fn dlq_outage_costs_time_not_the_message(ordering: Ordering) {
     }
     let records: Records = Default::default();
     let calls: Calls = Default::default();
-    let _a = spawn_member(poison_spec(&env, "a", &records, &calls));
-    wait_until(Duration::from_secs(30), "the poison to be handled", || {
-        calls_of(&calls, "poison") >= 1
-    })
+    let _a = Member::spawn(poison_spec(&env, "a", &records, &calls));
+    wait_until(
+        Duration::from_secs(30),
+        "the poison to be handled",
+        async || calls_of(&calls, "poison") >= 1,
+    )
     .await;
     // The outage (the fault, not an assertion): several ack waits, more than the consumer's
     // deliveries would last if the message were left to time out.
     tokio::time::sleep(Duration::from_secs(10)).await;
     dlq_up(&env).await;
-    wait_for(
+    wait_until(
         Duration::from_secs(60),
         "the poison in the DLQ once it is back",
         || async { dead_payloads(&env).await.contains(&"poison".to_string()) },
     )
     .await;
-    wait_until(Duration::from_secs(30), "the messages behind it", || {
-        (0..5).all(|i| calls_of(&calls, &format!("after-{i}")) >= 1)
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "the messages behind it",
+        async || (0..5).all(|i| calls_of(&calls, &format!("after-{i}")) >= 1),
+    )
     .await;
     assert_eq!(
         calls_of(&calls, "poison"),
@@ -126,7 +128,7 @@ async fn dlq_outage_costs_time_not_the_message_ordered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_last_delivery_left_by_crashed_members_is_dead_lettered() {
-    let env = env().await;
+    let env = Harness::start().await;
     let mut cfg = topic_group("orders", "dl", 1);
     // max_deliver = 2: the second delivery is the last one JetStream makes.
     cfg.retry.max_attempts = 1;
@@ -138,16 +140,16 @@ async fn a_last_delivery_left_by_crashed_members_is_dead_lettered() {
     env.publish("orders", 0, "id-poison", None, "poison").await;
     let records: Records = Default::default();
     let calls: Calls = Default::default();
-    let mut a = spawn_member(poison_spec(&env, "a", &records, &calls));
+    let mut a = Member::spawn(poison_spec(&env, "a", &records, &calls));
     wait_until(
         Duration::from_secs(30),
         "the first delivery to fail",
-        || calls_of(&calls, "poison") >= 1,
+        async || calls_of(&calls, "poison") >= 1,
     )
     .await;
     a.kill();
-    let mut b = spawn_member(poison_spec(&env, "b", &records, &calls));
-    wait_for(
+    let mut b = Member::spawn(poison_spec(&env, "b", &records, &calls));
+    wait_until(
         Duration::from_secs(60),
         "the second (last) delivery, to b",
         || async {
@@ -161,8 +163,8 @@ async fn a_last_delivery_left_by_crashed_members_is_dead_lettered() {
     .await;
     b.kill();
     dlq_up(&env).await;
-    let _c = spawn_member(poison_spec(&env, "c", &records, &calls));
-    wait_for(
+    let _c = Member::spawn(poison_spec(&env, "c", &records, &calls));
+    wait_until(
         Duration::from_secs(60),
         "the message whose last delivery was never finished, in the DLQ",
         || async { dead_payloads(&env).await.contains(&"poison".to_string()) },
@@ -170,7 +172,7 @@ async fn a_last_delivery_left_by_crashed_members_is_dead_lettered() {
     .await;
     // And the partition goes on.
     env.publish("orders", 0, "id-later", None, "later").await;
-    wait_until(Duration::from_secs(30), "a later message", || {
+    wait_until(Duration::from_secs(30), "a later message", async || {
         calls_of(&calls, "later") >= 1
     })
     .await;
@@ -178,7 +180,7 @@ async fn a_last_delivery_left_by_crashed_members_is_dead_lettered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_message_whose_last_delivery_crashed_is_dead_lettered() {
-    let env = env().await;
+    let env = Harness::start().await;
     let mut cfg = queue_group("jobs", "dl");
     cfg.retry.max_attempts = 1;
     cfg.dead_letter = Some(DLQ.into());
@@ -188,16 +190,16 @@ async fn a_queue_message_whose_last_delivery_crashed_is_dead_lettered() {
     env.publish_queue("jobs", "id-poison", "poison").await;
     let records: Records = Default::default();
     let calls: Calls = Default::default();
-    let mut a = spawn_member(poison_spec(&env, "a", &records, &calls));
+    let mut a = Member::spawn(poison_spec(&env, "a", &records, &calls));
     wait_until(
         Duration::from_secs(30),
         "the first delivery to fail",
-        || calls_of(&calls, "poison") >= 1,
+        async || calls_of(&calls, "poison") >= 1,
     )
     .await;
     a.kill();
-    let mut b = spawn_member(poison_spec(&env, "b", &records, &calls));
-    wait_for(
+    let mut b = Member::spawn(poison_spec(&env, "b", &records, &calls));
+    wait_until(
         Duration::from_secs(60),
         "the second (last) delivery, to b",
         || async {
@@ -211,8 +213,8 @@ async fn a_queue_message_whose_last_delivery_crashed_is_dead_lettered() {
     .await;
     b.kill();
     dlq_up(&env).await;
-    let _c = spawn_member(poison_spec(&env, "c", &records, &calls));
-    wait_for(
+    let _c = Member::spawn(poison_spec(&env, "c", &records, &calls));
+    wait_until(
         Duration::from_secs(60),
         "the message whose last delivery was never finished, in the DLQ",
         || async { dead_payloads(&env).await.contains(&"poison".to_string()) },

@@ -2,19 +2,17 @@
 //! handling and acknowledgement, crashes mid-handling, DLQ replays.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
-use common::*;
 use sluice_broker::config::{Delivery, Ordering, TopicSettings};
 use sluice_broker::{ResourceRef, names};
+use sluice_testkit::*;
 use sluice_worker::Event;
 
-/// Entry point of the worker child processes (see `common::child_main`).
+/// Entry point of the worker child processes (see `sluice_testkit::child_main`).
 #[test]
 #[ignore = "worker process entry point, run as a child by the tests of this file"]
 fn child_worker() {
@@ -22,7 +20,7 @@ fn child_worker() {
 }
 
 /// Creates the output topic and returns its subject and stream.
-async fn output_topic(env: &Env) -> (String, String) {
+async fn output_topic(env: &Harness) -> (String, String) {
     let out = ResourceRef::new(NS, "outputs").unwrap();
     env.broker
         .ensure_topic(
@@ -38,7 +36,7 @@ async fn output_topic(env: &Env) -> (String, String) {
 }
 
 /// Payloads stored in a stream, with how often each is there.
-async fn stored(env: &Env, stream: &str) -> BTreeMap<String, usize> {
+async fn stored(env: &Harness, stream: &str) -> BTreeMap<String, usize> {
     let mut c = BTreeMap::new();
     for (_, payload) in env.stream_messages(stream).await {
         *c.entry(payload).or_insert(0) += 1;
@@ -49,7 +47,7 @@ async fn stored(env: &Env, stream: &str) -> BTreeMap<String, usize> {
 /// Handlers that block their worker's thread past the ack wait: no progress ack can go out,
 /// so JetStream redelivers while the handler still runs (or just finished).
 async fn forced_redeliveries(queue: bool) {
-    let env = env().await;
+    let env = Harness::start().await;
     let (out_subject, out_stream) = output_topic(&env).await;
     let group = if queue { "eo-queue" } else { "eo-topic" };
     let mut cfg = if queue {
@@ -86,7 +84,7 @@ async fn forced_redeliveries(queue: bool) {
     }
     let records: Records = Default::default();
     let counter = Arc::new(EventCounter::default());
-    let mut s = spec(&env, group, "a", &records);
+    let mut s = MemberSpec::new(&env, group, "a", &records);
     s.behaviour = Arc::new(|m| {
         if m.payload.starts_with(b"slow-") {
             std::thread::sleep(Duration::from_millis(1_600));
@@ -95,8 +93,8 @@ async fn forced_redeliveries(queue: bool) {
     });
     s.observer = Some(counter.clone());
     s.output_subject = Some(out_subject);
-    let _a = spawn_member(s);
-    wait_until(Duration::from_secs(25), "all handled", || {
+    let _a = Member::spawn(s);
+    wait_until(Duration::from_secs(25), "all handled", async || {
         records.lock().unwrap().len() >= n
     })
     .await;
@@ -105,7 +103,7 @@ async fn forced_redeliveries(queue: bool) {
     } else {
         names::topic_stream(&ResourceRef::new(NS, "jobs").unwrap(), 0)
     };
-    wait_for(
+    wait_until(
         Duration::from_secs(15),
         "every delivery settled",
         || async {
@@ -147,7 +145,7 @@ async fn exactly_once_survives_forced_redeliveries_on_a_queue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_survives_crashes_after_handling_and_mid_handling() {
-    let env = env().await;
+    let env = Harness::start().await;
     let (out_subject, out_stream) = output_topic(&env).await;
     let mut cfg = topic_group("jobs", "eo-crash", 1);
     cfg.delivery = Delivery::ExactlyOnce;
@@ -187,7 +185,7 @@ async fn exactly_once_survives_crashes_after_handling_and_mid_handling() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let stream = names::topic_stream(&ResourceRef::new(NS, "jobs").unwrap(), 0);
-    wait_for(
+    wait_until(
         Duration::from_secs(15),
         "every delivery settled",
         || async {
@@ -223,17 +221,17 @@ async fn exactly_once_survives_crashes_after_handling_and_mid_handling() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_dead_letter_is_recognised_as_the_same_message() {
-    let env = env().await;
+    let env = Harness::start().await;
     let mut cfg = topic_group("jobs", "eo-replay", 1);
     cfg.delivery = Delivery::ExactlyOnce;
     env.provision(&cfg).await;
     env.publish("jobs", 0, "job-1", None, "first").await;
     let records: Records = Default::default();
     let counter = Arc::new(EventCounter::default());
-    let mut s = spec(&env, "eo-replay", "a", &records);
+    let mut s = MemberSpec::new(&env, "eo-replay", "a", &records);
     s.observer = Some(counter.clone());
-    let _a = spawn_member(s);
-    wait_until(Duration::from_secs(20), "first handled", || {
+    let _a = Member::spawn(s);
+    wait_until(Duration::from_secs(20), "first handled", async || {
         records.lock().unwrap().len() == 1
     })
     .await;
@@ -243,7 +241,7 @@ async fn a_replayed_dead_letter_is_recognised_as_the_same_message() {
     h.insert("Sluice-Original-Id", "job-1");
     env.publish_with("jobs", 0, h, "first").await;
     env.publish("jobs", 0, "job-2", None, "second").await;
-    wait_until(Duration::from_secs(20), "second handled", || {
+    wait_until(Duration::from_secs(20), "second handled", async || {
         records
             .lock()
             .unwrap()
@@ -261,7 +259,7 @@ async fn a_replayed_dead_letter_is_recognised_as_the_same_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_most_once_never_handles_twice_even_when_the_process_dies_mid_handling() {
-    let env = env().await;
+    let env = Harness::start().await;
     let mut cfg = topic_group("jobs", "amo", 1);
     cfg.delivery = Delivery::AtMostOnce;
     cfg.ack_wait_ms = 1_000;
@@ -289,7 +287,7 @@ async fn at_most_once_never_handles_twice_even_when_the_process_dies_mid_handlin
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let stream = names::topic_stream(&ResourceRef::new(NS, "jobs").unwrap(), 0);
-    wait_for(
+    wait_until(
         Duration::from_secs(15),
         "every delivery settled",
         || async {

@@ -3,12 +3,10 @@
 //! next await point, while the partition's new owner handles the message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use sluice_testkit::*;
 use sluice_worker::{Context, Message, Worker};
 
 type Log = Arc<Mutex<Vec<String>>>;
@@ -45,7 +43,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_frozen_past_its_lease_does_not_go_on_handling() {
-    let env = env().await;
+    let env = Harness::start().await;
     let cfg = topic_group("orders", "fz", 1);
     env.provision(&cfg).await;
     let log: Log = Default::default();
@@ -72,7 +70,7 @@ async fn a_member_frozen_past_its_lease_does_not_go_on_handling() {
     );
     env.wait_owns("fz", "a", Duration::from_secs(60)).await;
     env.publish("orders", 0, "id-1", None, "one").await;
-    wait_until(Duration::from_secs(60), "a to start handling", || {
+    wait_until(Duration::from_secs(60), "a to start handling", async || {
         has(&log, "a-start")
     })
     .await;
@@ -90,7 +88,7 @@ async fn a_member_frozen_past_its_lease_does_not_go_on_handling() {
     wait_until(
         Duration::from_secs(60),
         "a to wake up and its handler to end one way or the other",
-        || has(&log, "a-dropped") || has(&log, "a-after-freeze"),
+        async || has(&log, "a-dropped") || has(&log, "a-after-freeze"),
     )
     .await;
     assert!(
@@ -98,8 +96,10 @@ async fn a_member_frozen_past_its_lease_does_not_go_on_handling() {
         "a went on handling after its lease lapsed: {:?}",
         log.lock().unwrap()
     );
-    wait_until(Duration::from_secs(60), "b to handle the message", || {
-        has(&log, "b-handled")
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "b to handle the message",
+        async || has(&log, "b-handled"),
+    )
     .await;
 }

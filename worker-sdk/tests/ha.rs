@@ -3,17 +3,15 @@
 //! before is scaled up), so killing the node that leads them stops no group.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::kv;
-use common::*;
 use sluice_broker::config::{Delivery, TopicSettings};
 use sluice_broker::embedded::Cluster;
 use sluice_broker::{Broker, ConnectOptions, ResourceRef, names};
+use sluice_testkit::*;
 
 const PARTITIONS: u32 = 3;
 
@@ -134,7 +132,7 @@ async fn losing_one_node_stops_no_group() {
     let _members: Vec<Member> = ["a", "b"]
         .into_iter()
         .map(|id| {
-            spawn_member(MemberSpec {
+            Member::spawn(MemberSpec {
                 url: urls.clone(),
                 group: "billing".into(),
                 id: id.into(),
@@ -150,7 +148,7 @@ async fn losing_one_node_stops_no_group() {
     wait_until(
         Duration::from_secs(90),
         "messages before the node loss",
-        || handled(&records).is_superset(&before),
+        async || handled(&records).is_superset(&before),
     )
     .await;
     let idem = names::idempotency_bucket(&ResourceRef::new(NS, "billing").unwrap());
@@ -185,7 +183,7 @@ async fn losing_one_node_stops_no_group() {
     wait_until(
         Duration::from_secs(90),
         "every message published after the node loss to be handled",
-        || handled(&records).is_superset(&after),
+        async || handled(&records).is_superset(&after),
     )
     .await;
     // A figure for the report, not an assertion.

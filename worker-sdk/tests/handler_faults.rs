@@ -4,20 +4,18 @@
 //! logging still shows the SDK's warnings on stderr.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
-use common::*;
 use sluice_broker::config::Delivery;
 use sluice_broker::{ResourceRef, names};
+use sluice_testkit::*;
 use sluice_worker::{Context, Message, Worker};
 
-/// Entry point of the worker child processes (see `common::child_main`).
+/// Entry point of the worker child processes (see `sluice_testkit::child_main`).
 #[test]
 #[ignore = "worker process entry point, run as a child by the tests of this file"]
 fn child_worker() {
@@ -26,7 +24,7 @@ fn child_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_from_the_environment_logs_to_stderr_by_default() {
-    let env = env().await;
+    let env = Harness::start().await;
     let cfg = topic_group("orders", "logs", 1);
     env.provision(&cfg).await;
     let dir = tempfile::tempdir().unwrap();
@@ -37,7 +35,7 @@ async fn a_worker_from_the_environment_logs_to_stderr_by_default() {
     wait_until(
         Duration::from_secs(60),
         "the worker's own log lines on its stderr",
-        || spec.stderr().contains("joined the group"),
+        async || spec.stderr().contains("joined the group"),
     )
     .await;
     child.sigterm();
@@ -64,7 +62,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_before_the_handler_future_is_a_retryable_failure() {
-    let env = env().await;
+    let env = Harness::start().await;
     let cfg = topic_group("orders", "sp", 1);
     env.provision(&cfg).await;
     env.publish("orders", 0, "id-boom", None, "boom").await;
@@ -90,7 +88,7 @@ async fn a_panic_before_the_handler_future_is_a_retryable_failure() {
     wait_until(
         Duration::from_secs(60),
         "the panicking message retried and the one after it handled",
-        || {
+        async || {
             let got: BTreeSet<String> = handled.lock().unwrap().iter().cloned().collect();
             got.contains("boom") && got.contains("after")
         },
@@ -106,7 +104,7 @@ async fn a_panic_before_the_handler_future_is_a_retryable_failure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_does_not_ack_before_the_key_is_recorded() {
-    let env = env().await;
+    let env = Harness::start().await;
     let mut cfg = topic_group("orders", "eo", 1);
     cfg.delivery = Delivery::ExactlyOnce;
     env.provision(&cfg).await;
@@ -131,9 +129,11 @@ async fn exactly_once_does_not_ack_before_the_key_is_recorded() {
         },
     );
     env.publish("orders", 0, "id-1", None, "one").await;
-    wait_until(Duration::from_secs(60), "the handler to start", || {
-        !handled.lock().unwrap().is_empty()
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "the handler to start",
+        async || !handled.lock().unwrap().is_empty(),
+    )
     .await;
     // The idempotency store goes away while the handler runs.
     let config = {
@@ -147,7 +147,7 @@ async fn exactly_once_does_not_ack_before_the_key_is_recorded() {
     js.create_stream(config).await.unwrap();
     let store = js.get_key_value(&bucket).await.unwrap();
     let key = names::escape_member("id-1");
-    wait_for(
+    wait_until(
         Duration::from_secs(60),
         "the idempotency key recorded once the store is back",
         || {
@@ -158,7 +158,7 @@ async fn exactly_once_does_not_ack_before_the_key_is_recorded() {
     )
     .await;
     let stream = names::topic_stream(&ResourceRef::new(NS, "orders").unwrap(), 0);
-    wait_for(
+    wait_until(
         Duration::from_secs(30),
         "the message acknowledged",
         || async {

@@ -2,14 +2,12 @@
 //! alive by progress heartbeats, retries and dead-lettering.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
 use sluice_broker::config::SourceKind;
 use sluice_broker::{ResourceRef, names};
+use sluice_testkit::*;
 use sluice_worker::HandlerError;
 
 fn queue_stream() -> String {
@@ -18,7 +16,7 @@ fn queue_stream() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_competing_workers_handle_every_message_once() {
-    let env = env().await;
+    let env = Harness::start().await;
     let cfg = queue_group("jobs", "crew");
     env.provision_queue(&cfg).await;
     let n = 150;
@@ -30,16 +28,16 @@ async fn three_competing_workers_handle_every_message_once() {
     let members: Vec<Member> = ["a", "b", "c"]
         .iter()
         .map(|id| {
-            let mut s = spec(&env, "crew", id, &records);
+            let mut s = MemberSpec::new(&env, "crew", id, &records);
             s.work = Duration::from_millis(15);
-            spawn_member(s)
+            Member::spawn(s)
         })
         .collect();
-    wait_until(Duration::from_secs(25), "all handled", || {
+    wait_until(Duration::from_secs(25), "all handled", async || {
         records.lock().unwrap().len() >= n
     })
     .await;
-    wait_for(Duration::from_secs(10), "queue drained", || async {
+    wait_until(Duration::from_secs(10), "queue drained", || async {
         let info = env.consumer_info(&queue_stream(), "crew").await;
         info.num_ack_pending == 0 && info.num_pending == 0
     })
@@ -73,22 +71,22 @@ async fn three_competing_workers_handle_every_message_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_slower_than_the_visibility_timeout_keeps_its_message() {
-    let env = env().await;
+    let env = Harness::start().await;
     let mut cfg = queue_group("jobs", "slow");
     cfg.ack_wait_ms = 1_000;
     env.provision_queue(&cfg).await;
     env.publish_queue("jobs", "job-1", "slow-1").await;
     env.publish_queue("jobs", "job-2", "slow-2").await;
     let records: Records = Default::default();
-    let mut s = spec(&env, "slow", "a", &records);
+    let mut s = MemberSpec::new(&env, "slow", "a", &records);
     // Three visibility timeouts per message.
     s.work = Duration::from_millis(3_000);
-    let _a = spawn_member(s);
-    wait_until(Duration::from_secs(20), "both handled", || {
+    let _a = Member::spawn(s);
+    wait_until(Duration::from_secs(20), "both handled", async || {
         records.lock().unwrap().len() >= 2
     })
     .await;
-    wait_for(Duration::from_secs(10), "acks settled", || async {
+    wait_until(Duration::from_secs(10), "acks settled", || async {
         env.consumer_info(&queue_stream(), "slow")
             .await
             .num_ack_pending
@@ -107,7 +105,7 @@ async fn a_handler_slower_than_the_visibility_timeout_keeps_its_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_retries_follow_the_backoff_and_end_in_the_dlq() {
-    let env = env().await;
+    let env = Harness::start().await;
     let mut cfg = queue_group("jobs", "retrying");
     cfg.retry.max_attempts = 3;
     cfg.retry.backoff.initial_ms = 400;
@@ -121,7 +119,7 @@ async fn queue_retries_follow_the_backoff_and_end_in_the_dlq() {
             .await;
     }
     let records: Records = Default::default();
-    let mut s = spec(&env, "retrying", "a", &records);
+    let mut s = MemberSpec::new(&env, "retrying", "a", &records);
     s.behaviour = Arc::new(|m| {
         if &m.payload[..] == b"poison" {
             Err(HandlerError::retryable("downstream timeout"))
@@ -129,12 +127,12 @@ async fn queue_retries_follow_the_backoff_and_end_in_the_dlq() {
             Ok(())
         }
     });
-    let _a = spawn_member(s);
-    wait_for(Duration::from_secs(20), "poison dead-lettered", || async {
+    let _a = Member::spawn(s);
+    wait_until(Duration::from_secs(20), "poison dead-lettered", || async {
         !env.dlq_messages("jobs-dlq").await.is_empty()
     })
     .await;
-    wait_until(Duration::from_secs(10), "the others handled", || {
+    wait_until(Duration::from_secs(10), "the others handled", async || {
         records.lock().unwrap().iter().filter(|r| r.ok).count() == 10
     })
     .await;

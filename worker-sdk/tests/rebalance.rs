@@ -1,12 +1,10 @@
 //! Membership, exclusivity, rebalancing and ordering against a real nats-server.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::*;
+use sluice_testkit::*;
 
 /// Per partition, the offsets in handling order must be exactly publish order (no duplicates).
 fn assert_exact_order(records: &[Record], partitions: u32, per_partition: u64) {
@@ -28,7 +26,7 @@ fn assert_exact_order(records: &[Record], partitions: u32, per_partition: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_joins_and_leaves_keep_order_exclusivity_and_deliver_nothing_twice() {
-    let env = env().await;
+    let env = Harness::start().await;
     let cfg = topic_group("orders", "billing", 6);
     env.provision(&cfg).await;
     let records: Records = Default::default();
@@ -46,19 +44,19 @@ async fn clean_joins_and_leaves_keep_order_exclusivity_and_deliver_nothing_twice
             .await;
         }
     }
-    let mut s = spec(&env, "billing", "a", &records);
+    let mut s = MemberSpec::new(&env, "billing", "a", &records);
     s.work = Duration::from_millis(25);
-    let mut a = spawn_member(s);
-    wait_until(Duration::from_secs(20), "a to start", || {
+    let mut a = Member::spawn(s);
+    wait_until(Duration::from_secs(20), "a to start", async || {
         records.lock().unwrap().len() >= 20
     })
     .await;
-    let mut s = spec(&env, "billing", "b", &records);
+    let mut s = MemberSpec::new(&env, "billing", "b", &records);
     s.work = Duration::from_millis(25);
-    let mut b = spawn_member(s);
-    let mut s = spec(&env, "billing", "c", &records);
+    let mut b = Member::spawn(s);
+    let mut s = MemberSpec::new(&env, "billing", "c", &records);
     s.work = Duration::from_millis(25);
-    let mut c = spawn_member(s);
+    let mut c = Member::spawn(s);
     env.wait_owns("billing", "b", Duration::from_secs(30)).await;
     env.wait_owns("billing", "c", Duration::from_secs(30)).await;
     for i in per_partition / 2..per_partition {
@@ -75,7 +73,7 @@ async fn clean_joins_and_leaves_keep_order_exclusivity_and_deliver_nothing_twice
     }
     b.stop().unwrap();
     let total = (per_partition * 6) as usize;
-    wait_until(Duration::from_secs(60), "all messages", || {
+    wait_until(Duration::from_secs(60), "all messages", async || {
         records.lock().unwrap().len() >= total
     })
     .await;
@@ -99,7 +97,7 @@ async fn clean_joins_and_leaves_keep_order_exclusivity_and_deliver_nothing_twice
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashed_members_partitions_resume_elsewhere_in_order_without_overlap() {
-    let env = env().await;
+    let env = Harness::start().await;
     let cfg = topic_group("events", "audit", 4);
     env.provision(&cfg).await;
     let records: Records = Default::default();
@@ -118,16 +116,20 @@ async fn crashed_members_partitions_resume_elsewhere_in_order_without_overlap() 
     }
     let mut members = Vec::new();
     for id in ["a", "b", "c"] {
-        let mut s = spec(&env, "audit", id, &records);
+        let mut s = MemberSpec::new(&env, "audit", id, &records);
         s.work = Duration::from_millis(20);
-        members.push(spawn_member(s));
+        members.push(Member::spawn(s));
     }
-    wait_until(Duration::from_secs(30), "every member to work", || {
-        let r = records.lock().unwrap();
-        ["a", "b", "c"]
-            .iter()
-            .all(|m| r.iter().any(|r| r.member == *m))
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "every member to work",
+        async || {
+            let r = records.lock().unwrap();
+            ["a", "b", "c"]
+                .iter()
+                .all(|m| r.iter().any(|r| r.member == *m))
+        },
+    )
     .await;
     // Crash b: what partitions did it have?
     let owned_by_b: Vec<u32> = {
@@ -143,7 +145,7 @@ async fn crashed_members_partitions_resume_elsewhere_in_order_without_overlap() 
     wait_until(
         Duration::from_secs(30),
         "b's partitions to resume elsewhere",
-        || {
+        async || {
             let r = records.lock().unwrap();
             owned_by_b.iter().all(|p| {
                 r.iter()
@@ -162,7 +164,7 @@ async fn crashed_members_partitions_resume_elsewhere_in_order_without_overlap() 
     };
     eprintln!("crash failover: first handling on another member {resumed:?} after the kill");
     let total = (per_partition * 4) as usize;
-    wait_until(Duration::from_secs(60), "all messages", || {
+    wait_until(Duration::from_secs(60), "all messages", async || {
         counts(&records.lock().unwrap()).len() >= total
     })
     .await;
@@ -247,7 +249,7 @@ fn assert_order_allowing_crash_repeats(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_of_joins_leaves_and_crashes_never_overlaps_and_handles_everything() {
-    let env = env().await;
+    let env = Harness::start().await;
     let cfg = topic_group("clicks", "stats", 6);
     env.provision(&cfg).await;
     let records: Records = Default::default();
@@ -271,9 +273,9 @@ async fn churn_of_joins_leaves_and_crashes_never_overlaps_and_handles_everything
     };
     publish(0, per_partition / 4).await;
     let start = |id: &str| {
-        let mut s = spec(&env, "stats", id, &records);
+        let mut s = MemberSpec::new(&env, "stats", id, &records);
         s.work = Duration::from_millis(10);
-        spawn_member(s)
+        Member::spawn(s)
     };
     let mut a = start("a");
     let mut b = start("b");
@@ -294,7 +296,7 @@ async fn churn_of_joins_leaves_and_crashes_never_overlaps_and_handles_everything
     d.stop().unwrap();
     publish(3 * per_partition / 4, per_partition).await;
     let total = (per_partition * 6) as usize;
-    wait_until(Duration::from_secs(90), "every message", || {
+    wait_until(Duration::from_secs(90), "every message", async || {
         counts(&records.lock().unwrap()).len() >= total
     })
     .await;

@@ -2,14 +2,12 @@
 //! a real SIGTERM to a worker process. Nothing is lost, nothing is handled twice.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::*;
+use sluice_testkit::*;
 
-/// Entry point of the worker child processes (see `common::child_main`).
+/// Entry point of the worker child processes (see `sluice_testkit::child_main`).
 #[test]
 #[ignore = "worker process entry point, run as a child by the tests of this file"]
 fn child_worker() {
@@ -21,7 +19,7 @@ const PARTITIONS: u32 = 3;
 // pull expiry plus 1 s of in-order handling after the stop).
 const PER_PARTITION: usize = 150;
 
-async fn load(env: &Env, group: &str) -> Vec<String> {
+async fn load(env: &Harness, group: &str) -> Vec<String> {
     let cfg = topic_group("orders", group, PARTITIONS);
     env.provision(&cfg).await;
     let mut payloads = Vec::new();
@@ -48,13 +46,13 @@ fn assert_each_once(payloads: &[String], handled: &BTreeMap<String, usize>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_handle_mid_load_loses_and_duplicates_nothing() {
-    let env = env().await;
+    let env = Harness::start().await;
     let payloads = load(&env, "stop").await;
     let records: Records = Default::default();
-    let mut s = spec(&env, "stop", "a", &records);
+    let mut s = MemberSpec::new(&env, "stop", "a", &records);
     s.work = Duration::from_millis(20);
-    let mut a = spawn_member(s);
-    wait_until(Duration::from_secs(20), "a under load", || {
+    let mut a = Member::spawn(s);
+    wait_until(Duration::from_secs(20), "a under load", async || {
         records.lock().unwrap().len() >= 20
     })
     .await;
@@ -64,12 +62,14 @@ async fn shutdown_handle_mid_load_loses_and_duplicates_nothing() {
         by_a < payloads.len(),
         "a finished everything before it was stopped"
     );
-    let mut s = spec(&env, "stop", "b", &records);
+    let mut s = MemberSpec::new(&env, "stop", "b", &records);
     s.work = Duration::from_millis(5);
-    let _b = spawn_member(s);
-    wait_until(Duration::from_secs(25), "b to finish the rest", || {
-        records.lock().unwrap().len() >= payloads.len()
-    })
+    let _b = Member::spawn(s);
+    wait_until(
+        Duration::from_secs(25),
+        "b to finish the rest",
+        async || records.lock().unwrap().len() >= payloads.len(),
+    )
     .await;
     let records = records.lock().unwrap().clone();
     assert_each_once(&payloads, &ok_by_payload(&records));
@@ -78,14 +78,16 @@ async fn shutdown_handle_mid_load_loses_and_duplicates_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_load_exits_zero_and_loses_and_duplicates_nothing() {
-    let env = env().await;
+    let env = Harness::start().await;
     let payloads = load(&env, "term").await;
     let dir = tempfile::tempdir().unwrap();
     let children = ChildSpec::new(&env, "term", dir.path()).with("SLUICE_TEST_WORK_MS", "20");
     let mut child = children.spawn("w0");
-    wait_until(Duration::from_secs(20), "the worker under load", || {
-        child_counts(&children.events(), "done").len() >= 20
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "the worker under load",
+        async || child_counts(&children.events(), "done").len() >= 20,
+    )
     .await;
     child.sigterm();
     let status = child.wait_exit(Duration::from_secs(20)).await;
@@ -102,10 +104,12 @@ async fn sigterm_mid_load_exits_zero_and_loses_and_duplicates_nothing() {
     // Nothing was left half-done: every handling the child started, it completed.
     assert_eq!(child_counts(&children.events(), "start"), by_child);
     let records: Records = Default::default();
-    let _b = spawn_member(spec(&env, "term", "b", &records));
-    wait_until(Duration::from_secs(25), "b to finish the rest", || {
-        by_child.len() + records.lock().unwrap().len() >= payloads.len()
-    })
+    let _b = Member::spawn(MemberSpec::new(&env, "term", "b", &records));
+    wait_until(
+        Duration::from_secs(25),
+        "b to finish the rest",
+        async || by_child.len() + records.lock().unwrap().len() >= payloads.len(),
+    )
     .await;
     let mut handled = by_child.clone();
     for (p, n) in ok_by_payload(&records.lock().unwrap()) {

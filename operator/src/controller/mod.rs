@@ -26,6 +26,7 @@ pub mod conditions;
 pub mod dlq;
 pub mod env;
 pub mod group;
+pub mod in_process;
 pub mod kube_api;
 pub mod metrics;
 pub mod monitor;

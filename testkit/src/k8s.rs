@@ -1,13 +1,15 @@
 //! Support for the real-cluster tests (`k8s_*.rs`): they run only when `KUBECONFIG` is set,
 //! each in a fresh namespace that a guard deletes on drop (also when the test fails), and
 //! print the namespace's Sluice objects when a test fails.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
+
+use crate::wait::wait_until;
 
 /// A client for the cluster in `KUBECONFIG`, or `None` (with the reason printed) without one.
 pub async fn client_or_skip(test: &str) -> Option<Client> {
@@ -24,28 +26,13 @@ pub async fn client_or_skip(test: &str) -> Option<Client> {
     )
 }
 
-/// Polls `check` every 250ms until it holds, failing after `timeout`.
-pub async fn poll<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 /// A fresh namespace, deleted (with everything in it) when dropped; cluster-scoped objects
 /// registered with [`TempNamespace::also_delete`] go with it.
+#[derive(Debug)]
 pub struct TempNamespace {
     /// The namespace's name.
     pub name: String,
-    cluster_scoped: Vec<(kube::discovery::ApiResource, String)>,
+    cluster_scoped: Vec<(ApiResource, String)>,
 }
 
 impl TempNamespace {
@@ -66,7 +53,7 @@ impl TempNamespace {
     }
 
     /// Deletes this cluster-scoped object together with the namespace.
-    pub fn also_delete(&mut self, resource: kube::discovery::ApiResource, name: String) {
+    pub fn also_delete(&mut self, resource: ApiResource, name: String) {
         self.cluster_scoped.push((resource, name));
     }
 }
@@ -100,8 +87,7 @@ impl Drop for TempNamespace {
                     dump(&client, &name).await;
                 }
                 for (resource, object) in cluster_scoped {
-                    let api: Api<kube::api::DynamicObject> =
-                        Api::all_with(client.clone(), &resource);
+                    let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
                     let _ = api.delete(&object, &DeleteParams::default()).await;
                 }
                 let api: Api<Namespace> = Api::all(client);
@@ -117,71 +103,60 @@ impl Drop for TempNamespace {
     }
 }
 
+/// The Sluice kinds whose objects a failed test prints.
+const SLUICE_KINDS: [&str; 5] = [
+    "Broker",
+    "Topic",
+    "Queue",
+    "ConsumerGroup",
+    "DeadLetterQueue",
+];
+
 /// Prints the Sluice objects and their status, to diagnose a failed test.
 async fn dump(client: &Client, namespace: &str) {
-    use sluice_operator::crd::{Broker, ConsumerGroup, Topic};
     eprintln!("--- state of namespace {namespace} at failure ---");
-    if let Ok(l) = Api::<Broker>::namespaced(client.clone(), namespace)
-        .list(&Default::default())
-        .await
-    {
-        for b in l {
-            eprintln!("Broker {:?}: {:?}", b.metadata.name, b.status);
-        }
-    }
-    if let Ok(l) = Api::<Topic>::namespaced(client.clone(), namespace)
-        .list(&Default::default())
-        .await
-    {
-        for t in l {
-            eprintln!("Topic {:?}: {:?}", t.metadata.name, t.status);
-        }
-    }
-    if let Ok(l) = Api::<ConsumerGroup>::namespaced(client.clone(), namespace)
-        .list(&Default::default())
-        .await
-    {
-        for g in l {
-            eprintln!("ConsumerGroup {:?}: {:?}", g.metadata.name, g.status);
+    for kind in SLUICE_KINDS {
+        let gvk = GroupVersionKind::gvk("sluice.dev", "v1alpha1", kind);
+        let resource = ApiResource::from_gvk(&gvk);
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+        if let Ok(list) = api.list(&Default::default()).await {
+            for o in list {
+                eprintln!("{kind} {:?}: {}", o.metadata.name, o.data["status"]);
+            }
         }
     }
 }
 
-/// Applies the CRDs generated from the Rust types (server-side apply) and waits until each
+/// Applies `crds` (server-side apply, field manager `sluice-test`) and waits until each
 /// is established.
-pub async fn install_crds(client: &Client) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+pub async fn install_crds(client: &Client, crds: &[CustomResourceDefinition]) {
     use kube::ResourceExt;
     use kube::api::{Patch, PatchParams};
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in sluice_operator::crdgen::all_crds() {
+    for crd in crds {
         api.patch(
             &crd.name_any(),
             &PatchParams::apply("sluice-test").force(),
-            &Patch::Apply(&crd),
+            &Patch::Apply(crd),
         )
         .await
         .unwrap();
     }
-    for crd in sluice_operator::crdgen::all_crds() {
+    for crd in crds {
         let name = crd.name_any();
-        poll(
-            &format!("CRD {name} established"),
+        wait_until(
             Duration::from_secs(120),
-            || {
-                let api = api.clone();
-                let name = name.clone();
-                async move {
-                    api.get(&name)
-                        .await
-                        .ok()
-                        .and_then(|c| c.status)
-                        .and_then(|s| s.conditions)
-                        .is_some_and(|cs| {
-                            cs.iter()
-                                .any(|c| c.type_ == "Established" && c.status == "True")
-                        })
-                }
+            &format!("CRD {name} established"),
+            async || {
+                api.get(&name)
+                    .await
+                    .ok()
+                    .and_then(|c| c.status)
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c.type_ == "Established" && c.status == "True")
+                    })
             },
         )
         .await;
@@ -213,49 +188,4 @@ pub async fn cluster_runs_pods(client: &Client) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// The controllers running in-process, watching one namespace, with Broker `main` reached at
-/// a local nats-server's URL; [`InProcessOperator::stop`] shuts them down.
-pub struct InProcessOperator {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl InProcessOperator {
-    /// Starts the controllers for `namespace` with the given resync period and metrics.
-    pub fn start(
-        client: &Client,
-        namespace: &str,
-        broker_url: &str,
-        resync: Duration,
-        metrics: std::sync::Arc<sluice_operator::controller::metrics::Metrics>,
-    ) -> Self {
-        use sluice_operator::controller::runtime::{self, Settings};
-        let settings = Settings {
-            namespaces: vec![namespace.to_string()],
-            broker_urls: std::collections::BTreeMap::from([(
-                "main".to_string(),
-                broker_url.to_string(),
-            )]),
-            resync,
-            ..Settings::default()
-        };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(runtime::run(
-            client.clone(),
-            settings,
-            metrics,
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        Self { stop, task }
-    }
-
-    /// Stops the controllers and waits until they ended.
-    pub async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap();
-    }
 }

@@ -6,7 +6,6 @@
 //! name exists), PUT (409 on a stale resourceVersion), DELETE, and PATCH as server-side
 //! apply (deep merge; on `/status` the status is replaced), JSON merge patch, and the JSON
 //! patch operations the finalizer helper uses. Every request is recorded.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -36,7 +35,7 @@ impl Recorded {
     }
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct State {
     objects: BTreeMap<String, Value>,
     requests: Vec<Recorded>,
@@ -44,7 +43,7 @@ struct State {
 }
 
 /// The fake API server.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct FakeApi {
     state: Arc<Mutex<State>>,
 }
