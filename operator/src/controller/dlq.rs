@@ -2,8 +2,12 @@
 //! `ensure_dlq` -> status with depth and oldest age, plus the alert condition and a Warning
 //! Event when the depth reaches the threshold.
 
+use std::future::Future;
+use std::time::Duration;
+
 use tracing::{info, instrument, warn};
 
+use super::broker_resource::BrokerResource;
 use super::env::Env;
 use super::topic::live_broker;
 use super::{Failure, Note, Outcome, Requeue, broker_of, conditions, ns_name, resource_ref};
@@ -130,4 +134,25 @@ pub async fn cleanup(env: &Env, dlq: &DeadLetterQueue) -> Result<(), Failure> {
             )
         })?;
     Ok(())
+}
+
+impl BrokerResource for DeadLetterQueue {
+    const KIND: &'static str = "DeadLetterQueue";
+    type Status = DeadLetterQueueStatus;
+
+    fn deletion_policy(&self) -> DeletionPolicy {
+        self.spec.deletion_policy.unwrap_or_default()
+    }
+
+    fn reconcile<'a>(
+        &'a self,
+        env: &'a Env,
+        resync: Duration,
+    ) -> impl Future<Output = Outcome<DeadLetterQueueStatus>> + Send + 'a {
+        reconcile(env, self, resync)
+    }
+
+    fn cleanup<'a>(&'a self, env: &'a Env) -> impl Future<Output = Result<(), Failure>> + Send + 'a {
+        cleanup(env, self)
+    }
 }

@@ -22,6 +22,7 @@
 
 pub mod autoscaling;
 pub mod broker;
+pub mod broker_resource;
 pub mod conditions;
 pub mod dlq;
 pub mod env;

@@ -3,11 +3,13 @@
 //! status with the number of waiting messages, how far each source partition was received,
 //! and `SourcingStalled` (condition and Warning Event) when a source's gap does not close.
 
+use std::future::Future;
 use std::time::Duration;
 
 use sluice_broker::fanout::{DEFAULT_STALL_AFTER, SourcePartitionStatus, Stall};
 use tracing::{info, instrument, warn};
 
+use super::broker_resource::BrokerResource;
 use super::env::Env;
 use super::topic::live_broker;
 use super::{Failure, Note, Outcome, Requeue, broker_of, conditions, ns_name, resource_ref};
@@ -241,6 +243,27 @@ fn partitions_by_topic(sources: &[QueueSourceStatus]) -> Vec<sluice_broker::conf
         }
     }
     out
+}
+
+impl BrokerResource for Queue {
+    const KIND: &'static str = "Queue";
+    type Status = QueueStatus;
+
+    fn deletion_policy(&self) -> DeletionPolicy {
+        self.spec.deletion_policy.unwrap_or_default()
+    }
+
+    fn reconcile<'a>(
+        &'a self,
+        env: &'a Env,
+        resync: Duration,
+    ) -> impl Future<Output = Outcome<QueueStatus>> + Send + 'a {
+        reconcile(env, self, resync)
+    }
+
+    fn cleanup<'a>(&'a self, env: &'a Env) -> impl Future<Output = Result<(), Failure>> + Send + 'a {
+        cleanup(env, self)
+    }
 }
 
 #[cfg(test)]

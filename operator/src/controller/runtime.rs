@@ -33,6 +33,7 @@ use serde::Serialize;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::autoscaling::{DeploymentTarget, GroupScaler, RecordedTarget};
+use super::broker_resource::BrokerResource;
 use super::env::{BrokerPool, Env, Lookup};
 use super::kube_api::{self, Object};
 use super::metrics::{GroupLabels, Metrics};
@@ -403,43 +404,30 @@ async fn publish<K: Object>(ctx: &Context, obj: &K, notes: &[Note]) {
 }
 
 /// Topic, Queue and DeadLetterQueue reconcile the same way: the kind's kube-free reconcile
-/// and cleanup (module `$module`), a finalizer, status and Events through [`finish`].
-macro_rules! finalized_broker_kind {
-    ($kind:ty, $name:literal, $module:ident) => {
-        impl Reconciled for $kind {
-            const KIND: &'static str = $name;
-            /// Only `deletionPolicy: Delete` touches the broker on deletion.
-            fn needs_finalizer(&self) -> bool {
-                self.spec.deletion_policy.unwrap_or_default() == crate::crd::DeletionPolicy::Delete
-            }
-            fn apply(
-                ctx: Arc<Context>,
-                obj: Arc<Self>,
-            ) -> BoxFuture<'static, Result<Action, Failure>> {
-                async move {
-                    let outcome = super::$module::reconcile(&ctx.env, &obj, ctx.resync).await;
-                    finish(&ctx, obj.as_ref(), outcome).await
-                }
-                .boxed()
-            }
-            fn cleanup(
-                ctx: Arc<Context>,
-                obj: Arc<Self>,
-            ) -> BoxFuture<'static, Result<Action, Failure>> {
-                async move {
-                    super::$module::cleanup(&ctx.env, &obj)
-                        .await
-                        .map(|()| Action::await_change())
-                }
-                .boxed()
-            }
+/// and cleanup ([`BrokerResource`]), a finalizer only with `deletionPolicy: Delete`, status
+/// and Events through [`finish`].
+impl<K: BrokerResource> Reconciled for K {
+    const KIND: &'static str = <K as BrokerResource>::KIND;
+    /// Only `deletionPolicy: Delete` touches the broker on deletion.
+    fn needs_finalizer(&self) -> bool {
+        self.deletion_policy() == crate::crd::DeletionPolicy::Delete
+    }
+    fn apply(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+        async move {
+            let outcome = obj.reconcile(&ctx.env, ctx.resync).await;
+            finish(&ctx, obj.as_ref(), outcome).await
         }
-    };
+        .boxed()
+    }
+    fn cleanup(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+        async move {
+            BrokerResource::cleanup(obj.as_ref(), &ctx.env)
+                .await
+                .map(|()| Action::await_change())
+        }
+        .boxed()
+    }
 }
-
-finalized_broker_kind!(Topic, "Topic", topic);
-finalized_broker_kind!(Queue, "Queue", queue);
-finalized_broker_kind!(DeadLetterQueue, "DeadLetterQueue", dlq);
 
 impl Reconciled for Broker {
     const KIND: &'static str = "Broker";

@@ -2,8 +2,12 @@
 //! status with per-partition offsets. Cleanup deletes the streams only with
 //! `deletionPolicy: Delete`.
 
+use std::future::Future;
+use std::time::Duration;
+
 use tracing::{info, instrument, warn};
 
+use super::broker_resource::BrokerResource;
 use super::env::Env;
 use super::{Failure, Note, Outcome, Requeue, broker_of, conditions, ns_name, resource_ref};
 use crate::crd::topic::PartitionStatus;
@@ -139,5 +143,26 @@ pub(crate) async fn live_broker(
             warn!(broker = %name, "Broker is gone or being deleted: nothing left to clean up on it");
             Ok(None)
         }
+    }
+}
+
+impl BrokerResource for Topic {
+    const KIND: &'static str = "Topic";
+    type Status = TopicStatus;
+
+    fn deletion_policy(&self) -> DeletionPolicy {
+        self.spec.deletion_policy.unwrap_or_default()
+    }
+
+    fn reconcile<'a>(
+        &'a self,
+        env: &'a Env,
+        resync: Duration,
+    ) -> impl Future<Output = Outcome<TopicStatus>> + Send + 'a {
+        reconcile(env, self, resync)
+    }
+
+    fn cleanup<'a>(&'a self, env: &'a Env) -> impl Future<Output = Result<(), Failure>> + Send + 'a {
+        cleanup(env, self)
     }
 }
