@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::env::Env;
+use super::context::ReconcileContext;
 use super::kube_api::Object;
 use super::{Failure, Outcome};
 use crate::crd::DeletionPolicy;
@@ -27,10 +27,10 @@ pub trait BrokerResource: Object {
     /// Reconciles the object against its broker (the kind's kube-free reconcile).
     fn reconcile<'a>(
         &'a self,
-        env: &'a Env,
+        ctx: &'a ReconcileContext,
         resync: Duration,
     ) -> impl Future<Output = Outcome<Self::Status>> + Send + 'a;
 
     /// Cleans up a deleted object on its broker.
-    fn cleanup<'a>(&'a self, env: &'a Env) -> impl Future<Output = Result<(), Failure>> + Send + 'a;
+    fn cleanup<'a>(&'a self, ctx: &'a ReconcileContext) -> impl Future<Output = Result<(), Failure>> + Send + 'a;
 }

@@ -8,24 +8,24 @@ use std::time::Duration;
 use tracing::{info, instrument, warn};
 
 use super::broker_resource::BrokerResource;
-use super::env::Env;
-use super::topic::live_broker;
-use super::{Failure, Note, Outcome, Requeue, broker_of, conditions, ns_name, resource_ref};
+use super::context::ReconcileContext;
+use super::dereference::{broker_of, connect, live_broker, resource_ref};
+use super::{Failure, ObjectEvent, Outcome, Requeue, conditions, ns_name};
 use crate::crd::{ConditionStatus, DeadLetterQueue, DeadLetterQueueStatus, DeletionPolicy};
 use crate::desired::{dlq::dlq_settings, dlq::over_threshold, stream_replicas};
 
 /// Reconciles one DeadLetterQueue against its broker.
 #[instrument(skip_all, fields(dlq = %format!("{}/{}", ns_name(dlq).0, ns_name(dlq).1)))]
 pub async fn reconcile(
-    env: &Env,
+    ctx: &ReconcileContext,
     dlq: &DeadLetterQueue,
     resync: std::time::Duration,
 ) -> Outcome<DeadLetterQueueStatus> {
     let generation = dlq.metadata.generation;
     let mut status = dlq.status.clone().unwrap_or_default();
-    let mut notes = Vec::new();
+    let mut events = Vec::new();
     status.observed_generation = generation;
-    match apply(env, dlq).await {
+    match apply(ctx, dlq).await {
         Ok(state) => {
             status.depth = Some(state.depth);
             status.oldest_age = state.oldest_age.map(|d| {
@@ -44,7 +44,7 @@ pub async fn reconcile(
                     state.depth
                 );
                 if !was_alerting {
-                    notes.push(Note {
+                    events.push(ObjectEvent {
                         warning: true,
                         reason: "AlertThresholdExceeded",
                         message: message.clone(),
@@ -71,7 +71,7 @@ pub async fn reconcile(
             Outcome {
                 status,
                 requeue: Requeue::After(resync),
-                notes,
+                events,
             }
         }
         Err(failure) => {
@@ -80,15 +80,15 @@ pub async fn reconcile(
             Outcome {
                 requeue: failure.requeue(),
                 status,
-                notes,
+                events,
             }
         }
     }
 }
 
-async fn apply(env: &Env, dlq: &DeadLetterQueue) -> Result<sluice_broker::DlqStatus, Failure> {
+async fn apply(ctx: &ReconcileContext, dlq: &DeadLetterQueue) -> Result<sluice_broker::DlqStatus, Failure> {
     let (ns, name) = ns_name(dlq);
-    let broker_obj = broker_of(env, &ns, &dlq.spec.broker).await?;
+    let broker_obj = broker_of(ctx, &ns, &dlq.spec.broker).await?;
     let mut settings = dlq_settings(&dlq.spec)?;
     settings.replicas = stream_replicas(
         dlq.spec.replicas,
@@ -96,7 +96,7 @@ async fn apply(env: &Env, dlq: &DeadLetterQueue) -> Result<sluice_broker::DlqSta
         broker_obj.spec.replicas,
     )?;
     let rr = resource_ref(&ns, &name)?;
-    let broker = super::connect(env, &ns, &broker_obj).await?;
+    let broker = connect(ctx, &ns, &broker_obj).await?;
     let changes = broker.ensure_dlq(&rr, &settings).await.map_err(|e| {
         Failure::broker(
             &format!("failed to provision dead-letter queue {ns}/{name}"),
@@ -114,16 +114,16 @@ async fn apply(env: &Env, dlq: &DeadLetterQueue) -> Result<sluice_broker::DlqSta
 
 /// Cleans up a deleted DeadLetterQueue (only with `deletionPolicy: Delete`).
 #[instrument(skip_all, fields(dlq = %format!("{}/{}", ns_name(dlq).0, ns_name(dlq).1)))]
-pub async fn cleanup(env: &Env, dlq: &DeadLetterQueue) -> Result<(), Failure> {
+pub async fn cleanup(ctx: &ReconcileContext, dlq: &DeadLetterQueue) -> Result<(), Failure> {
     if dlq.spec.deletion_policy.unwrap_or_default() != DeletionPolicy::Delete {
         info!("deletionPolicy Retain: keeping the dead-letter stream");
         return Ok(());
     }
     let (ns, name) = ns_name(dlq);
-    let Some(broker_obj) = live_broker(env, &ns, &dlq.spec.broker).await? else {
+    let Some(broker_obj) = live_broker(ctx, &ns, &dlq.spec.broker).await? else {
         return Ok(());
     };
-    let broker = super::connect(env, &ns, &broker_obj).await?;
+    let broker = connect(ctx, &ns, &broker_obj).await?;
     broker
         .delete_dlq(&resource_ref(&ns, &name)?)
         .await
@@ -146,13 +146,13 @@ impl BrokerResource for DeadLetterQueue {
 
     fn reconcile<'a>(
         &'a self,
-        env: &'a Env,
+        ctx: &'a ReconcileContext,
         resync: Duration,
     ) -> impl Future<Output = Outcome<DeadLetterQueueStatus>> + Send + 'a {
-        reconcile(env, self, resync)
+        reconcile(ctx, self, resync)
     }
 
-    fn cleanup<'a>(&'a self, env: &'a Env) -> impl Future<Output = Result<(), Failure>> + Send + 'a {
-        cleanup(env, self)
+    fn cleanup<'a>(&'a self, ctx: &'a ReconcileContext) -> impl Future<Output = Result<(), Failure>> + Send + 'a {
+        cleanup(ctx, self)
     }
 }

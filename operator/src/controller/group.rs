@@ -9,9 +9,9 @@ use sluice_broker::GroupConfig;
 use sluice_broker::config::SourceKind;
 use tracing::{info, instrument, warn};
 
-use super::env::Env;
-use super::topic::live_broker;
-use super::{Failure, Outcome, Requeue, broker_of, conditions, ns_name};
+use super::context::ReconcileContext;
+use super::dereference::{broker_of, connect, live_broker, resource_ref};
+use super::{Failure, Outcome, Requeue, conditions, ns_name};
 use crate::crd::group::PartitionLagStatus;
 use crate::crd::{ConsumerGroup, ConsumerGroupStatus, DeadLetterQueue, InvalidField, Queue, Topic};
 use crate::desired::group::{ResolvedSource, group_broker, group_config, source_label, source_of};
@@ -45,7 +45,7 @@ pub struct Measured {
 /// Reconciles one ConsumerGroup against its broker.
 #[instrument(skip_all, fields(group = %format!("{}/{}", ns_name(group).0, ns_name(group).1)))]
 pub async fn reconcile(
-    env: &Env,
+    ctx: &ReconcileContext,
     group: &ConsumerGroup,
     resync: std::time::Duration,
 ) -> GroupOutcome {
@@ -55,7 +55,7 @@ pub async fn reconcile(
     if let Ok((kind, name)) = source_of(&group.spec.source) {
         status.source = Some(source_label(kind, name));
     }
-    match apply(env, group, &status).await {
+    match apply(ctx, group, &status).await {
         Ok((measured, deployment)) => {
             let lag = &measured.lag;
             status.lag = Some(lag.total());
@@ -78,7 +78,7 @@ pub async fn reconcile(
                 outcome: Outcome {
                     status,
                     requeue: Requeue::After(resync),
-                    notes: Vec::new(),
+                    events: Vec::new(),
                 },
                 deployment,
                 measured: Some(measured),
@@ -91,7 +91,7 @@ pub async fn reconcile(
                 outcome: Outcome {
                     requeue: failure.requeue(),
                     status,
-                    notes: Vec::new(),
+                    events: Vec::new(),
                 },
                 deployment: None,
                 measured: None,
@@ -102,7 +102,7 @@ pub async fn reconcile(
 
 /// Looks up the group's source.
 pub async fn resolve_source(
-    env: &Env,
+    ctx: &ReconcileContext,
     namespace: &str,
     group: &ConsumerGroup,
 ) -> Result<ResolvedSource, Failure> {
@@ -115,7 +115,7 @@ pub async fn resolve_source(
     };
     match kind {
         SourceKind::Topic => {
-            let t = env
+            let t = ctx
                 .lookup
                 .get::<Topic>(namespace, name)
                 .await?
@@ -129,7 +129,7 @@ pub async fn resolve_source(
             })
         }
         SourceKind::Queue => {
-            let q = env
+            let q = ctx
                 .lookup
                 .get::<Queue>(namespace, name)
                 .await?
@@ -149,17 +149,17 @@ pub async fn resolve_source(
 }
 
 async fn apply(
-    env: &Env,
+    ctx: &ReconcileContext,
     group: &ConsumerGroup,
     status: &ConsumerGroupStatus,
 ) -> Result<(Measured, Option<Deployment>), Failure> {
     let (ns, name) = ns_name(group);
     // dereference
-    let source = resolve_source(env, &ns, group).await?;
+    let source = resolve_source(ctx, &ns, group).await?;
     let broker_name = group_broker(&group.spec, &source)?;
-    let broker_obj = broker_of(env, &ns, &broker_name).await?;
+    let broker_obj = broker_of(ctx, &ns, &broker_name).await?;
     if let Some(dl) = &group.spec.dead_letter {
-        let d = env.lookup.get::<DeadLetterQueue>(&ns, &dl.queue).await?.ok_or_else(|| Failure::Missing {
+        let d = ctx.lookup.get::<DeadLetterQueue>(&ns, &dl.queue).await?.ok_or_else(|| Failure::Missing {
             reason: "DeadLetterQueueNotFound",
             message: format!("spec.deadLetter.queue: DeadLetterQueue {} does not exist in namespace {ns}; create it or fix the name", dl.queue),
         })?;
@@ -180,7 +180,7 @@ async fn apply(
         Some(t) => {
             let template = t.decode("template")?;
             let secret = broker_obj.credentials_secret();
-            let url = env.pool.url(&ns, &broker_name);
+            let url = ctx.pool.url(&ns, &broker_name);
             Some(worker_deployment(WorkerInputs {
                 namespace: &ns,
                 group: &name,
@@ -195,7 +195,7 @@ async fn apply(
         None => None,
     };
     // apply
-    let broker = super::connect(env, &ns, &broker_obj).await?;
+    let broker = connect(ctx, &ns, &broker_obj).await?;
     let changes = broker.ensure_group(&cfg).await.map_err(|e| {
         Failure::broker(
             &format!("failed to provision consumer group {ns}/{name}"),
@@ -213,7 +213,7 @@ async fn apply(
         )
     })?;
     let dlq_depth = match &group.spec.dead_letter {
-        Some(dl) => match super::resource_ref(&ns, &dl.queue) {
+        Some(dl) => match resource_ref(&ns, &dl.queue) {
             Ok(rr) => match broker.dlq_status(&rr).await {
                 Ok(d) => Some(d.depth),
                 Err(e) => {
@@ -258,12 +258,12 @@ fn owner_reference(group: &ConsumerGroup) -> Result<OwnerReference, Failure> {
 /// Cleans up a deleted ConsumerGroup: removes its consumers (positions) and config entry.
 /// Messages stay in the source. Lets go when the Broker is gone.
 #[instrument(skip_all, fields(group = %format!("{}/{}", ns_name(group).0, ns_name(group).1)))]
-pub async fn cleanup(env: &Env, group: &ConsumerGroup) -> Result<(), Failure> {
+pub async fn cleanup(ctx: &ReconcileContext, group: &ConsumerGroup) -> Result<(), Failure> {
     let (ns, name) = ns_name(group);
     let Ok((kind, source_name)) = source_of(&group.spec.source) else {
         return Ok(());
     };
-    let source = match resolve_source(env, &ns, group).await {
+    let source = match resolve_source(ctx, &ns, group).await {
         Ok(s) => Some(s),
         Err(Failure::Missing { .. } | Failure::InvalidSpec(_)) => None,
         Err(e) => return Err(e),
@@ -276,15 +276,15 @@ pub async fn cleanup(env: &Env, group: &ConsumerGroup) -> Result<(), Failure> {
             return Ok(());
         }
     };
-    let Some(broker_obj) = live_broker(env, &ns, &broker_name).await? else {
+    let Some(broker_obj) = live_broker(ctx, &ns, &broker_name).await? else {
         return Ok(());
     };
-    let broker = super::connect(env, &ns, &broker_obj).await?;
+    let broker = connect(ctx, &ns, &broker_obj).await?;
     let partitions = match (&source, kind) {
         (Some(s), _) => s.partitions,
         (None, SourceKind::Queue) => 1,
         (None, SourceKind::Topic) => {
-            let rr = super::resource_ref(&ns, source_name)?;
+            let rr = resource_ref(&ns, source_name)?;
             broker
                 .topic_partition_count(&rr)
                 .await

@@ -10,9 +10,9 @@ use sluice_broker::fanout::{DEFAULT_STALL_AFTER, SourcePartitionStatus, Stall};
 use tracing::{info, instrument, warn};
 
 use super::broker_resource::BrokerResource;
-use super::env::Env;
-use super::topic::live_broker;
-use super::{Failure, Note, Outcome, Requeue, broker_of, conditions, ns_name, resource_ref};
+use super::context::ReconcileContext;
+use super::dereference::{broker_of, connect, live_broker, resource_ref};
+use super::{Failure, ObjectEvent, Outcome, Requeue, conditions, ns_name};
 use crate::crd::{ConditionStatus, DeletionPolicy, Queue, QueueSourceStatus, QueueStatus, Topic};
 use crate::desired::queue::{ResolvedTopic, queue_settings};
 use crate::desired::stream_replicas;
@@ -29,12 +29,12 @@ struct QueueState {
 
 /// Reconciles one Queue against its broker.
 #[instrument(skip_all, fields(queue = %format!("{}/{}", ns_name(queue).0, ns_name(queue).1)))]
-pub async fn reconcile(env: &Env, queue: &Queue, resync: Duration) -> Outcome<QueueStatus> {
+pub async fn reconcile(ctx: &ReconcileContext, queue: &Queue, resync: Duration) -> Outcome<QueueStatus> {
     let generation = queue.metadata.generation;
     let mut status = queue.status.clone().unwrap_or_default();
-    let mut notes = Vec::new();
+    let mut events = Vec::new();
     status.observed_generation = generation;
-    match apply(env, queue).await {
+    match apply(ctx, queue).await {
         Ok(state) => {
             status.messages = Some(state.messages);
             status.sources = state.sources.iter().map(source_status).collect();
@@ -43,7 +43,7 @@ pub async fn reconcile(env: &Env, queue: &Queue, resync: Duration) -> Outcome<Qu
                 "queue stream provisioned",
                 generation,
             );
-            sourcing_condition(&mut status, &state.stalls, generation, &mut notes);
+            sourcing_condition(&mut status, &state.stalls, generation, &mut events);
             let catching_up = state.sources.iter().any(|s| s.pending > 0);
             Outcome {
                 status,
@@ -52,7 +52,7 @@ pub async fn reconcile(env: &Env, queue: &Queue, resync: Duration) -> Outcome<Qu
                 } else {
                     resync
                 }),
-                notes,
+                events,
             }
         }
         Err(failure) => {
@@ -61,7 +61,7 @@ pub async fn reconcile(env: &Env, queue: &Queue, resync: Duration) -> Outcome<Qu
             Outcome {
                 requeue: failure.requeue(),
                 status,
-                notes,
+                events,
             }
         }
     }
@@ -82,7 +82,7 @@ fn sourcing_condition(
     status: &mut QueueStatus,
     stalls: &[Stall],
     generation: Option<i64>,
-    notes: &mut Vec<Note>,
+    events: &mut Vec<ObjectEvent>,
 ) {
     if stalls.is_empty() {
         if status.sources.is_empty() {
@@ -110,7 +110,7 @@ fn sourcing_condition(
             .join("; ")
     );
     if !conditions::is_true(&status.conditions, conditions::SOURCING_STALLED) {
-        notes.push(Note {
+        events.push(ObjectEvent {
             warning: true,
             reason: "SourcingStalled",
             message: message.clone(),
@@ -126,12 +126,12 @@ fn sourcing_condition(
     );
 }
 
-async fn apply(env: &Env, queue: &Queue) -> Result<QueueState, Failure> {
+async fn apply(ctx: &ReconcileContext, queue: &Queue) -> Result<QueueState, Failure> {
     let (ns, name) = ns_name(queue);
-    let broker_obj = broker_of(env, &ns, &queue.spec.broker).await?;
+    let broker_obj = broker_of(ctx, &ns, &queue.spec.broker).await?;
     let mut topics = Vec::new();
     for (i, source) in queue.spec.sources.iter().enumerate() {
-        let topic = env.lookup.get::<Topic>(&ns, &source.topic).await?.ok_or_else(|| Failure::Missing {
+        let topic = ctx.lookup.get::<Topic>(&ns, &source.topic).await?.ok_or_else(|| Failure::Missing {
             reason: "SourceNotFound",
             message: format!("spec.sources[{i}].topic: Topic {} does not exist in namespace {ns}; create it or fix the source", source.topic),
         })?;
@@ -148,7 +148,7 @@ async fn apply(env: &Env, queue: &Queue) -> Result<QueueState, Failure> {
         broker_obj.spec.replicas,
     )?;
     let rr = resource_ref(&ns, &name)?;
-    let broker = super::connect(env, &ns, &broker_obj).await?;
+    let broker = connect(ctx, &ns, &broker_obj).await?;
     let changes = broker
         .ensure_queue(&rr, &settings)
         .await
@@ -157,9 +157,9 @@ async fn apply(env: &Env, queue: &Queue) -> Result<QueueState, Failure> {
         info!(created = ?changes.created, updated = ?changes.updated, "queue provisioned");
     }
     if settings.sources.is_empty() {
-        env.relays.stop(&rr);
+        ctx.relays.stop(&rr);
     } else {
-        env.relays.ensure(&broker, &rr, &settings.sources);
+        ctx.relays.ensure(&broker, &rr, &settings.sources);
     }
     let stream_name = sluice_broker::names::queue_stream(&rr);
     let mut stream = broker
@@ -186,7 +186,7 @@ async fn apply(env: &Env, queue: &Queue) -> Result<QueueState, Failure> {
                 e,
             )
         })?;
-    let stalls = env
+    let stalls = ctx
         .relays
         .stalls(&broker, &rr, &sources, DEFAULT_STALL_AFTER);
     Ok(QueueState {
@@ -199,18 +199,18 @@ async fn apply(env: &Env, queue: &Queue) -> Result<QueueState, Failure> {
 /// Cleans up a deleted Queue: its fan-out relays stop; with `deletionPolicy: Delete` the
 /// stream and the relay consumers on the source topics are deleted too.
 #[instrument(skip_all, fields(queue = %format!("{}/{}", ns_name(queue).0, ns_name(queue).1)))]
-pub async fn cleanup(env: &Env, queue: &Queue) -> Result<(), Failure> {
+pub async fn cleanup(ctx: &ReconcileContext, queue: &Queue) -> Result<(), Failure> {
     let (ns, name) = ns_name(queue);
     let rr = resource_ref(&ns, &name)?;
-    env.relays.stop(&rr);
+    ctx.relays.stop(&rr);
     if queue.spec.deletion_policy.unwrap_or_default() != DeletionPolicy::Delete {
         info!("deletionPolicy Retain: keeping the queue stream and its relay positions");
         return Ok(());
     }
-    let Some(broker_obj) = live_broker(env, &ns, &queue.spec.broker).await? else {
+    let Some(broker_obj) = live_broker(ctx, &ns, &queue.spec.broker).await? else {
         return Ok(());
     };
-    let broker = super::connect(env, &ns, &broker_obj).await?;
+    let broker = connect(ctx, &ns, &broker_obj).await?;
     let sources: Vec<sluice_broker::config::QueueSource> = queue
         .status
         .as_ref()
@@ -255,14 +255,14 @@ impl BrokerResource for Queue {
 
     fn reconcile<'a>(
         &'a self,
-        env: &'a Env,
+        ctx: &'a ReconcileContext,
         resync: Duration,
     ) -> impl Future<Output = Outcome<QueueStatus>> + Send + 'a {
-        reconcile(env, self, resync)
+        reconcile(ctx, self, resync)
     }
 
-    fn cleanup<'a>(&'a self, env: &'a Env) -> impl Future<Output = Result<(), Failure>> + Send + 'a {
-        cleanup(env, self)
+    fn cleanup<'a>(&'a self, ctx: &'a ReconcileContext) -> impl Future<Output = Result<(), Failure>> + Send + 'a {
+        cleanup(ctx, self)
     }
 }
 
@@ -309,14 +309,14 @@ mod tests {
             idle_for: Duration::from_secs(90),
             last_error: Some("no responders".into()),
         };
-        let mut notes = Vec::new();
+        let mut events = Vec::new();
         sourcing_condition(
             &mut status,
             std::slice::from_ref(&stall),
             Some(1),
-            &mut notes,
+            &mut events,
         );
-        assert_eq!(notes.len(), 1);
+        assert_eq!(events.len(), 1);
         assert!(conditions::is_true(
             &status.conditions,
             conditions::SOURCING_STALLED
@@ -328,10 +328,10 @@ mod tests {
             c.message
         );
         // Still stalled: no second Event.
-        sourcing_condition(&mut status, &[stall], Some(1), &mut notes);
-        assert_eq!(notes.len(), 1);
+        sourcing_condition(&mut status, &[stall], Some(1), &mut events);
+        assert_eq!(events.len(), 1);
         // Flowing again.
-        sourcing_condition(&mut status, &[], Some(1), &mut notes);
+        sourcing_condition(&mut status, &[], Some(1), &mut events);
         assert!(!conditions::is_true(
             &status.conditions,
             conditions::SOURCING_STALLED

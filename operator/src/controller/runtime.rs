@@ -7,7 +7,7 @@
 //!
 //! Status is written with one field manager ([`MANAGER`]) by server-side apply of the whole
 //! status the reconcile computed; nothing in status is read back as an input (the
-//! autoscaler's state lives in [`Context`], the worker count in the Deployment), so a stale
+//! autoscaler's state lives in [`ControllerContext`], the worker count in the Deployment), so a stale
 //! cached status can never be re-applied over a newer decision.
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,10 +34,10 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::autoscaling::{DeploymentTarget, GroupScaler, RecordedTarget};
 use super::broker_resource::BrokerResource;
-use super::env::{BrokerPool, Env, Lookup};
+use super::context::{BrokerPool, ReconcileContext, Lookup};
 use super::kube_api::{self, Object};
 use super::metrics::{GroupLabels, Metrics};
-use super::{DEFAULT_RESYNC, FINALIZER, Failure, MANAGER, Note, Outcome, Requeue};
+use super::{DEFAULT_RESYNC, FINALIZER, Failure, MANAGER, ObjectEvent, Outcome, Requeue};
 use crate::autoscale::Autoscaler;
 use crate::crd::{Broker, ConsumerGroup, DeadLetterQueue, Queue, Topic};
 use crate::desired::autoscaling::{LagHistory, autoscale_policy};
@@ -72,9 +72,9 @@ impl Default for Settings {
 }
 
 /// Shared state of the controllers.
-pub struct Context {
+pub struct ControllerContext {
     client: Client,
-    env: Env,
+    reconcile: ReconcileContext,
     recorder: Recorder,
     resync: Duration,
     cluster_domain: String,
@@ -84,19 +84,19 @@ pub struct Context {
     clock: Instant,
 }
 
-impl Debug for Context {
+impl Debug for ControllerContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context")
-            .field("env", &self.env)
+        f.debug_struct("ControllerContext")
+            .field("reconcile", &self.reconcile)
             .finish_non_exhaustive()
     }
 }
 
-impl Context {
+impl ControllerContext {
     /// A context for `client` with `settings`, recording into `metrics`.
     pub fn new(client: Client, settings: &Settings, metrics: Arc<Metrics>) -> Self {
         Self {
-            env: Env {
+            reconcile: ReconcileContext {
                 lookup: Lookup::Kube(client.clone()),
                 pool: Arc::new(BrokerPool::new(settings.broker_urls.clone())),
                 // A Queue without finalizer (Retain) has no cleanup hook: its relays stop when
@@ -122,10 +122,10 @@ impl Context {
         }
     }
 
-    /// A context whose broker connections go through `env` (tests: a real nats-server with
-    /// the Kubernetes API faked).
-    pub fn with_env(mut self, env: Env) -> Self {
-        self.env = env;
+    /// A context whose broker connections go through `reconcile` (tests: a real nats-server
+    /// with the Kubernetes API faked).
+    pub fn with_reconcile_context(mut self, reconcile: ReconcileContext) -> Self {
+        self.reconcile = reconcile;
         self
     }
 
@@ -194,17 +194,17 @@ pub trait Reconciled: Object {
     /// operator.
     fn needs_finalizer(&self) -> bool;
     /// Reconciles a live object.
-    fn apply(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>>;
+    fn apply(ctx: Arc<ControllerContext>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>>;
     /// Cleans up a deleted object (only called when it carries the finalizer and still
     /// [`Reconciled::needs_finalizer`]).
-    fn cleanup(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>>;
+    fn cleanup(ctx: Arc<ControllerContext>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>>;
 }
 
 /// Reconciles one object: finalizer handling, the kind's apply or cleanup, a bound of
 /// [`RECONCILE_TIMEOUT`], and the reconcile metrics.
 pub async fn reconcile<K: Reconciled>(
     obj: Arc<K>,
-    ctx: Arc<Context>,
+    ctx: Arc<ControllerContext>,
 ) -> Result<Action, ReconcileError> {
     let started = Instant::now();
     let span = info_span!(
@@ -294,7 +294,7 @@ async fn remove_finalizer<K: Object>(api: &Api<K>, obj: &K) -> Result<(), Failur
 
 async fn reconcile_guarded<K: Reconciled>(
     guard: Arc<DeserializeGuard<K>>,
-    ctx: Arc<Context>,
+    ctx: Arc<ControllerContext>,
 ) -> Result<Action, ReconcileError> {
     match &guard.0 {
         Ok(obj) => reconcile(Arc::new(obj.clone()), ctx).await,
@@ -309,7 +309,7 @@ async fn reconcile_guarded<K: Reconciled>(
 fn error_policy<K: Reconciled>(
     guard: Arc<DeserializeGuard<K>>,
     err: &ReconcileError,
-    ctx: Arc<Context>,
+    ctx: Arc<ControllerContext>,
 ) -> Action {
     let key = guard
         .0
@@ -331,7 +331,7 @@ fn error_policy<K: Reconciled>(
 /// Writes status (server-side apply on the status subresource), publishes Events, and turns
 /// the outcome's requeue into an Action.
 async fn finish<K: Object, S: Serialize>(
-    ctx: &Context,
+    ctx: &ControllerContext,
     obj: &K,
     outcome: Outcome<S>,
 ) -> Result<Action, Failure> {
@@ -361,7 +361,7 @@ async fn finish<K: Object, S: Serialize>(
         )
         .await?;
     }
-    publish(ctx, obj, &outcome.notes).await;
+    publish(ctx, obj, &outcome.events).await;
     let key = format!("{}/{ns}/{name}", K::kind(&()));
     Ok(match outcome.requeue {
         Requeue::After(d) => {
@@ -376,9 +376,9 @@ async fn finish<K: Object, S: Serialize>(
     })
 }
 
-async fn publish<K: Object>(ctx: &Context, obj: &K, notes: &[Note]) {
+async fn publish<K: Object>(ctx: &ControllerContext, obj: &K, events: &[ObjectEvent]) {
     let reference = obj.object_ref(&());
-    for note in notes {
+    for note in events {
         let event = Event {
             type_: if note.warning {
                 EventType::Warning
@@ -412,16 +412,16 @@ impl<K: BrokerResource> Reconciled for K {
     fn needs_finalizer(&self) -> bool {
         self.deletion_policy() == crate::crd::DeletionPolicy::Delete
     }
-    fn apply(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+    fn apply(ctx: Arc<ControllerContext>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
         async move {
-            let outcome = obj.reconcile(&ctx.env, ctx.resync).await;
+            let outcome = obj.reconcile(&ctx.reconcile, ctx.resync).await;
             finish(&ctx, obj.as_ref(), outcome).await
         }
         .boxed()
     }
-    fn cleanup(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+    fn cleanup(ctx: Arc<ControllerContext>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
         async move {
-            BrokerResource::cleanup(obj.as_ref(), &ctx.env)
+            BrokerResource::cleanup(obj.as_ref(), &ctx.reconcile)
                 .await
                 .map(|()| Action::await_change())
         }
@@ -436,11 +436,11 @@ impl Reconciled for Broker {
     fn needs_finalizer(&self) -> bool {
         false
     }
-    fn apply(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+    fn apply(ctx: Arc<ControllerContext>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
         async move {
             let outcome = super::broker::reconcile(
                 &ctx.client,
-                &ctx.env,
+                &ctx.reconcile,
                 &obj,
                 ctx.resync,
                 &ctx.cluster_domain,
@@ -450,7 +450,7 @@ impl Reconciled for Broker {
         }
         .boxed()
     }
-    fn cleanup(_ctx: Arc<Context>, _obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+    fn cleanup(_ctx: Arc<ControllerContext>, _obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
         async { Ok(Action::await_change()) }.boxed()
     }
 }
@@ -461,15 +461,15 @@ impl Reconciled for ConsumerGroup {
     fn needs_finalizer(&self) -> bool {
         true
     }
-    fn apply(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+    fn apply(ctx: Arc<ControllerContext>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
         async move {
-            let result = super::group::reconcile(&ctx.env, &obj, ctx.resync).await;
+            let result = super::group::reconcile(&ctx.reconcile, &obj, ctx.resync).await;
             let outcome = scale_and_apply(&ctx, &obj, result).await?;
             finish(&ctx, obj.as_ref(), outcome).await
         }
         .boxed()
     }
-    fn cleanup(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+    fn cleanup(ctx: Arc<ControllerContext>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
         async move {
             let key = (obj.namespace().unwrap_or_default(), obj.name_any());
             if let Ok(mut s) = ctx.scalers.lock() {
@@ -479,7 +479,7 @@ impl Reconciled for ConsumerGroup {
                 namespace: key.0,
                 group: key.1,
             });
-            super::group::cleanup(&ctx.env, &obj)
+            super::group::cleanup(&ctx.reconcile, &obj)
                 .await
                 .map(|()| Action::await_change())
         }
@@ -491,7 +491,7 @@ impl Reconciled for ConsumerGroup {
 /// with the decided replica count (see [`super::autoscaling`]); fills the status fields of
 /// the decision and adds an Event when the replicas changed.
 async fn scale_and_apply(
-    ctx: &Context,
+    ctx: &ControllerContext,
     group: &ConsumerGroup,
     result: super::group::GroupOutcome,
 ) -> Result<Outcome<crate::crd::ConsumerGroupStatus>, Failure> {
@@ -615,7 +615,7 @@ async fn scale_and_apply(
         outcome.status.scaling_reason = Some(d.to_string());
         if step.scaled {
             ctx.metrics.group_scaled(&labels);
-            outcome.notes.push(Note {
+            outcome.events.push(ObjectEvent {
                 warning: false,
                 reason: if d.desired > d.current {
                     "ScaledUp"
@@ -720,7 +720,7 @@ fn spec_or_metadata<K: Resource>(obj: &K) -> Option<u64> {
 
 async fn drive<K: Reconciled>(
     controller: Controller<DeserializeGuard<K>>,
-    ctx: Arc<Context>,
+    ctx: Arc<ControllerContext>,
     stop: Stop,
 ) where
     DeserializeGuard<K>: Resource<DynamicType = ()>
@@ -751,7 +751,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let ctx = Arc::new(Context::new(client.clone(), &settings, metrics));
+    let ctx = Arc::new(ControllerContext::new(client.clone(), &settings, metrics));
     let (tx, rx) = tokio::sync::watch::channel(false);
     let signal = move || -> Stop {
         let mut rx = rx.clone();

@@ -8,8 +8,9 @@ use std::time::Duration;
 use tracing::{info, instrument, warn};
 
 use super::broker_resource::BrokerResource;
-use super::env::Env;
-use super::{Failure, Note, Outcome, Requeue, broker_of, conditions, ns_name, resource_ref};
+use super::context::ReconcileContext;
+use super::dereference::{broker_of, connect, live_broker, resource_ref};
+use super::{Failure, ObjectEvent, Outcome, Requeue, conditions, ns_name};
 use crate::crd::topic::PartitionStatus;
 use crate::crd::{DeletionPolicy, Topic, TopicStatus};
 use crate::desired::{stream_replicas, topic::topic_settings};
@@ -17,19 +18,19 @@ use crate::desired::{stream_replicas, topic::topic_settings};
 /// Reconciles one Topic against its broker.
 #[instrument(skip_all, fields(topic = %format!("{}/{}", ns_name(topic).0, ns_name(topic).1)))]
 pub async fn reconcile(
-    env: &Env,
+    ctx: &ReconcileContext,
     topic: &Topic,
     resync: std::time::Duration,
 ) -> Outcome<TopicStatus> {
     let generation = topic.metadata.generation;
     let mut status = topic.status.clone().unwrap_or_default();
     let was_ready = conditions::is_true(&status.conditions, conditions::READY);
-    let mut notes = Vec::new();
-    match apply(env, topic).await {
+    let mut events = Vec::new();
+    match apply(ctx, topic).await {
         Ok((parts, recreated, replicas)) => {
             if recreated && was_ready {
                 warn!("partition streams were missing on the broker and have been re-created");
-                notes.push(Note {
+                events.push(ObjectEvent {
                     warning: true,
                     reason: "Recreated",
                     message: "partition streams were missing on the broker and have been re-created (their messages are lost)".into(),
@@ -48,7 +49,7 @@ pub async fn reconcile(
             Outcome {
                 status,
                 requeue: Requeue::After(resync),
-                notes,
+                events,
             }
         }
         Err(failure) => {
@@ -58,7 +59,7 @@ pub async fn reconcile(
             Outcome {
                 requeue: failure.requeue(),
                 status,
-                notes,
+                events,
             }
         }
     }
@@ -66,10 +67,10 @@ pub async fn reconcile(
 
 /// Provisions the topic; returns its partitions, whether streams were re-created, and the
 /// replicas in effect.
-async fn apply(env: &Env, topic: &Topic) -> Result<(Vec<PartitionStatus>, bool, u32), Failure> {
+async fn apply(ctx: &ReconcileContext, topic: &Topic) -> Result<(Vec<PartitionStatus>, bool, u32), Failure> {
     let (ns, name) = ns_name(topic);
     // dereference
-    let broker_obj = broker_of(env, &ns, &topic.spec.broker).await?;
+    let broker_obj = broker_of(ctx, &ns, &topic.spec.broker).await?;
     // validate + build
     let mut settings = topic_settings(&topic.spec)?;
     settings.replicas = stream_replicas(
@@ -79,7 +80,7 @@ async fn apply(env: &Env, topic: &Topic) -> Result<(Vec<PartitionStatus>, bool, 
     )?;
     // apply
     let rr = resource_ref(&ns, &name)?;
-    let broker = super::connect(env, &ns, &broker_obj).await?;
+    let broker = connect(ctx, &ns, &broker_obj).await?;
     let changes = broker
         .ensure_topic(&rr, &settings)
         .await
@@ -109,41 +110,22 @@ async fn apply(env: &Env, topic: &Topic) -> Result<(Vec<PartitionStatus>, bool, 
 /// Cleans up a deleted Topic: with `deletionPolicy: Delete` removes its streams; lets go
 /// when the Broker resource is gone.
 #[instrument(skip_all, fields(topic = %format!("{}/{}", ns_name(topic).0, ns_name(topic).1)))]
-pub async fn cleanup(env: &Env, topic: &Topic) -> Result<(), Failure> {
+pub async fn cleanup(ctx: &ReconcileContext, topic: &Topic) -> Result<(), Failure> {
     if topic.spec.deletion_policy.unwrap_or_default() != DeletionPolicy::Delete {
         info!("deletionPolicy Retain: keeping the partition streams");
         return Ok(());
     }
     let (ns, name) = ns_name(topic);
-    let Some(broker_obj) = live_broker(env, &ns, &topic.spec.broker).await? else {
+    let Some(broker_obj) = live_broker(ctx, &ns, &topic.spec.broker).await? else {
         return Ok(());
     };
-    let broker = super::connect(env, &ns, &broker_obj).await?;
+    let broker = connect(ctx, &ns, &broker_obj).await?;
     let deleted = broker
         .delete_topic(&resource_ref(&ns, &name)?)
         .await
         .map_err(|e| Failure::broker(&format!("failed to delete topic {ns}/{name}"), e))?;
     info!(deleted, "partition streams deleted");
     Ok(())
-}
-
-/// The Broker resource, or `None` (cleanup lets go) when it is gone or being deleted.
-pub(crate) async fn live_broker(
-    env: &Env,
-    namespace: &str,
-    name: &str,
-) -> Result<Option<crate::crd::Broker>, Failure> {
-    match env
-        .lookup
-        .get::<crate::crd::Broker>(namespace, name)
-        .await?
-    {
-        Some(b) if b.metadata.deletion_timestamp.is_none() => Ok(Some(b)),
-        _ => {
-            warn!(broker = %name, "Broker is gone or being deleted: nothing left to clean up on it");
-            Ok(None)
-        }
-    }
 }
 
 impl BrokerResource for Topic {
@@ -156,13 +138,13 @@ impl BrokerResource for Topic {
 
     fn reconcile<'a>(
         &'a self,
-        env: &'a Env,
+        ctx: &'a ReconcileContext,
         resync: Duration,
     ) -> impl Future<Output = Outcome<TopicStatus>> + Send + 'a {
-        reconcile(env, self, resync)
+        reconcile(ctx, self, resync)
     }
 
-    fn cleanup<'a>(&'a self, env: &'a Env) -> impl Future<Output = Result<(), Failure>> + Send + 'a {
-        cleanup(env, self)
+    fn cleanup<'a>(&'a self, ctx: &'a ReconcileContext) -> impl Future<Output = Result<(), Failure>> + Send + 'a {
+        cleanup(ctx, self)
     }
 }

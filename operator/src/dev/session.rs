@@ -18,8 +18,8 @@ use super::pool::{MemberTemplate, WorkerPool};
 use super::process::{LocalProcess, ProcessSpec};
 use super::view::{DlqRow, Frame, GroupRow, TopicRow};
 use crate::autoscale::Autoscaler;
-use crate::controller::env::{BrokerPool, Env, Lookup, MemoryObjects};
-use crate::controller::{self, conditions};
+use crate::controller::context::{BrokerPool, ReconcileContext, Lookup, MemoryObjects};
+use crate::controller::{self, conditions, ns_name};
 use crate::crd::{Broker, BrokerSpec, ConsumerGroup, DeadLetterQueue, Queue, Topic};
 use crate::desired::autoscaling::autoscale_policy;
 use crate::desired::group::group_config;
@@ -76,11 +76,11 @@ pub struct ScalingStats {
 }
 
 /// A running dev session.
-pub struct Session {
+pub struct DevSession {
     options: SessionOptions,
     server: NatsServer,
     broker: sluice_broker::Broker,
-    env: Env,
+    reconcile: ReconcileContext,
     objects: Arc<MemoryObjects>,
     manifests: Manifests,
     groups: BTreeMap<(String, String), GroupRuntime>,
@@ -89,20 +89,13 @@ pub struct Session {
     started: Instant,
 }
 
-impl std::fmt::Debug for Session {
+impl std::fmt::Debug for DevSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session")
+        f.debug_struct("DevSession")
             .field("broker", &self.server.url())
             .field("groups", &self.groups.len())
             .finish()
     }
-}
-
-fn key_of<K: kube::Resource>(obj: &K) -> (String, String) {
-    (
-        obj.meta().namespace.clone().unwrap_or_default(),
-        obj.meta().name.clone().unwrap_or_default(),
-    )
 }
 
 fn label(key: &(String, String)) -> String {
@@ -127,8 +120,8 @@ pub async fn start_broker(data_dir: &Path, port: Option<u16>) -> anyhow::Result<
     Ok(server)
 }
 
-impl Session {
-    /// Starts the broker and applies the manifests; workers and Jobs start with [`Session::start_workloads`].
+impl DevSession {
+    /// Starts the broker and applies the manifests; workers and Jobs start with [`DevSession::start_workloads`].
     pub async fn start(options: SessionOptions) -> anyhow::Result<Self> {
         let manifests = manifest::load(&options.paths)?;
         std::fs::create_dir_all(&options.data_dir)?;
@@ -143,7 +136,7 @@ impl Session {
             .into_iter()
             .map(|name| (name, server.url()))
             .collect();
-        let env = Env {
+        let reconcile = ReconcileContext {
             lookup: Lookup::Memory(objects.clone()),
             pool: Arc::new(BrokerPool::new(overrides)),
             relays: Arc::default(),
@@ -152,7 +145,7 @@ impl Session {
             options,
             server,
             broker,
-            env,
+            reconcile,
             objects,
             manifests: Manifests::default(),
             groups: BTreeMap::new(),
@@ -192,9 +185,9 @@ impl Session {
             }
         }
         for dlq in &manifests.dlqs {
-            let out = controller::dlq::reconcile(&self.env, dlq, RESYNC).await;
+            let out = controller::dlq::reconcile(&self.reconcile, dlq, RESYNC).await;
             self.note(
-                label(&key_of(dlq)),
+                label(&ns_name(dlq)),
                 "DeadLetterQueue",
                 &out.status.conditions,
             );
@@ -203,22 +196,22 @@ impl Session {
             self.objects.put(dlq);
         }
         for topic in &manifests.topics {
-            let out = controller::topic::reconcile(&self.env, topic, RESYNC).await;
-            self.note(label(&key_of(topic)), "Topic", &out.status.conditions);
+            let out = controller::topic::reconcile(&self.reconcile, topic, RESYNC).await;
+            self.note(label(&ns_name(topic)), "Topic", &out.status.conditions);
             let mut topic = topic.clone();
             topic.status = Some(out.status);
             self.objects.put(topic);
         }
         for queue in &manifests.queues {
-            let out = controller::queue::reconcile(&self.env, queue, RESYNC).await;
-            self.note(label(&key_of(queue)), "Queue", &out.status.conditions);
+            let out = controller::queue::reconcile(&self.reconcile, queue, RESYNC).await;
+            self.note(label(&ns_name(queue)), "Queue", &out.status.conditions);
             let mut queue = queue.clone();
             queue.status = Some(out.status);
             self.objects.put(queue);
         }
         let mut seen = BTreeSet::new();
         for group in &manifests.groups {
-            let key = key_of(group);
+            let key = ns_name(group);
             seen.insert(key.clone());
             self.apply_group(group).await;
         }
@@ -252,8 +245,8 @@ impl Session {
     }
 
     async fn apply_group(&mut self, group: &ConsumerGroup) {
-        let key = key_of(group);
-        let out = controller::group::reconcile(&self.env, group, RESYNC).await;
+        let key = ns_name(group);
+        let out = controller::group::reconcile(&self.reconcile, group, RESYNC).await;
         let ready = conditions::is_true(&out.outcome.status.conditions, conditions::READY);
         self.note(label(&key), "ConsumerGroup", &out.outcome.status.conditions);
         if !ready {
@@ -342,8 +335,8 @@ impl Session {
     }
 
     async fn group_config(&self, group: &ConsumerGroup) -> anyhow::Result<GroupConfig> {
-        let (ns, name) = key_of(group);
-        let source = controller::group::resolve_source(&self.env, &ns, group)
+        let (ns, name) = ns_name(group);
+        let source = controller::group::resolve_source(&self.reconcile, &ns, group)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         group_config(&ns, &name, &group.spec, &source).map_err(|e| anyhow::anyhow!("{e}"))
@@ -369,7 +362,7 @@ impl Session {
             owner: label(key),
             group: key.1.clone(),
             argv,
-            env,
+            reconcile,
             log_dir: self.options.data_dir.join("logs"),
             grace,
         })
@@ -415,7 +408,7 @@ impl Session {
         let spec = ProcessSpec {
             owner: format!("job {}", label(&key)),
             argv: job.argv.clone(),
-            env,
+            reconcile,
             log: self
                 .options
                 .data_dir
@@ -562,7 +555,7 @@ impl Session {
             if sources.is_empty() {
                 continue;
             }
-            let (ns, name) = key_of(queue);
+            let (ns, name) = ns_name(queue);
             let r = ResourceRef::new(ns.clone(), name.clone())?;
             for s in self.broker.fanout_status(&r, &sources).await? {
                 if !s.caught_up() {
@@ -578,7 +571,7 @@ impl Session {
 
     /// The source topics of a queue with their partition counts from the manifests.
     fn queue_sources(&self, queue: &Queue) -> Vec<sluice_broker::config::QueueSource> {
-        let (ns, _) = key_of(queue);
+        let (ns, _) = ns_name(queue);
         queue
             .spec
             .sources
@@ -588,7 +581,7 @@ impl Session {
                     .manifests
                     .topics
                     .iter()
-                    .find(|t| key_of(*t) == (ns.clone(), source.topic.clone()))?;
+                    .find(|t| ns_name(*t) == (ns.clone(), source.topic.clone()))?;
                 Some(sluice_broker::config::QueueSource {
                     topic: source.topic.clone(),
                     partitions: topic.spec.partitions,
@@ -625,7 +618,7 @@ impl Session {
             ..Default::default()
         };
         for topic in &self.manifests.topics {
-            let (ns, name) = key_of(topic);
+            let (ns, name) = ns_name(topic);
             let Ok(r) = ResourceRef::new(ns, name) else {
                 continue;
             };
@@ -655,7 +648,7 @@ impl Session {
             });
         }
         for dlq in &self.manifests.dlqs {
-            let (ns, name) = key_of(dlq);
+            let (ns, name) = ns_name(dlq);
             let Ok(r) = ResourceRef::new(ns, name) else {
                 continue;
             };
@@ -741,10 +734,10 @@ fn broker_names(m: &Manifests) -> BTreeSet<String> {
 
 fn namespaces(m: &Manifests) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    out.extend(m.topics.iter().map(|o| key_of(o).0));
-    out.extend(m.queues.iter().map(|o| key_of(o).0));
-    out.extend(m.dlqs.iter().map(|o| key_of(o).0));
-    out.extend(m.groups.iter().map(|o| key_of(o).0));
+    out.extend(m.topics.iter().map(|o| ns_name(o).0));
+    out.extend(m.queues.iter().map(|o| ns_name(o).0));
+    out.extend(m.dlqs.iter().map(|o| ns_name(o).0));
+    out.extend(m.groups.iter().map(|o| ns_name(o).0));
     out
 }
 
@@ -766,7 +759,7 @@ fn dev_broker(namespace: &str, name: &str) -> Broker {
 }
 
 fn replace_all(objects: &MemoryObjects, m: &Manifests) {
-    fn reset<K: crate::controller::env::Stored>(objects: &MemoryObjects, items: &[K]) {
+    fn reset<K: crate::controller::context::Stored>(objects: &MemoryObjects, items: &[K]) {
         if let Ok(mut map) = K::map(objects).lock() {
             map.clear();
         }

@@ -257,7 +257,7 @@ impl BrokerPool {
 
 /// What reconciles share besides the Kubernetes client.
 #[derive(Debug, Clone)]
-pub struct Env {
+pub struct ReconcileContext {
     /// Where referenced objects are read.
     pub lookup: Lookup,
     /// Broker connections.
