@@ -30,6 +30,7 @@ use kube::runtime::watcher::{self, watcher};
 use kube::runtime::{PredicateConfig, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
+use sluice_broker::config::Backoff;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::autoscaling::{DeploymentTarget, GroupScaler, RecordedTarget};
@@ -42,6 +43,15 @@ use crate::autoscale::Autoscaler;
 use crate::crd::{Broker, ConsumerGroup, DeadLetterQueue, Queue, Topic};
 use crate::desired::autoscaling::{LagHistory, autoscale_policy};
 use crate::desired::worker::GROUP_LABEL;
+
+/// Requeue delays of an object whose reconciles keep failing: 5 s after the first failure,
+/// doubling up to 160 s. The same policy type as the workers' retries.
+pub const REQUEUE_BACKOFF: Backoff = Backoff {
+    initial_ms: 5_000,
+    multiplier: 2.0,
+    max_ms: 160_000,
+    jitter: false,
+};
 
 /// Longest one reconcile may take, finalizer writes included.
 pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -134,6 +144,7 @@ impl ControllerContext {
         &self.metrics
     }
 
+    /// The requeue delay after one more consecutive failure of `key`, by [`REQUEUE_BACKOFF`].
     fn backoff(&self, key: &str) -> Duration {
         let n = self
             .failures
@@ -144,8 +155,7 @@ impl ControllerContext {
                 *n
             })
             .unwrap_or(1);
-        let secs = 5u64.saturating_mul(1 << n.min(6).saturating_sub(1));
-        Duration::from_secs(secs.min(300))
+        REQUEUE_BACKOFF.delay_after(n)
     }
 
     fn reset(&self, key: &str) {
@@ -809,5 +819,18 @@ pub async fn run(
         if let Err(e) = t.await {
             warn!(error = %e, "controller task failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failing_reconciles_back_off_from_5s_doubling_to_160s() {
+        let secs: Vec<u64> = (1..=8)
+            .map(|n| REQUEUE_BACKOFF.delay_after(n).as_secs())
+            .collect();
+        assert_eq!(secs, [5, 10, 20, 40, 80, 160, 160, 160]);
     }
 }
