@@ -69,7 +69,7 @@ mod tests;
 
 pub use decide::{Decision, DecisionInputs, ScaleNote, ScaleReason, decide};
 pub use driver::{Autoscaler, LagSource, ScaleTarget, StepOutcome};
-pub use error::{Error, ErrorKind};
+pub use error::{Cause, Error, ErrorKind};
 pub use policy::{AutoscalePolicy, ScaleUpLimit};
 pub use record::ScaleRecord;
 pub use snapshot::{LagSnapshot, PartitionSample};

@@ -188,7 +188,7 @@ pub async fn reconcile(
             status.ready_replicas = previous.ready_replicas;
             status.meta_leader = previous.meta_leader;
             status.meta_peers = previous.meta_peers;
-            if matches!(failure, Failure::NotSupported(_)) {
+            if matches!(failure, Failure::NotSupported { .. }) {
                 events.push(ObjectEvent {
                     warning: true,
                     reason: "ScaleDownRefused",
@@ -256,7 +256,10 @@ async fn apply(
         let max = max_stream_replicas(ctx, &ns, broker).await?;
         *observed_max = Some(max);
         validate_scale_down(cluster.replicas(), u8::try_from(max).unwrap_or(u8::MAX))
-            .map_err(|e| Failure::NotSupported(e.message().to_string()))?;
+            .map_err(|e| Failure::NotSupported {
+                message: e.message().to_string(),
+                source: Some(Box::new(e)),
+            })?;
         info!(
             from = running_replicas,
             to = cluster.replicas(),
@@ -303,7 +306,7 @@ async fn ensure_credentials(
                 .and_then(|s| s.metadata.resource_version.clone())
                 .unwrap_or_default();
             let data = route_data(&generate_password())
-                .map_err(|e| Failure::Broker(e.message().to_string()))?;
+                .map_err(|e| Failure::broker_refused(e.message().to_string(), e))?;
             kube_api::add_secret_data(client, ns, &name, &resource_version, data).await?;
             info!(secret = %name, "added the route credentials to the broker's Secret");
             Ok(SecretWrite::RouteKeysAdded)
@@ -327,7 +330,7 @@ async fn ensure_credentials(
                 &generate_password(),
                 &generate_password(),
             )
-            .map_err(|e| Failure::Broker(e.message().to_string()))?;
+            .map_err(|e| Failure::broker_refused(e.message().to_string(), e))?;
             let created = kube_api::create_if_absent(client, &secret).await?;
             if created {
                 info!(secret = %name, "created the broker's credentials Secret");
@@ -342,9 +345,12 @@ async fn ensure_credentials(
 /// The highest replica count of any stream on the broker (0 without streams).
 async fn max_stream_replicas(ctx: &ReconcileContext, namespace: &str, broker: &Broker) -> Result<u32, Failure> {
     let connection = ctx.pool.get(&ctx.lookup, namespace, broker).await.map_err(|e| {
-        Failure::Unavailable(format!(
-            "a scale-down needs the replica counts of the broker's streams, but {e}; it waits until the broker answers"
-        ))
+        Failure::unavailable(
+            format!(
+                "a scale-down needs the replica counts of the broker's streams, but {e}; it waits until the broker answers"
+            ),
+            Some(Box::new(e)),
+        )
     })?;
     let name = broker.name_any();
     let infos: Vec<_> = tokio::time::timeout(
@@ -352,15 +358,17 @@ async fn max_stream_replicas(ctx: &ReconcileContext, namespace: &str, broker: &B
         connection.jetstream().streams().try_collect(),
     )
     .await
-    .map_err(|_| {
-        Failure::Unavailable(format!(
-            "timed out listing the streams of Broker {namespace}/{name}"
-        ))
+    .map_err(|e| {
+        Failure::unavailable(
+            format!("timed out listing the streams of Broker {namespace}/{name}"),
+            Some(Box::new(e)),
+        )
     })?
     .map_err(|e| {
-        Failure::Unavailable(format!(
-            "failed to list the streams of Broker {namespace}/{name}: {e}"
-        ))
+        Failure::unavailable(
+            format!("failed to list the streams of Broker {namespace}/{name}: {e}"),
+            Some(Box::new(e)),
+        )
     })?;
     Ok(infos
         .iter()

@@ -41,20 +41,21 @@ pub(crate) async fn connect(
 
 /// Rewrites an [`Failure::Unavailable`] with what the Broker's status knows.
 pub fn explain_unavailable(failure: Failure, broker: &Broker) -> Failure {
-    let Failure::Unavailable(message) = failure else {
+    let Failure::Unavailable { message, source } = failure else {
         return failure;
     };
     let name = kube::ResourceExt::name_any(broker);
     let wanted = broker.spec.replicas;
-    match broker.status.as_ref().and_then(|s| s.ready_replicas) {
-        Some(0) => Failure::Unavailable(format!(
+    let message = match broker.status.as_ref().and_then(|s| s.ready_replicas) {
+        Some(0) => format!(
             "Broker {name} has 0 of {wanted} servers ready: it cannot answer until its pods are Ready (see kubectl describe sbroker {name} and its pods)"
-        )),
-        Some(ready) if u32::try_from(ready).is_ok_and(|r| r < wanted) => Failure::Unavailable(
-            format!("Broker {name} has {ready} of {wanted} servers ready; {message}"),
         ),
-        _ => Failure::Unavailable(message),
-    }
+        Some(ready) if u32::try_from(ready).is_ok_and(|r| r < wanted) => {
+            format!("Broker {name} has {ready} of {wanted} servers ready; {message}")
+        }
+        _ => message,
+    };
+    Failure::Unavailable { message, source }
 }
 
 /// The broker's resource reference for an object.
@@ -112,8 +113,9 @@ mod tests {
     #[test]
     fn an_unreachable_broker_says_how_many_servers_are_ready() {
         let guess = || {
-            Failure::Unavailable(
-                "broker at nats://x did not answer a JetStream request (is JetStream enabled and are the credentials right?)".into(),
+            Failure::unavailable(
+                "broker at nats://x did not answer a JetStream request (is JetStream enabled and are the credentials right?)",
+                None,
             )
         };
         let none_ready = explain_unavailable(guess(), &broker(3, Some(0))).to_string();
@@ -134,7 +136,13 @@ mod tests {
                 guess().to_string()
             );
         }
-        let other = explain_unavailable(Failure::Broker("x".into()), &broker(3, Some(0)));
+        let other = explain_unavailable(
+            Failure::Broker {
+                message: "x".into(),
+                source: None,
+            },
+            &broker(3, Some(0)),
+        );
         assert_eq!(other.reason(), "BrokerError");
     }
 }

@@ -49,6 +49,10 @@ pub const DEFAULT_RESYNC: Duration = Duration::from_secs(30);
 /// Requeue while a referenced object is missing.
 pub const MISSING_RETRY: Duration = Duration::from_secs(15);
 
+/// The error that caused a [`Failure`], kept as its `source` (a [`sluice_broker::Error`], an
+/// async-nats or serde error); the failure's message already includes its text.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why a reconcile could not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
@@ -64,14 +68,32 @@ pub enum Failure {
         message: String,
     },
     /// The change cannot be made in place.
-    #[error("{0}")]
-    NotSupported(String),
+    #[error("{message}")]
+    NotSupported {
+        /// What cannot be done and what to do instead.
+        message: String,
+        /// The error that said so, when one did.
+        #[source]
+        source: Option<Cause>,
+    },
     /// The broker cannot be reached right now.
-    #[error("{0}")]
-    Unavailable(String),
+    #[error("{message}")]
+    Unavailable {
+        /// Which broker and what was tried.
+        message: String,
+        /// The connection or request error, when there was one.
+        #[source]
+        source: Option<Cause>,
+    },
     /// The broker refused a request.
-    #[error("{0}")]
-    Broker(String),
+    #[error("{message}")]
+    Broker {
+        /// What was being done.
+        message: String,
+        /// The broker's (or the client's) error.
+        #[source]
+        source: Option<Cause>,
+    },
     /// A Kubernetes API call did not finish within [`kube_api::API_TIMEOUT`].
     #[error("{0}")]
     Timeout(String),
@@ -94,19 +116,49 @@ impl Failure {
         }
     }
 
-    /// A broker error with context, classified by its kind.
+    /// A broker error with context, classified by its kind; the error is kept as the source.
     pub fn broker(context: &str, err: sluice_broker::Error) -> Self {
         use sluice_broker::ErrorKind;
         let message = format!("{context}: {err}");
         match err.kind() {
             ErrorKind::InvalidSpec => Failure::InvalidSpec(InvalidField::new("", message)),
-            ErrorKind::NotSupported => Failure::NotSupported(message),
-            ErrorKind::Unavailable => Failure::Unavailable(message),
+            ErrorKind::NotSupported => Failure::NotSupported {
+                message,
+                source: Some(Box::new(err)),
+            },
+            ErrorKind::Unavailable => Failure::Unavailable {
+                message,
+                source: Some(Box::new(err)),
+            },
             ErrorKind::NotFound => Failure::Missing {
                 reason: "NotFoundOnBroker",
                 message,
             },
-            _ => Failure::Broker(message),
+            _ => Failure::Broker {
+                message,
+                source: Some(Box::new(err)),
+            },
+        }
+    }
+
+    /// The broker cannot be reached: `message` says which and what was tried; `source` is
+    /// the error that said so, if any (its text should be part of `message`).
+    pub fn unavailable(message: impl Into<String>, source: Option<Cause>) -> Self {
+        Failure::Unavailable {
+            message: message.into(),
+            source,
+        }
+    }
+
+    /// The broker (or its client) refused a request: `message` says what was being done and
+    /// includes the text of `source`.
+    pub fn broker_refused(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Failure::Broker {
+            message: message.into(),
+            source: Some(Box::new(source)),
         }
     }
 
@@ -115,9 +167,9 @@ impl Failure {
         match self {
             Failure::InvalidSpec(_) => "InvalidSpec",
             Failure::Missing { reason, .. } => reason,
-            Failure::NotSupported(_) => "NotSupported",
-            Failure::Unavailable(_) => "BrokerUnavailable",
-            Failure::Broker(_) => "BrokerError",
+            Failure::NotSupported { .. } => "NotSupported",
+            Failure::Unavailable { .. } => "BrokerUnavailable",
+            Failure::Broker { .. } => "BrokerError",
             Failure::Timeout(_) => "KubernetesTimeout",
             Failure::Kube { .. } => "KubernetesError",
         }
@@ -126,10 +178,10 @@ impl Failure {
     /// What to do next.
     pub fn requeue(&self) -> Requeue {
         match self {
-            Failure::InvalidSpec(_) | Failure::NotSupported(_) => Requeue::AwaitChange,
+            Failure::InvalidSpec(_) | Failure::NotSupported { .. } => Requeue::AwaitChange,
             Failure::Missing { .. } => Requeue::After(MISSING_RETRY),
-            Failure::Unavailable(_)
-            | Failure::Broker(_)
+            Failure::Unavailable { .. }
+            | Failure::Broker { .. }
             | Failure::Timeout(_)
             | Failure::Kube { .. } => Requeue::Backoff,
         }

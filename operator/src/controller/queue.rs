@@ -167,14 +167,16 @@ async fn apply(ctx: &ReconcileContext, queue: &Queue) -> Result<QueueState, Fail
         .get_stream(&stream_name)
         .await
         .map_err(|e| {
-            Failure::Broker(format!(
-                "failed to look up stream {stream_name} of queue {ns}/{name}: {e}"
-            ))
+            Failure::broker_refused(
+                format!("failed to look up stream {stream_name} of queue {ns}/{name}: {e}"),
+                e,
+            )
         })?;
     let info = stream.info().await.map_err(|e| {
-        Failure::Broker(format!(
-            "failed to read stream {stream_name} of queue {ns}/{name}: {e}"
-        ))
+        Failure::broker_refused(
+            format!("failed to read stream {stream_name} of queue {ns}/{name}: {e}"),
+            e,
+        )
     })?;
     let messages = info.state.messages;
     let sources = broker

@@ -349,7 +349,7 @@ async fn finish<K: Object, S: Serialize>(
     let name = obj.name_any();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     let status = serde_json::to_value(&outcome.status)
-        .map_err(|e| Failure::Broker(format!("failed to serialize the status: {e}")))?;
+        .map_err(|e| Failure::broker_refused(format!("failed to serialize the status: {e}"), e))?;
     // The status of the object as read (the reconcile computed `outcome.status` from it):
     // an unchanged status is not written, so an idle object causes no writes.
     let current = serde_json::to_value(obj)
