@@ -12,6 +12,7 @@ use tracing::{info, instrument, warn};
 use super::context::ReconcileContext;
 use super::dereference::{broker_of, connect, live_broker, resource_ref};
 use super::{Failure, Outcome, Requeue, conditions, ns_name};
+use crate::autoscale::{Measured, measure};
 use crate::crd::group::PartitionLagStatus;
 use crate::crd::{ConsumerGroup, ConsumerGroupStatus, DeadLetterQueue, InvalidField, Queue, Topic};
 use crate::desired::group::{ResolvedSource, group_broker, group_config, source_label, source_of};
@@ -27,19 +28,6 @@ pub struct GroupOutcome {
     pub deployment: Option<Deployment>,
     /// What the autoscaler needs, when the broker answered.
     pub measured: Option<Measured>,
-}
-
-/// The broker's view of a group at one reconcile: the autoscaler's input.
-#[derive(Debug, Clone)]
-pub struct Measured {
-    /// Lag per partition.
-    pub lag: sluice_broker::GroupLag,
-    /// Partitions of the source (1 for a queue).
-    pub partitions: u32,
-    /// The group's ordering.
-    pub ordering: sluice_broker::config::Ordering,
-    /// Depth of the group's dead-letter queue, when it has one and it could be read.
-    pub dlq_depth: Option<u64>,
 }
 
 /// Reconciles one ConsumerGroup against its broker.
@@ -206,34 +194,13 @@ async fn apply(
         info!(created = ?changes.created, updated = ?changes.updated, "consumer group provisioned");
     }
     // status
-    let lag = broker.group_lag(&cfg).await.map_err(|e| {
+    let measured = measure(&broker, &cfg).await.map_err(|e| {
         Failure::broker(
             &format!("failed to read lag of consumer group {ns}/{name}"),
             e,
         )
     })?;
-    let dlq_depth = match &group.spec.dead_letter {
-        Some(dl) => match resource_ref(&ns, &dl.queue) {
-            Ok(rr) => match broker.dlq_status(&rr).await {
-                Ok(d) => Some(d.depth),
-                Err(e) => {
-                    warn!(error = %e, dlq = %dl.queue, "cannot read the dead-letter queue's depth; the autoscaler counts no dead-letters this time");
-                    None
-                }
-            },
-            Err(_) => None,
-        },
-        None => None,
-    };
-    Ok((
-        Measured {
-            lag,
-            partitions: cfg.source.partitions,
-            ordering: cfg.ordering,
-            dlq_depth,
-        },
-        deployment,
-    ))
+    Ok((measured, deployment))
 }
 
 /// Replicas to run: what the autoscaler asked for in status, else `autoscaling.minReplicas`

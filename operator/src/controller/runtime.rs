@@ -33,15 +33,13 @@ use serde::Serialize;
 use sluice_broker::config::Backoff;
 use tracing::{Instrument, info, info_span, warn};
 
-use super::autoscaling::{DeploymentTarget, GroupScaler, RecordedTarget};
+use super::autoscaling::{GroupScalers, scale_and_apply};
 use super::broker_resource::BrokerResource;
 use super::context::{BrokerPool, ReconcileContext, Lookup};
 use super::kube_api::{self, Object};
 use super::metrics::{GroupLabels, Metrics};
 use super::{DEFAULT_RESYNC, FINALIZER, Failure, MANAGER, ObjectEvent, Outcome, Requeue};
-use crate::autoscale::Autoscaler;
 use crate::crd::{Broker, ConsumerGroup, DeadLetterQueue, Queue, Topic};
-use crate::desired::autoscaling::{LagHistory, autoscale_policy};
 use crate::desired::worker::GROUP_LABEL;
 
 /// Requeue delays of an object whose reconciles keep failing: 5 s after the first failure,
@@ -90,8 +88,7 @@ pub struct ControllerContext {
     cluster_domain: String,
     failures: Mutex<HashMap<String, u32>>,
     metrics: Arc<Metrics>,
-    scalers: Mutex<HashMap<(String, String), GroupScaler>>,
-    clock: Instant,
+    scalers: GroupScalers,
 }
 
 impl Debug for ControllerContext {
@@ -127,8 +124,7 @@ impl ControllerContext {
             cluster_domain: settings.cluster_domain.clone(),
             failures: Mutex::default(),
             metrics,
-            scalers: Mutex::default(),
-            clock: Instant::now(),
+            scalers: GroupScalers::default(),
         }
     }
 
@@ -474,7 +470,8 @@ impl Reconciled for ConsumerGroup {
     fn apply(ctx: Arc<ControllerContext>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
         async move {
             let result = super::group::reconcile(&ctx.reconcile, &obj, ctx.resync).await;
-            let outcome = scale_and_apply(&ctx, &obj, result).await?;
+            let outcome =
+                scale_and_apply(&ctx.client, &ctx.scalers, &ctx.metrics, &obj, result).await?;
             finish(&ctx, obj.as_ref(), outcome).await
         }
         .boxed()
@@ -482,9 +479,7 @@ impl Reconciled for ConsumerGroup {
     fn cleanup(ctx: Arc<ControllerContext>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
         async move {
             let key = (obj.namespace().unwrap_or_default(), obj.name_any());
-            if let Ok(mut s) = ctx.scalers.lock() {
-                s.remove(&key);
-            }
+            ctx.scalers.forget(&key);
             ctx.metrics.forget_group(&GroupLabels {
                 namespace: key.0,
                 group: key.1,
@@ -495,172 +490,6 @@ impl Reconciled for ConsumerGroup {
         }
         .boxed()
     }
-}
-
-/// Runs the group's autoscaler on the measured lag and applies the worker Deployment once,
-/// with the decided replica count (see [`super::autoscaling`]); fills the status fields of
-/// the decision and adds an Event when the replicas changed.
-async fn scale_and_apply(
-    ctx: &ControllerContext,
-    group: &ConsumerGroup,
-    result: super::group::GroupOutcome,
-) -> Result<Outcome<crate::crd::ConsumerGroupStatus>, Failure> {
-    let mut outcome = result.outcome;
-    let ns = group.namespace().unwrap_or_default();
-    let name = group.name_any();
-    let policy = match group
-        .spec
-        .autoscaling
-        .as_ref()
-        .map(autoscale_policy)
-        .transpose()
-    {
-        Ok(p) => p,
-        Err(invalid) => {
-            let failure = Failure::InvalidSpec(invalid);
-            super::conditions::failed(
-                &mut outcome.status.conditions,
-                &failure,
-                group.metadata.generation,
-            );
-            outcome.requeue = failure.requeue();
-            return Ok(outcome);
-        }
-    };
-    let target = match result.deployment {
-        Some(mut d) => {
-            if policy.is_none()
-                && let Some(spec) = d.spec.as_mut()
-            {
-                // No autoscaling: leave spec.replicas to whoever scales the workers.
-                spec.replicas = None;
-            }
-            Some(DeploymentTarget::new(&ctx.client, d).await?)
-        }
-        None => None,
-    };
-    let (Some(policy), Some(measured)) = (policy, result.measured) else {
-        if let Some(t) = &target {
-            let applied = t.apply_unchanged().await?;
-            set_worker_counts(&mut outcome.status, &applied);
-        }
-        return Ok(outcome);
-    };
-    if let Requeue::After(d) = outcome.requeue {
-        outcome.requeue = Requeue::After(d.min(policy.poll_interval));
-    }
-    let key = (ns.clone(), name.clone());
-    let uid = group.uid().unwrap_or_default();
-    // Take the group's state out of the map so no lock is held across awaits.
-    let taken = ctx.scalers.lock().ok().and_then(|mut m| m.remove(&key));
-    let mut scaler = match taken {
-        Some(mut s) if s.uid == uid => {
-            if s.autoscaler.policy() != &policy
-                && let Err(e) = s.autoscaler.set_policy(policy.clone())
-            {
-                warn!(error = %e, "autoscaling policy rejected");
-            }
-            s
-        }
-        _ => GroupScaler {
-            autoscaler: Autoscaler::new(policy.clone()).map_err(|e| {
-                Failure::InvalidSpec(crate::crd::InvalidField::new("autoscaling", e.to_string()))
-            })?,
-            history: LagHistory::default(),
-            uid,
-            last_desired: None,
-        },
-    };
-    let snapshot = scaler.history.snapshot(
-        &measured.lag,
-        measured.partitions,
-        measured.ordering,
-        measured.dlq_depth,
-    );
-    let now = ctx.clock.elapsed();
-    let step = match &target {
-        Some(t) => scaler.autoscaler.step(t, &snapshot, now).await,
-        None => {
-            let recorded = RecordedTarget {
-                current: scaler.last_desired.unwrap_or(policy.min),
-            };
-            scaler.autoscaler.step(&recorded, &snapshot, now).await
-        }
-    };
-    let record = scaler.autoscaler.record(time::OffsetDateTime::now_utc());
-    let step = match step {
-        Ok(step) => {
-            scaler.last_desired = Some(step.decision.desired);
-            Some(step)
-        }
-        Err(e) => {
-            warn!(error = %e, "autoscaler step failed; keeping the current replicas");
-            None
-        }
-    };
-    if let Ok(mut m) = ctx.scalers.lock() {
-        m.insert(key, scaler);
-    }
-    let labels = GroupLabels {
-        namespace: ns,
-        group: name,
-    };
-    let mut applied = target.as_ref().and_then(DeploymentTarget::applied);
-    if let (Some(t), None) = (&target, &applied) {
-        // No scale happened (or it failed): apply the Deployment once, keeping its replicas.
-        applied = Some(t.apply_unchanged().await?);
-    }
-    if let Some(d) = &applied {
-        set_worker_counts(&mut outcome.status, d);
-    }
-    if let Some(step) = step {
-        let d = &step.decision;
-        ctx.metrics.group_decision(
-            &labels,
-            d.inputs.total_lag,
-            d.inputs.effective_lag,
-            d.desired,
-        );
-        outcome.status.desired_replicas = Some(i32::try_from(d.desired).unwrap_or(i32::MAX));
-        outcome.status.scaling_reason = Some(d.to_string());
-        if step.scaled {
-            ctx.metrics.group_scaled(&labels);
-            outcome.events.push(ObjectEvent {
-                warning: false,
-                reason: if d.desired > d.current {
-                    "ScaledUp"
-                } else {
-                    "ScaledDown"
-                },
-                message: format!("{} -> {} workers: {d}", d.current, d.desired),
-            });
-        }
-    }
-    let previous = outcome.status.autoscaling.take();
-    outcome.status.autoscaling = match record {
-        Some(mut r) => {
-            if r.last_scale_time.is_none() {
-                // No scale since the operator started: keep the time shown before.
-                r.last_scale_time = previous.and_then(|p| p.last_scale_time);
-            }
-            Some(r)
-        }
-        None => previous,
-    };
-    Ok(outcome)
-}
-
-/// The group's worker counts from its Deployment as stored after this reconcile's apply:
-/// `replicas` is what it runs (`spec.replicas`, the autoscaler's "current"), `readyReplicas`
-/// how many of those are ready.
-fn set_worker_counts(status: &mut crate::crd::ConsumerGroupStatus, d: &Deployment) {
-    status.replicas = Some(d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0));
-    status.ready_replicas = Some(
-        d.status
-            .as_ref()
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0),
-    );
 }
 
 fn apis<K>(client: &Client, namespaces: &[String]) -> Vec<(Option<String>, Api<K>)>

@@ -17,13 +17,11 @@ use super::manifest::{self, LocalJob, Manifests};
 use super::pool::{MemberTemplate, WorkerPool};
 use super::process::{LocalProcess, ProcessSpec};
 use super::view::{DlqRow, Frame, GroupRow, TopicRow};
-use crate::autoscale::Autoscaler;
+use crate::autoscale::{GroupScaler, autoscale_policy};
 use crate::controller::context::{BrokerPool, ReconcileContext, Lookup, MemoryObjects};
 use crate::controller::{self, conditions, ns_name};
 use crate::crd::{Broker, BrokerSpec, ConsumerGroup, DeadLetterQueue, Queue, Topic};
-use crate::desired::autoscaling::autoscale_policy;
 use crate::desired::group::group_config;
-use crate::scaling::BrokerLagSource;
 
 /// How long a healthy object waits between resyncs in the dev runtime.
 const RESYNC: Duration = Duration::from_secs(5);
@@ -53,8 +51,7 @@ struct GroupRuntime {
     group: ConsumerGroup,
     config: GroupConfig,
     pool: Option<WorkerPool>,
-    scaler: Option<Autoscaler>,
-    lag_source: BrokerLagSource,
+    scaler: Option<GroupScaler>,
     template_key: String,
     next_poll: Instant,
     reason: String,
@@ -291,10 +288,9 @@ impl DevSession {
             Some(runtime) => {
                 runtime.group = group.clone();
                 runtime.problem = None;
-                runtime.lag_source.set_config(config.clone());
                 runtime.config = config;
                 if let (Ok(policy), Some(scaler)) = (&policy, runtime.scaler.as_mut()) {
-                    let _ = scaler.set_policy(policy.clone());
+                    scaler.update_policy(policy);
                 }
                 if runtime.template_key != template_key
                     && let (Some(pool), Some(template)) = (&runtime.pool, template)
@@ -308,7 +304,7 @@ impl DevSession {
             }
             None => {
                 let scaler = match policy {
-                    Ok(p) => Autoscaler::new(p).ok(),
+                    Ok(p) => GroupScaler::new(p).ok(),
                     Err(e) => {
                         self.problems
                             .insert(format!("ConsumerGroup {}", label(&key)), e.to_string());
@@ -319,7 +315,6 @@ impl DevSession {
                     key,
                     GroupRuntime {
                         group: group.clone(),
-                        lag_source: BrokerLagSource::new(self.broker.clone(), config.clone()),
                         config,
                         pool: template.map(WorkerPool::new),
                         scaler,
@@ -463,7 +458,10 @@ impl DevSession {
             if let Some(scaler) = runtime.scaler.as_mut() {
                 runtime.next_poll = now + scaler.policy().poll_interval;
                 let before = pool.len().await as u32;
-                match scaler.poll(&runtime.lag_source, pool, since_start).await {
+                match scaler
+                    .poll(&self.broker, &runtime.config, pool, since_start)
+                    .await
+                {
                     Ok(step) => {
                         runtime.reason = step.decision.to_string();
                         if step.scaled {
