@@ -11,7 +11,7 @@ use sluice_broker::{Broker as Nats, ConnectOptions, ResourceRef, names};
 use sluice_operator::controller::conditions::{
     self, ALERT, BROKER_UNAVAILABLE, INVALID_SPEC, READY,
 };
-use sluice_operator::controller::context::{BrokerPool, ReconcileContext, Lookup, MemoryObjects};
+use sluice_operator::controller::context::{BrokerPool, Lookup, MemoryObjects, ReconcileContext};
 use sluice_operator::controller::{Requeue, dlq, group, queue, topic};
 use sluice_operator::crd::{Broker, ConsumerGroup, DeadLetterQueue, Queue, Topic};
 

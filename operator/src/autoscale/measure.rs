@@ -25,7 +25,10 @@ pub struct Measured {
 /// Fails only when the lag cannot be read. A dead-letter queue whose depth cannot be read is
 /// logged and left out (`dlq_depth: None`): the autoscaler then counts no dead-letters this
 /// time, which is better than not scaling at all.
-pub async fn measure(broker: &Broker, config: &GroupConfig) -> Result<Measured, sluice_broker::Error> {
+pub async fn measure(
+    broker: &Broker,
+    config: &GroupConfig,
+) -> Result<Measured, sluice_broker::Error> {
     let lag = broker.group_lag(config).await?;
     let dlq_depth = match &config.dead_letter {
         Some(dlq) => match ResourceRef::new(config.namespace.clone(), dlq.clone()) {

@@ -59,7 +59,6 @@ pub fn autoscale_policy(spec: &AutoscalingSpec) -> Result<AutoscalePolicy, Inval
     Ok(policy)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

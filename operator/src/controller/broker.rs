@@ -255,11 +255,12 @@ async fn apply(
     if running_replicas > i32::from(cluster.replicas()) {
         let max = max_stream_replicas(ctx, &ns, broker).await?;
         *observed_max = Some(max);
-        validate_scale_down(cluster.replicas(), u8::try_from(max).unwrap_or(u8::MAX))
-            .map_err(|e| Failure::NotSupported {
+        validate_scale_down(cluster.replicas(), u8::try_from(max).unwrap_or(u8::MAX)).map_err(
+            |e| Failure::NotSupported {
                 message: e.message().to_string(),
                 source: Some(Box::new(e)),
-            })?;
+            },
+        )?;
         info!(
             from = running_replicas,
             to = cluster.replicas(),
@@ -343,7 +344,11 @@ async fn ensure_credentials(
 }
 
 /// The highest replica count of any stream on the broker (0 without streams).
-async fn max_stream_replicas(ctx: &ReconcileContext, namespace: &str, broker: &Broker) -> Result<u32, Failure> {
+async fn max_stream_replicas(
+    ctx: &ReconcileContext,
+    namespace: &str,
+    broker: &Broker,
+) -> Result<u32, Failure> {
     let connection = ctx.pool.get(&ctx.lookup, namespace, broker).await.map_err(|e| {
         Failure::unavailable(
             format!(

@@ -32,5 +32,8 @@ pub trait BrokerResource: Object {
     ) -> impl Future<Output = Outcome<Self::Status>> + Send + 'a;
 
     /// Cleans up a deleted object on its broker.
-    fn cleanup<'a>(&'a self, ctx: &'a ReconcileContext) -> impl Future<Output = Result<(), Failure>> + Send + 'a;
+    fn cleanup<'a>(
+        &'a self,
+        ctx: &'a ReconcileContext,
+    ) -> impl Future<Output = Result<(), Failure>> + Send + 'a;
 }

@@ -86,7 +86,10 @@ pub async fn reconcile(
     }
 }
 
-async fn apply(ctx: &ReconcileContext, dlq: &DeadLetterQueue) -> Result<sluice_broker::DlqStatus, Failure> {
+async fn apply(
+    ctx: &ReconcileContext,
+    dlq: &DeadLetterQueue,
+) -> Result<sluice_broker::DlqStatus, Failure> {
     let (ns, name) = ns_name(dlq);
     let broker_obj = broker_of(ctx, &ns, &dlq.spec.broker).await?;
     let mut settings = dlq_settings(&dlq.spec)?;
@@ -152,7 +155,10 @@ impl BrokerResource for DeadLetterQueue {
         reconcile(ctx, self, resync)
     }
 
-    fn cleanup<'a>(&'a self, ctx: &'a ReconcileContext) -> impl Future<Output = Result<(), Failure>> + Send + 'a {
+    fn cleanup<'a>(
+        &'a self,
+        ctx: &'a ReconcileContext,
+    ) -> impl Future<Output = Result<(), Failure>> + Send + 'a {
         cleanup(ctx, self)
     }
 }

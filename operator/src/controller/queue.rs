@@ -29,7 +29,11 @@ struct QueueState {
 
 /// Reconciles one Queue against its broker.
 #[instrument(skip_all, fields(queue = %format!("{}/{}", ns_name(queue).0, ns_name(queue).1)))]
-pub async fn reconcile(ctx: &ReconcileContext, queue: &Queue, resync: Duration) -> Outcome<QueueStatus> {
+pub async fn reconcile(
+    ctx: &ReconcileContext,
+    queue: &Queue,
+    resync: Duration,
+) -> Outcome<QueueStatus> {
     let generation = queue.metadata.generation;
     let mut status = queue.status.clone().unwrap_or_default();
     let mut events = Vec::new();
@@ -263,7 +267,10 @@ impl BrokerResource for Queue {
         reconcile(ctx, self, resync)
     }
 
-    fn cleanup<'a>(&'a self, ctx: &'a ReconcileContext) -> impl Future<Output = Result<(), Failure>> + Send + 'a {
+    fn cleanup<'a>(
+        &'a self,
+        ctx: &'a ReconcileContext,
+    ) -> impl Future<Output = Result<(), Failure>> + Send + 'a {
         cleanup(ctx, self)
     }
 }

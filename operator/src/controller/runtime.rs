@@ -35,7 +35,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::autoscaling::{GroupScalers, scale_and_apply};
 use super::broker_resource::BrokerResource;
-use super::context::{BrokerPool, ReconcileContext, Lookup};
+use super::context::{BrokerPool, Lookup, ReconcileContext};
 use super::kube_api::{self, Object};
 use super::metrics::{GroupLabels, Metrics};
 use super::{DEFAULT_RESYNC, FINALIZER, Failure, MANAGER, ObjectEvent, Outcome, Requeue};
@@ -200,10 +200,16 @@ pub trait Reconciled: Object {
     /// operator.
     fn needs_finalizer(&self) -> bool;
     /// Reconciles a live object.
-    fn apply(ctx: Arc<ControllerContext>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>>;
+    fn apply(
+        ctx: Arc<ControllerContext>,
+        obj: Arc<Self>,
+    ) -> BoxFuture<'static, Result<Action, Failure>>;
     /// Cleans up a deleted object (only called when it carries the finalizer and still
     /// [`Reconciled::needs_finalizer`]).
-    fn cleanup(ctx: Arc<ControllerContext>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>>;
+    fn cleanup(
+        ctx: Arc<ControllerContext>,
+        obj: Arc<Self>,
+    ) -> BoxFuture<'static, Result<Action, Failure>>;
 }
 
 /// Reconciles one object: finalizer handling, the kind's apply or cleanup, a bound of
@@ -418,14 +424,20 @@ impl<K: BrokerResource> Reconciled for K {
     fn needs_finalizer(&self) -> bool {
         self.deletion_policy() == crate::crd::DeletionPolicy::Delete
     }
-    fn apply(ctx: Arc<ControllerContext>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+    fn apply(
+        ctx: Arc<ControllerContext>,
+        obj: Arc<Self>,
+    ) -> BoxFuture<'static, Result<Action, Failure>> {
         async move {
             let outcome = obj.reconcile(&ctx.reconcile, ctx.resync).await;
             finish(&ctx, obj.as_ref(), outcome).await
         }
         .boxed()
     }
-    fn cleanup(ctx: Arc<ControllerContext>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+    fn cleanup(
+        ctx: Arc<ControllerContext>,
+        obj: Arc<Self>,
+    ) -> BoxFuture<'static, Result<Action, Failure>> {
         async move {
             BrokerResource::cleanup(obj.as_ref(), &ctx.reconcile)
                 .await
@@ -442,7 +454,10 @@ impl Reconciled for Broker {
     fn needs_finalizer(&self) -> bool {
         false
     }
-    fn apply(ctx: Arc<ControllerContext>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+    fn apply(
+        ctx: Arc<ControllerContext>,
+        obj: Arc<Self>,
+    ) -> BoxFuture<'static, Result<Action, Failure>> {
         async move {
             let outcome = super::broker::reconcile(
                 &ctx.client,
@@ -456,7 +471,10 @@ impl Reconciled for Broker {
         }
         .boxed()
     }
-    fn cleanup(_ctx: Arc<ControllerContext>, _obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+    fn cleanup(
+        _ctx: Arc<ControllerContext>,
+        _obj: Arc<Self>,
+    ) -> BoxFuture<'static, Result<Action, Failure>> {
         async { Ok(Action::await_change()) }.boxed()
     }
 }
@@ -467,7 +485,10 @@ impl Reconciled for ConsumerGroup {
     fn needs_finalizer(&self) -> bool {
         true
     }
-    fn apply(ctx: Arc<ControllerContext>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+    fn apply(
+        ctx: Arc<ControllerContext>,
+        obj: Arc<Self>,
+    ) -> BoxFuture<'static, Result<Action, Failure>> {
         async move {
             let result = super::group::reconcile(&ctx.reconcile, &obj, ctx.resync).await;
             let outcome =
@@ -476,7 +497,10 @@ impl Reconciled for ConsumerGroup {
         }
         .boxed()
     }
-    fn cleanup(ctx: Arc<ControllerContext>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+    fn cleanup(
+        ctx: Arc<ControllerContext>,
+        obj: Arc<Self>,
+    ) -> BoxFuture<'static, Result<Action, Failure>> {
         async move {
             let key = (obj.namespace().unwrap_or_default(), obj.name_any());
             ctx.scalers.forget(&key);

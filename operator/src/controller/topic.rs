@@ -67,7 +67,10 @@ pub async fn reconcile(
 
 /// Provisions the topic; returns its partitions, whether streams were re-created, and the
 /// replicas in effect.
-async fn apply(ctx: &ReconcileContext, topic: &Topic) -> Result<(Vec<PartitionStatus>, bool, u32), Failure> {
+async fn apply(
+    ctx: &ReconcileContext,
+    topic: &Topic,
+) -> Result<(Vec<PartitionStatus>, bool, u32), Failure> {
     let (ns, name) = ns_name(topic);
     // dereference
     let broker_obj = broker_of(ctx, &ns, &topic.spec.broker).await?;
@@ -144,7 +147,10 @@ impl BrokerResource for Topic {
         reconcile(ctx, self, resync)
     }
 
-    fn cleanup<'a>(&'a self, ctx: &'a ReconcileContext) -> impl Future<Output = Result<(), Failure>> + Send + 'a {
+    fn cleanup<'a>(
+        &'a self,
+        ctx: &'a ReconcileContext,
+    ) -> impl Future<Output = Result<(), Failure>> + Send + 'a {
         cleanup(ctx, self)
     }
 }

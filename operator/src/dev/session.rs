@@ -18,7 +18,7 @@ use super::pool::{MemberTemplate, WorkerPool};
 use super::process::{LocalProcess, ProcessSpec};
 use super::view::{DlqRow, Frame, GroupRow, TopicRow};
 use crate::autoscale::{GroupScaler, autoscale_policy};
-use crate::controller::context::{BrokerPool, ReconcileContext, Lookup, MemoryObjects};
+use crate::controller::context::{BrokerPool, Lookup, MemoryObjects, ReconcileContext};
 use crate::controller::{self, conditions, ns_name};
 use crate::crd::{Broker, BrokerSpec, ConsumerGroup, DeadLetterQueue, Queue, Topic};
 use crate::desired::group::group_config;
@@ -357,7 +357,7 @@ impl DevSession {
             owner: label(key),
             group: key.1.clone(),
             argv,
-            reconcile,
+            env,
             log_dir: self.options.data_dir.join("logs"),
             grace,
         })
@@ -403,7 +403,7 @@ impl DevSession {
         let spec = ProcessSpec {
             owner: format!("job {}", label(&key)),
             argv: job.argv.clone(),
-            reconcile,
+            env,
             log: self
                 .options
                 .data_dir
