@@ -11,7 +11,7 @@ use super::broker_resource::BrokerResource;
 use super::context::ReconcileContext;
 use super::dereference::{broker_of, connect, live_broker, resource_ref};
 use super::{Failure, ObjectEvent, Outcome, Requeue, conditions, ns_name};
-use crate::crd::{ConditionStatus, DeadLetterQueue, DeadLetterQueueStatus, DeletionPolicy};
+use crate::crd::{Broker, ConditionStatus, DeadLetterQueue, DeadLetterQueueStatus, DeletionPolicy};
 use crate::desired::{dlq::dlq_settings, dlq::over_threshold, stream_replicas};
 
 /// Reconciles one DeadLetterQueue against its broker.
@@ -86,31 +86,58 @@ pub async fn reconcile(
     }
 }
 
+/// Steps 2-3 (validate + build, pure): the dead-letter stream as the broker should have it.
+#[derive(Debug, Clone)]
+struct DesiredDlq {
+    rr: sluice_broker::ResourceRef,
+    settings: sluice_broker::config::DlqSettings,
+}
+
+/// Validates the spec against its Broker and builds the settings.
+fn desired(
+    ns: &str,
+    name: &str,
+    dlq: &DeadLetterQueue,
+    broker: &Broker,
+) -> Result<DesiredDlq, Failure> {
+    let mut settings = dlq_settings(&dlq.spec)?;
+    settings.replicas = stream_replicas(dlq.spec.replicas, &dlq.spec.broker, broker.spec.replicas)?;
+    Ok(DesiredDlq {
+        rr: resource_ref(ns, name)?,
+        settings,
+    })
+}
+
+/// Step 4 (apply): creates or updates the stream; returns the connection for the status.
+async fn provision(
+    ctx: &ReconcileContext,
+    broker: &Broker,
+    desired: &DesiredDlq,
+) -> Result<sluice_broker::Broker, Failure> {
+    let rr = &desired.rr;
+    let connection = connect(ctx, &rr.namespace, broker).await?;
+    let changes = connection
+        .ensure_dlq(rr, &desired.settings)
+        .await
+        .map_err(|e| Failure::broker(&format!("failed to provision dead-letter queue {rr}"), e))?;
+    if !changes.is_noop() {
+        info!(created = ?changes.created, updated = ?changes.updated, "dead-letter queue provisioned");
+    }
+    Ok(connection)
+}
+
+/// The pipeline: dereference the Broker, then [`desired`], [`provision`], and step 5
+/// (status): the depth and oldest age.
 async fn apply(
     ctx: &ReconcileContext,
     dlq: &DeadLetterQueue,
 ) -> Result<sluice_broker::DlqStatus, Failure> {
     let (ns, name) = ns_name(dlq);
-    let broker_obj = broker_of(ctx, &ns, &dlq.spec.broker).await?;
-    let mut settings = dlq_settings(&dlq.spec)?;
-    settings.replicas = stream_replicas(
-        dlq.spec.replicas,
-        &dlq.spec.broker,
-        broker_obj.spec.replicas,
-    )?;
-    let rr = resource_ref(&ns, &name)?;
-    let broker = connect(ctx, &ns, &broker_obj).await?;
-    let changes = broker.ensure_dlq(&rr, &settings).await.map_err(|e| {
-        Failure::broker(
-            &format!("failed to provision dead-letter queue {ns}/{name}"),
-            e,
-        )
-    })?;
-    if !changes.is_noop() {
-        info!(created = ?changes.created, updated = ?changes.updated, "dead-letter queue provisioned");
-    }
-    broker
-        .dlq_status(&rr)
+    let broker = broker_of(ctx, &ns, &dlq.spec.broker).await?;
+    let desired = desired(&ns, &name, dlq, &broker)?;
+    let connection = provision(ctx, &broker, &desired).await?;
+    connection
+        .dlq_status(&desired.rr)
         .await
         .map_err(|e| Failure::broker(&format!("failed to read dead-letter queue {ns}/{name}"), e))
 }

@@ -13,7 +13,9 @@ use super::broker_resource::BrokerResource;
 use super::context::ReconcileContext;
 use super::dereference::{broker_of, connect, live_broker, resource_ref};
 use super::{Failure, ObjectEvent, Outcome, Requeue, conditions, ns_name};
-use crate::crd::{ConditionStatus, DeletionPolicy, Queue, QueueSourceStatus, QueueStatus, Topic};
+use crate::crd::{
+    Broker, ConditionStatus, DeletionPolicy, Queue, QueueSourceStatus, QueueStatus, Topic,
+};
 use crate::desired::queue::{ResolvedTopic, queue_settings};
 use crate::desired::stream_replicas;
 
@@ -130,12 +132,16 @@ fn sourcing_condition(
     );
 }
 
-async fn apply(ctx: &ReconcileContext, queue: &Queue) -> Result<QueueState, Failure> {
-    let (ns, name) = ns_name(queue);
-    let broker_obj = broker_of(ctx, &ns, &queue.spec.broker).await?;
+/// Step 1 (dereference): the Broker and the source Topics.
+async fn dereference(
+    ctx: &ReconcileContext,
+    ns: &str,
+    queue: &Queue,
+) -> Result<(Broker, Vec<ResolvedTopic>), Failure> {
+    let broker = broker_of(ctx, ns, &queue.spec.broker).await?;
     let mut topics = Vec::new();
     for (i, source) in queue.spec.sources.iter().enumerate() {
-        let topic = ctx.lookup.get::<Topic>(&ns, &source.topic).await?.ok_or_else(|| Failure::Missing {
+        let topic = ctx.lookup.get::<Topic>(ns, &source.topic).await?.ok_or_else(|| Failure::Missing {
             reason: "SourceNotFound",
             message: format!("spec.sources[{i}].topic: Topic {} does not exist in namespace {ns}; create it or fix the source", source.topic),
         })?;
@@ -145,61 +151,105 @@ async fn apply(ctx: &ReconcileContext, queue: &Queue) -> Result<QueueState, Fail
             partitions: topic.spec.partitions,
         });
     }
-    let mut settings = queue_settings(&queue.spec, &topics)?;
+    Ok((broker, topics))
+}
+
+/// Steps 2-3 (validate + build, pure): the queue stream and its sources as the broker should
+/// have them.
+#[derive(Debug, Clone)]
+struct DesiredQueue {
+    rr: sluice_broker::ResourceRef,
+    settings: sluice_broker::config::QueueSettings,
+}
+
+/// Validates the spec against its Broker and sources and builds the settings.
+fn desired(
+    ns: &str,
+    name: &str,
+    queue: &Queue,
+    broker: &Broker,
+    topics: &[ResolvedTopic],
+) -> Result<DesiredQueue, Failure> {
+    let mut settings = queue_settings(&queue.spec, topics)?;
     settings.replicas = stream_replicas(
         queue.spec.replicas,
         &queue.spec.broker,
-        broker_obj.spec.replicas,
+        broker.spec.replicas,
     )?;
-    let rr = resource_ref(&ns, &name)?;
-    let broker = connect(ctx, &ns, &broker_obj).await?;
-    let changes = broker
-        .ensure_queue(&rr, &settings)
+    Ok(DesiredQueue {
+        rr: resource_ref(ns, name)?,
+        settings,
+    })
+}
+
+/// Step 4 (apply): creates or updates the stream and keeps the fan-out relays running.
+async fn provision(
+    ctx: &ReconcileContext,
+    broker: &Broker,
+    desired: &DesiredQueue,
+) -> Result<sluice_broker::Broker, Failure> {
+    let rr = &desired.rr;
+    let connection = connect(ctx, &rr.namespace, broker).await?;
+    let changes = connection
+        .ensure_queue(rr, &desired.settings)
         .await
-        .map_err(|e| Failure::broker(&format!("failed to provision queue {ns}/{name}"), e))?;
+        .map_err(|e| Failure::broker(&format!("failed to provision queue {rr}"), e))?;
     if !changes.is_noop() {
         info!(created = ?changes.created, updated = ?changes.updated, "queue provisioned");
     }
-    if settings.sources.is_empty() {
-        ctx.relays.stop(&rr);
+    if desired.settings.sources.is_empty() {
+        ctx.relays.stop(rr);
     } else {
-        ctx.relays.ensure(&broker, &rr, &settings.sources);
+        ctx.relays
+            .ensure(&connection, rr, &desired.settings.sources);
     }
-    let stream_name = sluice_broker::names::queue_stream(&rr);
+    Ok(connection)
+}
+
+/// Step 5 (status): waiting messages, how far each source partition was received, stalls.
+async fn observe(
+    ctx: &ReconcileContext,
+    broker: &sluice_broker::Broker,
+    desired: &DesiredQueue,
+) -> Result<QueueState, Failure> {
+    let rr = &desired.rr;
+    let stream_name = sluice_broker::names::queue_stream(rr);
     let mut stream = broker
         .jetstream()
         .get_stream(&stream_name)
         .await
         .map_err(|e| {
             Failure::broker_refused(
-                format!("failed to look up stream {stream_name} of queue {ns}/{name}: {e}"),
+                format!("failed to look up stream {stream_name} of queue {rr}: {e}"),
                 e,
             )
         })?;
     let info = stream.info().await.map_err(|e| {
         Failure::broker_refused(
-            format!("failed to read stream {stream_name} of queue {ns}/{name}: {e}"),
+            format!("failed to read stream {stream_name} of queue {rr}: {e}"),
             e,
         )
     })?;
     let messages = info.state.messages;
     let sources = broker
-        .fanout_status(&rr, &settings.sources)
+        .fanout_status(rr, &desired.settings.sources)
         .await
-        .map_err(|e| {
-            Failure::broker(
-                &format!("failed to read the sources of queue {ns}/{name}"),
-                e,
-            )
-        })?;
-    let stalls = ctx
-        .relays
-        .stalls(&broker, &rr, &sources, DEFAULT_STALL_AFTER);
+        .map_err(|e| Failure::broker(&format!("failed to read the sources of queue {rr}"), e))?;
+    let stalls = ctx.relays.stalls(broker, rr, &sources, DEFAULT_STALL_AFTER);
     Ok(QueueState {
         messages,
         sources,
         stalls,
     })
+}
+
+/// The pipeline: [`dereference`], [`desired`], [`provision`], [`observe`].
+async fn apply(ctx: &ReconcileContext, queue: &Queue) -> Result<QueueState, Failure> {
+    let (ns, name) = ns_name(queue);
+    let (broker, topics) = dereference(ctx, &ns, queue).await?;
+    let desired = desired(&ns, &name, queue, &broker, &topics)?;
+    let connection = provision(ctx, &broker, &desired).await?;
+    observe(ctx, &connection, &desired).await
 }
 
 /// Cleans up a deleted Queue: its fan-out relays stop; with `deletionPolicy: Delete` the

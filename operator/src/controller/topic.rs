@@ -12,7 +12,7 @@ use super::context::ReconcileContext;
 use super::dereference::{broker_of, connect, live_broker, resource_ref};
 use super::{Failure, ObjectEvent, Outcome, Requeue, conditions, ns_name};
 use crate::crd::topic::PartitionStatus;
-use crate::crd::{DeletionPolicy, Topic, TopicStatus};
+use crate::crd::{Broker, DeletionPolicy, Topic, TopicStatus};
 use crate::desired::{stream_replicas, topic::topic_settings};
 
 /// Reconciles one Topic against its broker.
@@ -65,38 +65,67 @@ pub async fn reconcile(
     }
 }
 
-/// Provisions the topic; returns its partitions, whether streams were re-created, and the
-/// replicas in effect.
-async fn apply(
-    ctx: &ReconcileContext,
-    topic: &Topic,
-) -> Result<(Vec<PartitionStatus>, bool, u32), Failure> {
-    let (ns, name) = ns_name(topic);
-    // dereference
-    let broker_obj = broker_of(ctx, &ns, &topic.spec.broker).await?;
-    // validate + build
+/// Steps 2-3 (validate + build, pure): the topic's streams as the broker should have them.
+#[derive(Debug, Clone)]
+struct DesiredTopic {
+    rr: sluice_broker::ResourceRef,
+    settings: sluice_broker::config::TopicSettings,
+}
+
+/// Step 4 (apply): what provisioning changed.
+#[derive(Debug)]
+struct Provisioned {
+    broker: sluice_broker::Broker,
+    recreated: bool,
+}
+
+/// Validates the spec against its Broker and builds the settings.
+fn desired(ns: &str, name: &str, topic: &Topic, broker: &Broker) -> Result<DesiredTopic, Failure> {
     let mut settings = topic_settings(&topic.spec)?;
     settings.replicas = stream_replicas(
         topic.spec.replicas,
         &topic.spec.broker,
-        broker_obj.spec.replicas,
+        broker.spec.replicas,
     )?;
-    // apply
-    let rr = resource_ref(&ns, &name)?;
-    let broker = connect(ctx, &ns, &broker_obj).await?;
-    let changes = broker
-        .ensure_topic(&rr, &settings)
+    Ok(DesiredTopic {
+        rr: resource_ref(ns, name)?,
+        settings,
+    })
+}
+
+/// Creates or updates the partition streams.
+async fn provision(
+    ctx: &ReconcileContext,
+    broker: &Broker,
+    desired: &DesiredTopic,
+) -> Result<Provisioned, Failure> {
+    let rr = &desired.rr;
+    let connection = connect(ctx, &rr.namespace, broker).await?;
+    let changes = connection
+        .ensure_topic(rr, &desired.settings)
         .await
-        .map_err(|e| Failure::broker(&format!("failed to provision topic {ns}/{name}"), e))?;
+        .map_err(|e| Failure::broker(&format!("failed to provision topic {rr}"), e))?;
     if !changes.is_noop() {
         info!(created = ?changes.created, updated = ?changes.updated, "topic provisioned");
     }
-    // status
-    let parts = broker
-        .topic_status(&rr, settings.partitions)
+    Ok(Provisioned {
+        broker: connection,
+        recreated: !changes.created.is_empty(),
+    })
+}
+
+/// Step 5 (status): the partitions as the broker reports them.
+async fn observe(
+    provisioned: &Provisioned,
+    desired: &DesiredTopic,
+) -> Result<Vec<PartitionStatus>, Failure> {
+    let rr = &desired.rr;
+    let parts = provisioned
+        .broker
+        .topic_status(rr, desired.settings.partitions)
         .await
-        .map_err(|e| Failure::broker(&format!("failed to read status of topic {ns}/{name}"), e))?;
-    let parts = parts
+        .map_err(|e| Failure::broker(&format!("failed to read status of topic {rr}"), e))?;
+    Ok(parts
         .into_iter()
         .map(|p| PartitionStatus {
             partition: p.partition,
@@ -106,8 +135,21 @@ async fn apply(
             bytes: p.bytes,
             leader: p.leader,
         })
-        .collect();
-    Ok((parts, !changes.created.is_empty(), settings.replicas))
+        .collect())
+}
+
+/// The pipeline: dereference the Broker, then [`desired`], [`provision`], [`observe`]; returns
+/// the partitions, whether streams were re-created, and the replicas in effect.
+async fn apply(
+    ctx: &ReconcileContext,
+    topic: &Topic,
+) -> Result<(Vec<PartitionStatus>, bool, u32), Failure> {
+    let (ns, name) = ns_name(topic);
+    let broker = broker_of(ctx, &ns, &topic.spec.broker).await?;
+    let desired = desired(&ns, &name, topic, &broker)?;
+    let provisioned = provision(ctx, &broker, &desired).await?;
+    let parts = observe(&provisioned, &desired).await?;
+    Ok((parts, provisioned.recreated, desired.settings.replicas))
 }
 
 /// Cleans up a deleted Topic: with `deletionPolicy: Delete` removes its streams; lets go

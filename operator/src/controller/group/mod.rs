@@ -1,23 +1,37 @@
-//! ConsumerGroup: dereference the source (Topic or Queue), its Broker and the dead-letter
-//! queue -> validate and build the `GroupConfig` and the worker Deployment -> `ensure_group`
-//! (consumers + config channel) -> status with lag per partition. The runtime applies the
-//! returned Deployment. Cleanup removes the group's consumers and config entry.
+//! ConsumerGroup, one reconcile as typed steps:
+//!
+//! 1. [`dereference`] — the source (Topic or Queue), its Broker and the dead-letter queue
+//!    ([`GroupRefs`]);
+//! 2. [`validate`] (pure) — they fit together and the spec maps onto a `GroupConfig`
+//!    ([`ValidGroup`], only made there);
+//! 3. [`build`] (pure) — the `GroupConfig` and the worker Deployment ([`DesiredGroup`]);
+//! 4. **apply** — `ensure_group` (consumers + config channel); the runtime applies the
+//!    returned Deployment with the autoscaler's replica count;
+//! 5. **status** — lag per partition, measured once ([`crate::autoscale::measure`]) for the
+//!    status and the autoscaler.
+//!
+//! Cleanup removes the group's consumers and config entry.
+
+pub mod build;
+pub mod dereference;
+pub mod validate;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use sluice_broker::GroupConfig;
 use sluice_broker::config::SourceKind;
 use tracing::{info, instrument, warn};
 
+pub use build::{DesiredGroup, build};
+pub use dereference::{GroupRefs, dereference, resolve_source};
+pub use validate::{ValidGroup, validate};
+
 use super::context::ReconcileContext;
-use super::dereference::{broker_of, connect, live_broker, resource_ref};
+use super::dereference::{connect, live_broker, resource_ref};
 use super::{Failure, Outcome, Requeue, conditions, ns_name};
 use crate::autoscale::{Measured, measure};
 use crate::crd::group::PartitionLagStatus;
-use crate::crd::{ConsumerGroup, ConsumerGroupStatus, DeadLetterQueue, InvalidField, Queue, Topic};
-use crate::desired::group::{ResolvedSource, group_broker, group_config, source_label, source_of};
-use crate::desired::queue::visibility_timeout_ms;
-use crate::desired::worker::{WorkerInputs, worker_deployment};
+use crate::crd::{ConsumerGroup, ConsumerGroupStatus};
+use crate::desired::group::{source_label, source_of};
 
 /// A group's reconcile result: the status and the Deployment to apply, if any.
 #[derive(Debug, Clone)]
@@ -43,7 +57,7 @@ pub async fn reconcile(
     if let Ok((kind, name)) = source_of(&group.spec.source) {
         status.source = Some(source_label(kind, name));
     }
-    match apply(ctx, group, &status).await {
+    match provision(ctx, group, &status).await {
         Ok((measured, deployment)) => {
             let lag = &measured.lag;
             status.lag = Some(lag.total());
@@ -88,103 +102,20 @@ pub async fn reconcile(
     }
 }
 
-/// Looks up the group's source.
-pub async fn resolve_source(
-    ctx: &ReconcileContext,
-    namespace: &str,
-    group: &ConsumerGroup,
-) -> Result<ResolvedSource, Failure> {
-    let (kind, name) = source_of(&group.spec.source)?;
-    let missing = |what: &str| Failure::Missing {
-        reason: "SourceNotFound",
-        message: format!(
-            "{what} {name} does not exist in namespace {namespace}; create it or fix spec.source"
-        ),
-    };
-    match kind {
-        SourceKind::Topic => {
-            let t = ctx
-                .lookup
-                .get::<Topic>(namespace, name)
-                .await?
-                .ok_or_else(|| missing("Topic"))?;
-            Ok(ResolvedSource {
-                kind,
-                name: name.into(),
-                broker: t.spec.broker,
-                partitions: t.spec.partitions,
-                visibility_timeout_ms: None,
-            })
-        }
-        SourceKind::Queue => {
-            let q = ctx
-                .lookup
-                .get::<Queue>(namespace, name)
-                .await?
-                .ok_or_else(|| missing("Queue"))?;
-            let visibility = visibility_timeout_ms(&q.spec).map_err(|e| {
-                InvalidField::new("source.queue", format!("Queue {name} is invalid: {e}"))
-            })?;
-            Ok(ResolvedSource {
-                kind,
-                name: name.into(),
-                broker: q.spec.broker,
-                partitions: 1,
-                visibility_timeout_ms: Some(visibility),
-            })
-        }
-    }
-}
-
-async fn apply(
+/// Steps 1-5: returns the measured lag and the Deployment for the runtime to apply.
+async fn provision(
     ctx: &ReconcileContext,
     group: &ConsumerGroup,
     status: &ConsumerGroupStatus,
 ) -> Result<(Measured, Option<Deployment>), Failure> {
     let (ns, name) = ns_name(group);
-    // dereference
-    let source = resolve_source(ctx, &ns, group).await?;
-    let broker_name = group_broker(&group.spec, &source)?;
-    let broker_obj = broker_of(ctx, &ns, &broker_name).await?;
-    if let Some(dl) = &group.spec.dead_letter {
-        let d = ctx.lookup.get::<DeadLetterQueue>(&ns, &dl.queue).await?.ok_or_else(|| Failure::Missing {
-            reason: "DeadLetterQueueNotFound",
-            message: format!("spec.deadLetter.queue: DeadLetterQueue {} does not exist in namespace {ns}; create it or fix the name", dl.queue),
-        })?;
-        if d.spec.broker != broker_name {
-            return Err(InvalidField::new(
-                "deadLetter.queue",
-                format!(
-                    "DeadLetterQueue {} is on Broker {}, but the group is on Broker {broker_name}",
-                    dl.queue, d.spec.broker
-                ),
-            )
-            .into());
-        }
-    }
-    // validate + build
-    let cfg = group_config(&ns, &name, &group.spec, &source)?;
-    let deployment = match &group.spec.template {
-        Some(t) => {
-            let template = t.decode("template")?;
-            let secret = broker_obj.credentials_secret();
-            let url = ctx.pool.url(&ns, &broker_name);
-            Some(worker_deployment(WorkerInputs {
-                namespace: &ns,
-                group: &name,
-                broker_urls: &url,
-                credentials_secret: Some(&secret),
-                ack_wait_ms: cfg.ack_wait_ms,
-                replicas: desired_replicas(group, status),
-                owner: owner_reference(group)?,
-                template,
-            })?)
-        }
-        None => None,
-    };
+    let refs = dereference(ctx, &ns, group).await?;
+    let valid = validate(&ns, &name, group, refs)?;
+    let url = ctx.pool.url(&ns, &valid.refs().broker_name);
+    let desired = build(&ns, &name, &valid, &url, desired_replicas(group, status))?;
     // apply
-    let broker = connect(ctx, &ns, &broker_obj).await?;
-    let changes = broker.ensure_group(&cfg).await.map_err(|e| {
+    let broker = connect(ctx, &ns, &valid.refs().broker).await?;
+    let changes = broker.ensure_group(&desired.config).await.map_err(|e| {
         Failure::broker(
             &format!("failed to provision consumer group {ns}/{name}"),
             e,
@@ -194,13 +125,13 @@ async fn apply(
         info!(created = ?changes.created, updated = ?changes.updated, "consumer group provisioned");
     }
     // status
-    let measured = measure(&broker, &cfg).await.map_err(|e| {
+    let measured = measure(&broker, &desired.config).await.map_err(|e| {
         Failure::broker(
             &format!("failed to read lag of consumer group {ns}/{name}"),
             e,
         )
     })?;
-    Ok((measured, deployment))
+    Ok((measured, desired.deployment))
 }
 
 /// Replicas to run: what the autoscaler asked for in status, else `autoscaling.minReplicas`
@@ -213,13 +144,6 @@ pub fn desired_replicas(group: &ConsumerGroup, status: &ConsumerGroupStatus) -> 
         .desired_replicas
         .map_or(min, |d| u32::try_from(d).unwrap_or(0));
     i32::try_from(wanted.min(max)).unwrap_or(i32::MAX)
-}
-
-fn owner_reference(group: &ConsumerGroup) -> Result<OwnerReference, Failure> {
-    kube::Resource::controller_owner_ref(group, &()).ok_or_else(|| Failure::Missing {
-        reason: "NotYetStored",
-        message: "the ConsumerGroup has no uid yet".into(),
-    })
 }
 
 /// Cleans up a deleted ConsumerGroup: removes its consumers (positions) and config entry.
