@@ -73,7 +73,6 @@ impl DevSession {
             .collect();
         frame
     }
-
 }
 
 fn source_label(config: &GroupConfig) -> String {

@@ -2,6 +2,7 @@
 //! local processes) and its [`GroupScaler`], the autoscaling driver shared with the
 //! Kubernetes runtime.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use sluice_broker::GroupConfig;
@@ -164,9 +165,6 @@ impl DevSession {
         })
     }
 
-    /// Starts each group's workers at its minimum and runs the Jobs not yet completed in
-    /// this data directory.
-
     /// Starts each group's workers at its minimum.
     pub(super) async fn start_pools(&self) -> Result<(), DevError> {
         for runtime in self.groups.values() {
@@ -236,5 +234,4 @@ impl DevSession {
             .map(|(k, r)| (label(k), r.scaling))
             .collect()
     }
-
 }

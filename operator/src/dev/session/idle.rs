@@ -10,6 +10,7 @@ use crate::crd::Queue;
 use crate::dev::error::DevError;
 
 impl DevSession {
+    /// Whether every Job finished, no group has lag or retries in flight, and every queue fed
     /// by topics has received all their messages.
     pub async fn is_idle(&self) -> Result<bool, DevError> {
         Ok(self.waiting_for().await?.is_empty())
@@ -87,5 +88,4 @@ impl DevSession {
         }
         true
     }
-
 }

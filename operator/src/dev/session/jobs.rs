@@ -55,9 +55,6 @@ impl DevSession {
         Ok(())
     }
 
-    /// One tick: reaps Jobs, restarts crashed workers, runs due autoscaler polls, and picks
-    /// up edited manifests.
-
     /// Records the Jobs that exited.
     pub(super) fn reap_jobs(&mut self) -> Result<(), DevError> {
         let records: Vec<(PathBuf, (String, String))> = self
@@ -103,5 +100,4 @@ impl DevSession {
             })
             .collect()
     }
-
 }

@@ -14,7 +14,7 @@ mod idle;
 mod jobs;
 mod store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -224,7 +224,12 @@ impl DevSession {
         self.problems.insert(format!("{kind} {object}"), message);
     }
 
-
+    /// Starts each group's workers at its minimum and runs the Jobs not yet completed in
+    /// this data directory.
+    ///
+    /// # Errors
+    ///
+    /// When a worker or Job process cannot be started.
     pub async fn start_workloads(&mut self) -> Result<(), DevError> {
         self.start_pools().await?;
         let jobs = self.manifests.jobs.clone();
@@ -233,7 +238,6 @@ impl DevSession {
         }
         Ok(())
     }
-
 
     /// One tick: reaps Jobs, restarts crashed workers, runs due autoscaler polls, and picks
     /// up edited manifests.
@@ -276,8 +280,6 @@ impl DevSession {
         self.apply(manifests).await;
     }
 
-    /// Whether every Job finished, no group has lag or retries in flight, and every queue fed
-
     /// Per-group accounting and totals (see [`super::summary`]).
     pub async fn summary(&self) -> Result<crate::dev::summary::Summary, DevError> {
         let configs: Vec<sluice_broker::GroupConfig> =
@@ -307,8 +309,4 @@ impl DevSession {
         let _ = std::fs::remove_file(url_file(&self.options.data_dir));
         let _ = self.server.stop().await;
     }
-}
-
-fn label(key: &(String, String)) -> String {
-    format!("{}/{}", key.0, key.1)
 }
