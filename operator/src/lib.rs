@@ -10,5 +10,4 @@ pub mod crd;
 pub mod crdgen;
 pub mod desired;
 pub mod dev;
-pub mod scaling;
 pub mod service;

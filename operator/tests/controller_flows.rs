@@ -11,7 +11,7 @@ use sluice_broker::{Broker as Nats, ConnectOptions, ResourceRef, names};
 use sluice_operator::controller::conditions::{
     self, ALERT, BROKER_UNAVAILABLE, INVALID_SPEC, READY,
 };
-use sluice_operator::controller::env::{BrokerPool, Env, Lookup, MemoryObjects};
+use sluice_operator::controller::context::{BrokerPool, Lookup, MemoryObjects, ReconcileContext};
 use sluice_operator::controller::{Requeue, dlq, group, queue, topic};
 use sluice_operator::crd::{Broker, ConsumerGroup, DeadLetterQueue, Queue, Topic};
 
@@ -30,7 +30,7 @@ struct Fixture {
     _server: NatsServer,
     nats: Nats,
     objects: Arc<MemoryObjects>,
-    env: Env,
+    env: ReconcileContext,
 }
 
 async fn fixture() -> Fixture {
@@ -40,7 +40,7 @@ async fn fixture() -> Fixture {
         .unwrap();
     let objects = Arc::new(MemoryObjects::default());
     objects.put::<Broker>(obj("apiVersion: sluice.dev/v1alpha1\nkind: Broker\nmetadata: {name: main}\nspec: {replicas: 1}\n"));
-    let env = Env {
+    let env = ReconcileContext {
         lookup: Lookup::Memory(objects.clone()),
         pool: Arc::new(BrokerPool::new(BTreeMap::from([(
             "main".to_string(),
@@ -95,8 +95,8 @@ async fn topic_is_provisioned_recreated_and_deleted_by_policy() {
     let out = topic::reconcile(&f.env, &t, RESYNC).await;
     assert!(conditions::is_true(&out.status.conditions, READY));
     assert!(stream_exists(&f.nats, &names::topic_stream(&orders, 1)).await);
-    assert_eq!(out.notes.len(), 1);
-    assert_eq!(out.notes[0].reason, "Recreated");
+    assert_eq!(out.events.len(), 1);
+    assert_eq!(out.events[0].reason, "Recreated");
 
     // Messages are counted in status.
     f.nats
@@ -179,7 +179,7 @@ async fn invalid_specs_wait_for_a_change_and_missing_brokers_retry() {
 async fn unreachable_broker_is_reported_and_backs_off() {
     let f = fixture().await;
     let port = sluice_broker::embedded::free_port().unwrap();
-    let env = Env {
+    let env = ReconcileContext {
         lookup: f.env.lookup.clone(),
         pool: Arc::new(BrokerPool::new(BTreeMap::from([(
             "main".to_string(),
@@ -246,10 +246,10 @@ async fn queue_group_and_dlq_pipeline() {
     let out = dlq::reconcile(&f.env, &d, RESYNC).await;
     assert_eq!(out.status.depth, Some(1));
     assert!(conditions::is_true(&out.status.conditions, ALERT));
-    assert_eq!(out.notes.len(), 1);
+    assert_eq!(out.events.len(), 1);
     d.status = Some(out.status);
     assert!(
-        dlq::reconcile(&f.env, &d, RESYNC).await.notes.is_empty(),
+        dlq::reconcile(&f.env, &d, RESYNC).await.events.is_empty(),
         "event only on transition"
     );
 

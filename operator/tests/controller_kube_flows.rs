@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use sluice_broker::embedded::{Cluster, NatsServer, ServerOptions};
 use sluice_broker::{Broker as Nats, ConnectOptions, ResourceRef, names};
 use sluice_operator::controller::metrics::Metrics;
-use sluice_operator::controller::runtime::{self, Context, Settings};
+use sluice_operator::controller::runtime::{self, ControllerContext, Settings};
 use sluice_operator::crd::{Broker, ConsumerGroup, DeadLetterQueue, Topic};
 use sluice_testkit::FakeApi;
 
@@ -59,12 +59,12 @@ fn condition(obj: &Value, type_: &str) -> (String, String) {
     )
 }
 
-fn context(client: kube::Client, broker_url: &str) -> Arc<Context> {
+fn context(client: kube::Client, broker_url: &str) -> Arc<ControllerContext> {
     let settings = Settings {
         broker_urls: BTreeMap::from([("main".to_string(), broker_url.to_string())]),
         ..Settings::default()
     };
-    Arc::new(Context::new(
+    Arc::new(ControllerContext::new(
         client,
         &settings,
         Arc::new(Metrics::default()),
@@ -79,7 +79,7 @@ async fn nats(server_urls: &str) -> Nats {
 
 /// Seeds a Broker and a Topic and runs the Topic through its first two reconciles (finalizer,
 /// then apply), returning the stored Topic.
-async fn provisioned_topic(fake: &FakeApi, ctx: &Arc<Context>, spec: Value) -> Topic {
+async fn provisioned_topic(fake: &FakeApi, ctx: &Arc<ControllerContext>, spec: Value) -> Topic {
     fake.put(
         &sluice_path("brokers", "main"),
         object("Broker", "main", "uid-broker", json!({"replicas": 1})),
@@ -655,7 +655,7 @@ async fn retain_objects_carry_no_finalizer_and_lose_a_stale_one() {
 
 /// Reconciles every object once, each read fresh from the fake (as the controller's store
 /// would hand it over).
-async fn reconcile_all(fake: &FakeApi, ctx: &Arc<Context>) {
+async fn reconcile_all(fake: &FakeApi, ctx: &Arc<ControllerContext>) {
     runtime::reconcile(
         Arc::new(read::<Broker>(fake, &sluice_path("brokers", "main"))),
         ctx.clone(),
@@ -808,7 +808,7 @@ async fn broker_routes_use_the_configured_cluster_domain() {
         cluster_domain: "corp.example".into(),
         ..Settings::default()
     };
-    let ctx = Arc::new(Context::new(
+    let ctx = Arc::new(ControllerContext::new(
         client,
         &settings,
         Arc::new(Metrics::default()),

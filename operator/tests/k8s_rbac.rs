@@ -18,7 +18,7 @@ use serde_json::Value;
 use sluice_broker::embedded::{NatsServer, ServerOptions};
 use sluice_operator::controller::conditions::{self, READY};
 use sluice_operator::controller::metrics::Metrics;
-use sluice_operator::controller::runtime::{self, Context, Settings};
+use sluice_operator::controller::runtime::{self, ControllerContext, Settings};
 use sluice_operator::crd::{Broker, ConsumerGroup, Topic};
 use sluice_operator::service::crds::apply_crds;
 use sluice_operator::service::leader::{Elector, LeaderConfig};
@@ -141,7 +141,7 @@ async fn k8s_chart_rbac_suffices_for_the_operator() {
         broker_urls: BTreeMap::from([("main".to_string(), server.url())]),
         ..Settings::default()
     };
-    let ctx = Arc::new(Context::new(
+    let ctx = Arc::new(ControllerContext::new(
         operator.clone(),
         &settings,
         Arc::new(Metrics::default()),

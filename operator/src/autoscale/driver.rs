@@ -8,7 +8,7 @@ use std::time::Duration;
 use tracing::{debug, info, instrument};
 
 use super::decide::{Decision, decide};
-use super::error::{Error, ErrorKind};
+use super::error::Error;
 use super::policy::AutoscalePolicy;
 use super::record::ScaleRecord;
 use super::snapshot::LagSnapshot;
@@ -108,13 +108,10 @@ impl Autoscaler {
         S: LagSource,
         T: ScaleTarget,
     {
-        let snapshot = source.snapshot().await.map_err(|e| {
-            Error::with_source(
-                ErrorKind::Snapshot,
-                "failed to measure consumer group lag; the autoscaler keeps the current replicas and retries at the next poll",
-                e,
-            )
-        })?;
+        let snapshot = source
+            .snapshot()
+            .await
+            .map_err(|e| Error::Snapshot(Box::new(e)))?;
         self.step(target, &snapshot, now).await
     }
 
@@ -127,28 +124,20 @@ impl Autoscaler {
         snapshot: &LagSnapshot,
         now: Duration,
     ) -> Result<StepOutcome, Error> {
-        let current = target.current_replicas().await.map_err(|e| {
-            Error::with_source(
-                ErrorKind::ReadReplicas,
-                "failed to read the current worker replicas",
-                e,
-            )
-        })?;
+        let current = target
+            .current_replicas()
+            .await
+            .map_err(|e| Error::ReadReplicas(Box::new(e)))?;
         let decision = decide(&self.policy, snapshot, current, now, &mut self.state);
         let scaled = if decision.changes_replicas() {
             let reason = decision.to_string();
             target
                 .set_replicas(decision.desired, &reason)
                 .await
-                .map_err(|e| {
-                    Error::with_source(
-                        ErrorKind::SetReplicas,
-                        format!(
-                            "failed to scale workers from {} to {} replicas",
-                            current, decision.desired
-                        ),
-                        e,
-                    )
+                .map_err(|e| Error::SetReplicas {
+                    from: current,
+                    to: decision.desired,
+                    source: Box::new(e),
                 })?;
             self.state.record_scale(now, current, decision.desired);
             self.last_scale_wall = std::sync::OnceLock::new();

@@ -1,4 +1,8 @@
-//! Errors of the autoscaler: a matchable [`ErrorKind`] plus a message that says what failed.
+//! Errors of the autoscaler: one variant per [`ErrorKind`], each keeping its cause as its
+//! `source` (the runtime's or the broker's own error), never flattened to text.
+
+/// A runtime's error, kept as the cause of an [`Error`].
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What went wrong, for callers that branch on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,39 +38,40 @@ impl std::fmt::Display for ErrorKind {
 
 /// An error of the autoscaler.
 #[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct Error {
-    kind: ErrorKind,
-    message: String,
-    #[source]
-    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+#[non_exhaustive]
+pub enum Error {
+    /// The policy can never work; the message names the setting.
+    #[error("{0}")]
+    InvalidPolicy(String),
+    /// The lag could not be measured.
+    #[error(
+        "failed to measure consumer group lag; the autoscaler keeps the current replicas and retries at the next poll: {0}"
+    )]
+    Snapshot(#[source] Cause),
+    /// The runtime could not say how many replicas run.
+    #[error("failed to read the current worker replicas: {0}")]
+    ReadReplicas(#[source] Cause),
+    /// The runtime could not apply the decided count.
+    #[error("failed to scale workers from {from} to {to} replicas: {source}")]
+    SetReplicas {
+        /// Replicas before.
+        from: u32,
+        /// Replicas decided.
+        to: u32,
+        /// The runtime's error.
+        #[source]
+        source: Cause,
+    },
 }
 
 impl Error {
-    /// An error of `kind` with a message for the user.
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-            source: None,
-        }
-    }
-
-    /// An error of `kind` caused by `source`; the message gets the source appended.
-    pub fn with_source(
-        kind: ErrorKind,
-        message: impl Into<String>,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
-        Self {
-            kind,
-            message: format!("{}: {}", message.into(), source),
-            source: Some(Box::new(source)),
-        }
-    }
-
     /// What went wrong.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        match self {
+            Error::InvalidPolicy(_) => ErrorKind::InvalidPolicy,
+            Error::Snapshot(_) => ErrorKind::Snapshot,
+            Error::ReadReplicas(_) => ErrorKind::ReadReplicas,
+            Error::SetReplicas { .. } => ErrorKind::SetReplicas,
+        }
     }
 }

@@ -1,8 +1,16 @@
 //! The autoscaler's pure core: how many workers a consumer group should run, and why.
 //!
-//! No Kubernetes or NATS types live here. The Kubernetes runtime (a Deployment scaled by
-//! server-side apply) and the `sluice dev` process runtime implement [`ScaleTarget`] and
-//! [`LagSource`]; [`Autoscaler`] drives [`decide`] through them. The caller owns the loop and
+//! The decision ([`decide`], [`AutoscalePolicy`], [`ScalerState`]) is pure: no Kubernetes or
+//! NATS types. Around it, each in one place and shared by the Kubernetes runtime (a Deployment
+//! scaled by server-side apply) and the `sluice dev` process runtime:
+//!
+//! - [`autoscale_policy`] (`spec.rs`): the ConsumerGroup's `autoscaling` block as a policy;
+//! - [`measure`] (`measure.rs`): the one lag reading of a group on the broker;
+//! - [`LagHistory`] (`history.rs`): that reading as a [`LagSnapshot`] (rates from levels);
+//! - [`GroupScaler`] (`group.rs`): the one driver, stepping [`Autoscaler`] with a reading
+//!   and applying its decision through the runtime's [`ScaleTarget`] ("set replicas").
+//!
+//! [`Autoscaler`] drives [`decide`] through a [`ScaleTarget`] and a [`LagSource`]. The caller owns the loop and
 //! the clock: every [`AutoscalePolicy::poll_interval`] it passes a fresh [`LagSnapshot`] and a
 //! monotonic `now`. Nothing here reads a clock or sleeps.
 //!
@@ -59,9 +67,13 @@
 mod decide;
 mod driver;
 mod error;
+mod group;
+mod history;
+mod measure;
 mod policy;
 mod record;
 mod snapshot;
+mod spec;
 mod state;
 
 #[cfg(test)]
@@ -69,8 +81,15 @@ mod tests;
 
 pub use decide::{Decision, DecisionInputs, ScaleNote, ScaleReason, decide};
 pub use driver::{Autoscaler, LagSource, ScaleTarget, StepOutcome};
-pub use error::{Error, ErrorKind};
+pub use error::{Cause, Error, ErrorKind};
+pub use group::GroupScaler;
+pub use history::LagHistory;
+pub use measure::{Measured, measure};
 pub use policy::{AutoscalePolicy, ScaleUpLimit};
 pub use record::ScaleRecord;
 pub use snapshot::{LagSnapshot, PartitionSample};
+pub use spec::{
+    DEFAULT_IDLE_BEFORE_ZERO, DEFAULT_POLL_INTERVAL, DEFAULT_STABILIZATION,
+    DEFAULT_TARGET_LAG_PER_REPLICA, autoscale_policy,
+};
 pub use state::{LastScale, ScalerState};

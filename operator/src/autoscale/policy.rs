@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::error::{Error, ErrorKind};
+use super::error::Error;
 
 /// How many replicas one scale-up decision may add.
 ///
@@ -105,7 +105,7 @@ impl AutoscalePolicy {
     /// `decide` never panics on an invalid policy (it falls back to the safest reading, e.g.
     /// `max` wins over `min`), but the operator should report the problem instead.
     pub fn validate(&self) -> Result<(), Error> {
-        let invalid = |msg: String| Err(Error::new(ErrorKind::InvalidPolicy, msg));
+        let invalid = |msg: String| Err(Error::InvalidPolicy(msg));
         if self.max == 0 {
             return invalid("autoscaling max must be at least 1; use scaleToZero to run zero replicas when idle".into());
         }
@@ -134,6 +134,7 @@ impl AutoscalePolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::autoscale::ErrorKind;
 
     #[test]
     fn scale_up_limit_takes_the_larger_step() {

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Args;
 use tokio::time::Instant;
 
-use crate::dev::session::{Session, SessionOptions};
+use crate::dev::session::{DevSession, SessionOptions};
 use crate::dev::view;
 
 /// Arguments of `sluice dev`.
@@ -60,7 +60,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let ui = !args.no_ui && std::io::stdout().is_terminal();
     init_logging(ui, &data_dir)?;
 
-    let mut session = Session::start(SessionOptions {
+    let mut session = DevSession::start(SessionOptions {
         paths: args.paths.clone(),
         data_dir: data_dir.clone(),
         port: args.port,

@@ -1,6 +1,6 @@
-//! The autoscaler in the Kubernetes runtime: one [`Autoscaler`] per ConsumerGroup, kept in the
-//! controller context and stepped by every group reconcile (which requeues every
-//! `autoscaling.pollInterval`).
+//! The autoscaler in the Kubernetes runtime: one [`GroupScaler`] per ConsumerGroup (the driver
+//! shared with `sluice dev`, see [`crate::autoscale`]), kept in [`GroupScalers`] and stepped by
+//! every group reconcile ([`scale_and_apply`], which requeues every `autoscaling.pollInterval`).
 //!
 //! **One writer of `spec.replicas`.** The worker Deployment is applied exactly once per
 //! reconcile, by [`DeploymentTarget`], with the replica count the autoscaler decided; the
@@ -20,7 +20,9 @@
 //! `..._effective_lag_messages` and `..._desired_replicas` for the group, and every scale
 //! counts `..._group_scale_events_total` and publishes a Kubernetes Event.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
@@ -28,25 +30,215 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use tracing::{debug, warn};
 
-use super::{Failure, MANAGER, kube_api};
-use crate::autoscale::{Autoscaler, ScaleTarget};
-use crate::desired::autoscaling::LagHistory;
+use super::group::GroupOutcome;
+use super::metrics::{GroupLabels, Metrics};
+use super::{Failure, MANAGER, ObjectEvent, Outcome, Requeue, conditions, kube_api, ns_name};
+use crate::autoscale::{AutoscalePolicy, GroupScaler, ScaleTarget, StepOutcome, autoscale_policy};
+use crate::crd::{ConsumerGroup, ConsumerGroupStatus, InvalidField};
 use crate::desired::worker::GROUP_LABEL;
 
 /// Annotation the ReplicaSet controller reads to choose which pods to delete first.
 pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 
-/// The autoscaler state of one group, kept across reconciles.
+/// The autoscalers of every ConsumerGroup, kept across reconciles by `(namespace, name)`, and
+/// the monotonic clock they decide on.
 #[derive(Debug)]
-pub struct GroupScaler {
-    /// Decision history and policy.
-    pub autoscaler: Autoscaler,
-    /// Previous lag reading, for processed/failed counts.
-    pub history: LagHistory,
-    /// The group's uid: a re-created group starts over.
-    pub uid: String,
-    /// Replicas last decided (the "current" count of a group without a Deployment).
-    pub last_desired: Option<u32>,
+pub struct GroupScalers {
+    scalers: Mutex<HashMap<(String, String), Tracked>>,
+    clock: Instant,
+}
+
+/// A group's scaler and the uid of the group it belongs to: a re-created group starts over.
+#[derive(Debug)]
+struct Tracked {
+    uid: String,
+    scaler: GroupScaler,
+}
+
+impl Default for GroupScalers {
+    fn default() -> Self {
+        Self {
+            scalers: Mutex::default(),
+            clock: Instant::now(),
+        }
+    }
+}
+
+impl GroupScalers {
+    /// Forgets the scaler of a deleted group.
+    pub fn forget(&self, key: &(String, String)) {
+        if let Ok(mut s) = self.scalers.lock() {
+            s.remove(key);
+        }
+    }
+
+    /// Takes the group's scaler out of the map (so no lock is held across awaits), with
+    /// `policy` in effect; a new or re-created group gets a fresh one.
+    fn take(
+        &self,
+        key: &(String, String),
+        uid: &str,
+        policy: &AutoscalePolicy,
+    ) -> Result<GroupScaler, Failure> {
+        let taken = self.scalers.lock().ok().and_then(|mut m| m.remove(key));
+        match taken {
+            Some(mut t) if t.uid == uid => {
+                t.scaler.update_policy(policy);
+                Ok(t.scaler)
+            }
+            _ => GroupScaler::new(policy.clone())
+                .map_err(|e| Failure::InvalidSpec(InvalidField::new("autoscaling", e.to_string()))),
+        }
+    }
+
+    /// Puts the scaler back after a step.
+    fn put(&self, key: (String, String), uid: String, scaler: GroupScaler) {
+        if let Ok(mut m) = self.scalers.lock() {
+            m.insert(key, Tracked { uid, scaler });
+        }
+    }
+}
+
+/// Runs the group's autoscaler on the measured lag and applies the worker Deployment once,
+/// with the decided replica count; fills the status fields of the decision and adds an Event
+/// when the replicas changed.
+pub async fn scale_and_apply(
+    client: &Client,
+    scalers: &GroupScalers,
+    metrics: &Metrics,
+    group: &ConsumerGroup,
+    result: GroupOutcome,
+) -> Result<Outcome<ConsumerGroupStatus>, Failure> {
+    let mut outcome = result.outcome;
+    let policy = match group
+        .spec
+        .autoscaling
+        .as_ref()
+        .map(autoscale_policy)
+        .transpose()
+    {
+        Ok(p) => p,
+        Err(invalid) => {
+            let failure = Failure::InvalidSpec(invalid);
+            conditions::failed(
+                &mut outcome.status.conditions,
+                &failure,
+                group.metadata.generation,
+            );
+            outcome.requeue = failure.requeue();
+            return Ok(outcome);
+        }
+    };
+    let target = match result.deployment {
+        Some(mut d) => {
+            if policy.is_none()
+                && let Some(spec) = d.spec.as_mut()
+            {
+                // No autoscaling: leave spec.replicas to whoever scales the workers.
+                spec.replicas = None;
+            }
+            Some(DeploymentTarget::new(client, d).await?)
+        }
+        None => None,
+    };
+    let (Some(policy), Some(measured)) = (policy, result.measured) else {
+        if let Some(t) = &target {
+            let applied = t.apply_unchanged().await?;
+            set_worker_counts(&mut outcome.status, &applied);
+        }
+        return Ok(outcome);
+    };
+    if let Requeue::After(d) = outcome.requeue {
+        outcome.requeue = Requeue::After(d.min(policy.poll_interval));
+    }
+    let key = ns_name(group);
+    let uid = group.uid().unwrap_or_default();
+    let mut scaler = scalers.take(&key, &uid, &policy)?;
+    let now = scalers.clock.elapsed();
+    let step = match &target {
+        Some(t) => scaler.step(&measured, t, now).await,
+        None => {
+            let recorded = RecordedTarget {
+                current: scaler.last_desired().unwrap_or(policy.min),
+            };
+            scaler.step(&measured, &recorded, now).await
+        }
+    };
+    let record = scaler.record(time::OffsetDateTime::now_utc());
+    let step = step
+        .inspect_err(|e| warn!(error = %e, "autoscaler step failed; keeping the current replicas"))
+        .ok();
+    scalers.put(key.clone(), uid, scaler);
+    let mut applied = target.as_ref().and_then(DeploymentTarget::applied);
+    if let (Some(t), None) = (&target, &applied) {
+        // No scale happened (or it failed): apply the Deployment once, keeping its replicas.
+        applied = Some(t.apply_unchanged().await?);
+    }
+    if let Some(d) = &applied {
+        set_worker_counts(&mut outcome.status, d);
+    }
+    if let Some(step) = step {
+        let labels = GroupLabels {
+            namespace: key.0,
+            group: key.1,
+        };
+        report_decision(metrics, &labels, &step, &mut outcome);
+    }
+    let previous = outcome.status.autoscaling.take();
+    outcome.status.autoscaling = match record {
+        Some(mut r) => {
+            if r.last_scale_time.is_none() {
+                // No scale since the operator started: keep the time shown before.
+                r.last_scale_time = previous.and_then(|p| p.last_scale_time);
+            }
+            Some(r)
+        }
+        None => previous,
+    };
+    Ok(outcome)
+}
+
+/// Records a decision in the metrics and the status, and an Event when it scaled.
+fn report_decision(
+    metrics: &Metrics,
+    labels: &GroupLabels,
+    step: &StepOutcome,
+    outcome: &mut Outcome<ConsumerGroupStatus>,
+) {
+    let d = &step.decision;
+    metrics.group_decision(
+        labels,
+        d.inputs.total_lag,
+        d.inputs.effective_lag,
+        d.desired,
+    );
+    outcome.status.desired_replicas = Some(i32::try_from(d.desired).unwrap_or(i32::MAX));
+    outcome.status.scaling_reason = Some(d.to_string());
+    if step.scaled {
+        metrics.group_scaled(labels);
+        outcome.events.push(ObjectEvent {
+            warning: false,
+            reason: if d.desired > d.current {
+                "ScaledUp"
+            } else {
+                "ScaledDown"
+            },
+            message: format!("{} -> {} workers: {d}", d.current, d.desired),
+        });
+    }
+}
+
+/// The group's worker counts from its Deployment as stored after this reconcile's apply:
+/// `replicas` is what it runs (`spec.replicas`, the autoscaler's "current"), `readyReplicas`
+/// how many of those are ready.
+fn set_worker_counts(status: &mut ConsumerGroupStatus, d: &Deployment) {
+    status.replicas = Some(d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0));
+    status.ready_replicas = Some(
+        d.status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0),
+    );
 }
 
 /// The worker Deployment as a [`ScaleTarget`]: the current count is the stored

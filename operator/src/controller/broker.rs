@@ -17,7 +17,7 @@
 //!    user-named Secret without them is reported (`CredentialsUnusable`) for its owner to
 //!    extend.
 //! 3. **scale-down guard** — when the StatefulSet runs more servers than asked for, the
-//!    operator connects to the broker (operator credentials, through [`env::BrokerPool`]),
+//!    operator connects to the broker (operator credentials, through [`context::BrokerPool`]),
 //!    reads the highest replica count of any stream and refuses (`NotSupported`, nothing
 //!    applied) a size below it ([`validate_scale_down`]). Without a broker connection a
 //!    scale-down waits: it is never done blind.
@@ -35,9 +35,9 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::{Client, ResourceExt};
 use tracing::{info, instrument, warn};
 
-use super::env::Env;
+use super::context::ReconcileContext;
 use super::monitor::{MetaGroup, meta_group};
-use super::{Failure, Note, Outcome, Requeue, conditions, kube_api, ns_name};
+use super::{Failure, ObjectEvent, Outcome, Requeue, conditions, kube_api, ns_name};
 use crate::broker_cluster::{
     BrokerCluster, CredentialsSecretAction, MONITOR_PORT, client_service, config_map,
     credentials_secret, existing_secret_action, generate_password, headless_service,
@@ -114,7 +114,7 @@ enum SecretWrite {
 #[instrument(skip_all, fields(broker = %format!("{}/{}", ns_name(broker).0, ns_name(broker).1)))]
 pub async fn reconcile(
     client: &Client,
-    env: &Env,
+    ctx: &ReconcileContext,
     broker: &Broker,
     resync: Duration,
     cluster_domain: &str,
@@ -127,9 +127,9 @@ pub async fn reconcile(
         max_stream_replicas: previous.max_stream_replicas,
         ..BrokerStatus::default()
     };
-    let mut notes = Vec::new();
+    let mut events = Vec::new();
     let mut observed_max = None;
-    let result = apply(client, env, broker, cluster_domain, &mut observed_max).await;
+    let result = apply(client, ctx, broker, cluster_domain, &mut observed_max).await;
     if observed_max.is_some() {
         status.max_stream_replicas = observed_max;
     }
@@ -138,12 +138,12 @@ pub async fn reconcile(
             let secret = cluster.credentials_secret_name();
             match applied.secret_write {
                 SecretWrite::None => {}
-                SecretWrite::Created => notes.push(Note {
+                SecretWrite::Created => events.push(ObjectEvent {
                     warning: false,
                     reason: "CredentialsCreated",
                     message: format!("generated Secret {secret} with the broker's credentials"),
                 }),
-                SecretWrite::RouteKeysAdded => notes.push(Note {
+                SecretWrite::RouteKeysAdded => events.push(ObjectEvent {
                     warning: false,
                     reason: "RouteCredentialsAdded",
                     message: format!(
@@ -179,7 +179,7 @@ pub async fn reconcile(
             Outcome {
                 status,
                 requeue,
-                notes,
+                events,
             }
         }
         Err(failure) => {
@@ -188,8 +188,8 @@ pub async fn reconcile(
             status.ready_replicas = previous.ready_replicas;
             status.meta_leader = previous.meta_leader;
             status.meta_peers = previous.meta_peers;
-            if matches!(failure, Failure::NotSupported(_)) {
-                notes.push(Note {
+            if matches!(failure, Failure::NotSupported { .. }) {
+                events.push(ObjectEvent {
                     warning: true,
                     reason: "ScaleDownRefused",
                     message: failure.to_string(),
@@ -198,7 +198,7 @@ pub async fn reconcile(
             Outcome {
                 requeue: failure.requeue(),
                 status,
-                notes,
+                events,
             }
         }
     }
@@ -207,7 +207,7 @@ pub async fn reconcile(
 /// `observed_max` receives the streams' highest replica count when it was read.
 async fn apply(
     client: &Client,
-    env: &Env,
+    ctx: &ReconcileContext,
     broker: &Broker,
     cluster_domain: &str,
     observed_max: &mut Option<u32>,
@@ -253,10 +253,14 @@ async fn apply(
         .and_then(|s| s.spec.and_then(|s| s.replicas))
         .unwrap_or(0);
     if running_replicas > i32::from(cluster.replicas()) {
-        let max = max_stream_replicas(env, &ns, broker).await?;
+        let max = max_stream_replicas(ctx, &ns, broker).await?;
         *observed_max = Some(max);
-        validate_scale_down(cluster.replicas(), u8::try_from(max).unwrap_or(u8::MAX))
-            .map_err(|e| Failure::NotSupported(e.message().to_string()))?;
+        validate_scale_down(cluster.replicas(), u8::try_from(max).unwrap_or(u8::MAX)).map_err(
+            |e| Failure::NotSupported {
+                message: e.message().to_string(),
+                source: Some(Box::new(e)),
+            },
+        )?;
         info!(
             from = running_replicas,
             to = cluster.replicas(),
@@ -303,7 +307,7 @@ async fn ensure_credentials(
                 .and_then(|s| s.metadata.resource_version.clone())
                 .unwrap_or_default();
             let data = route_data(&generate_password())
-                .map_err(|e| Failure::Broker(e.message().to_string()))?;
+                .map_err(|e| Failure::broker_refused(e.message().to_string(), e))?;
             kube_api::add_secret_data(client, ns, &name, &resource_version, data).await?;
             info!(secret = %name, "added the route credentials to the broker's Secret");
             Ok(SecretWrite::RouteKeysAdded)
@@ -327,7 +331,7 @@ async fn ensure_credentials(
                 &generate_password(),
                 &generate_password(),
             )
-            .map_err(|e| Failure::Broker(e.message().to_string()))?;
+            .map_err(|e| Failure::broker_refused(e.message().to_string(), e))?;
             let created = kube_api::create_if_absent(client, &secret).await?;
             if created {
                 info!(secret = %name, "created the broker's credentials Secret");
@@ -340,27 +344,36 @@ async fn ensure_credentials(
 }
 
 /// The highest replica count of any stream on the broker (0 without streams).
-async fn max_stream_replicas(env: &Env, namespace: &str, broker: &Broker) -> Result<u32, Failure> {
-    let connection = env.pool.get(&env.lookup, namespace, broker).await.map_err(|e| {
-        Failure::Unavailable(format!(
-            "a scale-down needs the replica counts of the broker's streams, but {e}; it waits until the broker answers"
-        ))
+async fn max_stream_replicas(
+    ctx: &ReconcileContext,
+    namespace: &str,
+    broker: &Broker,
+) -> Result<u32, Failure> {
+    let connection = ctx.pool.get(&ctx.lookup, namespace, broker).await.map_err(|e| {
+        Failure::unavailable(
+            format!(
+                "a scale-down needs the replica counts of the broker's streams, but {e}; it waits until the broker answers"
+            ),
+            Some(Box::new(e)),
+        )
     })?;
     let name = broker.name_any();
     let infos: Vec<_> = tokio::time::timeout(
-        super::env::CONNECT_TIMEOUT,
+        super::context::CONNECT_TIMEOUT,
         connection.jetstream().streams().try_collect(),
     )
     .await
-    .map_err(|_| {
-        Failure::Unavailable(format!(
-            "timed out listing the streams of Broker {namespace}/{name}"
-        ))
+    .map_err(|e| {
+        Failure::unavailable(
+            format!("timed out listing the streams of Broker {namespace}/{name}"),
+            Some(Box::new(e)),
+        )
     })?
     .map_err(|e| {
-        Failure::Unavailable(format!(
-            "failed to list the streams of Broker {namespace}/{name}: {e}"
-        ))
+        Failure::unavailable(
+            format!("failed to list the streams of Broker {namespace}/{name}: {e}"),
+            Some(Box::new(e)),
+        )
     })?;
     Ok(infos
         .iter()

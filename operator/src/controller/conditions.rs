@@ -102,8 +102,8 @@ pub fn failed(conditions: &mut Vec<Condition>, failure: &Failure, generation: Op
     );
     let problem = match failure {
         Failure::InvalidSpec(_) => Some(INVALID_SPEC),
-        Failure::Unavailable(_) => Some(BROKER_UNAVAILABLE),
-        Failure::NotSupported(_) => Some(NOT_SUPPORTED),
+        Failure::Unavailable { .. } => Some(BROKER_UNAVAILABLE),
+        Failure::NotSupported { .. } => Some(NOT_SUPPORTED),
         _ => None,
     };
     for t in [INVALID_SPEC, BROKER_UNAVAILABLE, NOT_SUPPORTED] {

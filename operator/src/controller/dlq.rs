@@ -2,26 +2,30 @@
 //! `ensure_dlq` -> status with depth and oldest age, plus the alert condition and a Warning
 //! Event when the depth reaches the threshold.
 
+use std::future::Future;
+use std::time::Duration;
+
 use tracing::{info, instrument, warn};
 
-use super::env::Env;
-use super::topic::live_broker;
-use super::{Failure, Note, Outcome, Requeue, broker_of, conditions, ns_name, resource_ref};
-use crate::crd::{ConditionStatus, DeadLetterQueue, DeadLetterQueueStatus, DeletionPolicy};
+use super::broker_resource::BrokerResource;
+use super::context::ReconcileContext;
+use super::dereference::{broker_of, connect, live_broker, resource_ref};
+use super::{Failure, ObjectEvent, Outcome, Requeue, conditions, ns_name};
+use crate::crd::{Broker, ConditionStatus, DeadLetterQueue, DeadLetterQueueStatus, DeletionPolicy};
 use crate::desired::{dlq::dlq_settings, dlq::over_threshold, stream_replicas};
 
 /// Reconciles one DeadLetterQueue against its broker.
 #[instrument(skip_all, fields(dlq = %format!("{}/{}", ns_name(dlq).0, ns_name(dlq).1)))]
 pub async fn reconcile(
-    env: &Env,
+    ctx: &ReconcileContext,
     dlq: &DeadLetterQueue,
     resync: std::time::Duration,
 ) -> Outcome<DeadLetterQueueStatus> {
     let generation = dlq.metadata.generation;
     let mut status = dlq.status.clone().unwrap_or_default();
-    let mut notes = Vec::new();
+    let mut events = Vec::new();
     status.observed_generation = generation;
-    match apply(env, dlq).await {
+    match apply(ctx, dlq).await {
         Ok(state) => {
             status.depth = Some(state.depth);
             status.oldest_age = state.oldest_age.map(|d| {
@@ -40,7 +44,7 @@ pub async fn reconcile(
                     state.depth
                 );
                 if !was_alerting {
-                    notes.push(Note {
+                    events.push(ObjectEvent {
                         warning: true,
                         reason: "AlertThresholdExceeded",
                         message: message.clone(),
@@ -67,7 +71,7 @@ pub async fn reconcile(
             Outcome {
                 status,
                 requeue: Requeue::After(resync),
-                notes,
+                events,
             }
         }
         Err(failure) => {
@@ -76,50 +80,80 @@ pub async fn reconcile(
             Outcome {
                 requeue: failure.requeue(),
                 status,
-                notes,
+                events,
             }
         }
     }
 }
 
-async fn apply(env: &Env, dlq: &DeadLetterQueue) -> Result<sluice_broker::DlqStatus, Failure> {
-    let (ns, name) = ns_name(dlq);
-    let broker_obj = broker_of(env, &ns, &dlq.spec.broker).await?;
+/// Steps 2-3 (validate + build, pure): the dead-letter stream as the broker should have it.
+#[derive(Debug, Clone)]
+struct DesiredDlq {
+    rr: sluice_broker::ResourceRef,
+    settings: sluice_broker::config::DlqSettings,
+}
+
+/// Validates the spec against its Broker and builds the settings.
+fn desired(
+    ns: &str,
+    name: &str,
+    dlq: &DeadLetterQueue,
+    broker: &Broker,
+) -> Result<DesiredDlq, Failure> {
     let mut settings = dlq_settings(&dlq.spec)?;
-    settings.replicas = stream_replicas(
-        dlq.spec.replicas,
-        &dlq.spec.broker,
-        broker_obj.spec.replicas,
-    )?;
-    let rr = resource_ref(&ns, &name)?;
-    let broker = super::connect(env, &ns, &broker_obj).await?;
-    let changes = broker.ensure_dlq(&rr, &settings).await.map_err(|e| {
-        Failure::broker(
-            &format!("failed to provision dead-letter queue {ns}/{name}"),
-            e,
-        )
-    })?;
+    settings.replicas = stream_replicas(dlq.spec.replicas, &dlq.spec.broker, broker.spec.replicas)?;
+    Ok(DesiredDlq {
+        rr: resource_ref(ns, name)?,
+        settings,
+    })
+}
+
+/// Step 4 (apply): creates or updates the stream; returns the connection for the status.
+async fn provision(
+    ctx: &ReconcileContext,
+    broker: &Broker,
+    desired: &DesiredDlq,
+) -> Result<sluice_broker::Broker, Failure> {
+    let rr = &desired.rr;
+    let connection = connect(ctx, &rr.namespace, broker).await?;
+    let changes = connection
+        .ensure_dlq(rr, &desired.settings)
+        .await
+        .map_err(|e| Failure::broker(&format!("failed to provision dead-letter queue {rr}"), e))?;
     if !changes.is_noop() {
         info!(created = ?changes.created, updated = ?changes.updated, "dead-letter queue provisioned");
     }
-    broker
-        .dlq_status(&rr)
+    Ok(connection)
+}
+
+/// The pipeline: dereference the Broker, then [`desired`], [`provision`], and step 5
+/// (status): the depth and oldest age.
+async fn apply(
+    ctx: &ReconcileContext,
+    dlq: &DeadLetterQueue,
+) -> Result<sluice_broker::DlqStatus, Failure> {
+    let (ns, name) = ns_name(dlq);
+    let broker = broker_of(ctx, &ns, &dlq.spec.broker).await?;
+    let desired = desired(&ns, &name, dlq, &broker)?;
+    let connection = provision(ctx, &broker, &desired).await?;
+    connection
+        .dlq_status(&desired.rr)
         .await
         .map_err(|e| Failure::broker(&format!("failed to read dead-letter queue {ns}/{name}"), e))
 }
 
 /// Cleans up a deleted DeadLetterQueue (only with `deletionPolicy: Delete`).
 #[instrument(skip_all, fields(dlq = %format!("{}/{}", ns_name(dlq).0, ns_name(dlq).1)))]
-pub async fn cleanup(env: &Env, dlq: &DeadLetterQueue) -> Result<(), Failure> {
+pub async fn cleanup(ctx: &ReconcileContext, dlq: &DeadLetterQueue) -> Result<(), Failure> {
     if dlq.spec.deletion_policy.unwrap_or_default() != DeletionPolicy::Delete {
         info!("deletionPolicy Retain: keeping the dead-letter stream");
         return Ok(());
     }
     let (ns, name) = ns_name(dlq);
-    let Some(broker_obj) = live_broker(env, &ns, &dlq.spec.broker).await? else {
+    let Some(broker_obj) = live_broker(ctx, &ns, &dlq.spec.broker).await? else {
         return Ok(());
     };
-    let broker = super::connect(env, &ns, &broker_obj).await?;
+    let broker = connect(ctx, &ns, &broker_obj).await?;
     broker
         .delete_dlq(&resource_ref(&ns, &name)?)
         .await
@@ -130,4 +164,28 @@ pub async fn cleanup(env: &Env, dlq: &DeadLetterQueue) -> Result<(), Failure> {
             )
         })?;
     Ok(())
+}
+
+impl BrokerResource for DeadLetterQueue {
+    const KIND: &'static str = "DeadLetterQueue";
+    type Status = DeadLetterQueueStatus;
+
+    fn deletion_policy(&self) -> DeletionPolicy {
+        self.spec.deletion_policy.unwrap_or_default()
+    }
+
+    fn reconcile<'a>(
+        &'a self,
+        ctx: &'a ReconcileContext,
+        resync: Duration,
+    ) -> impl Future<Output = Outcome<DeadLetterQueueStatus>> + Send + 'a {
+        reconcile(ctx, self, resync)
+    }
+
+    fn cleanup<'a>(
+        &'a self,
+        ctx: &'a ReconcileContext,
+    ) -> impl Future<Output = Result<(), Failure>> + Send + 'a {
+        cleanup(ctx, self)
+    }
 }

@@ -3,7 +3,7 @@
 //! Each reconcile is the same pipeline:
 //!
 //! 1. **dereference** — read what the object points to (its Broker, source Topic or Queue,
-//!    dead-letter queue, credentials Secret) through [`env::Lookup`];
+//!    dead-letter queue, credentials Secret) through [`context::Lookup`];
 //! 2. **validate** — pure checks in [`crate::desired`] that name the offending field;
 //! 3. **build** — pure conversion to the broker's shapes (`TopicSettings`, `GroupConfig`, ...)
 //!    and, for groups, the worker Deployment ([`crate::desired::worker`]);
@@ -14,7 +14,7 @@
 //!    ...), `observedGeneration`, and what the broker reports (partitions, depth, lag).
 //!
 //! Steps 1-4 and the status computation live in the per-kind modules and need no Kubernetes
-//! client (with [`env::Lookup::Memory`]), so they are tested against a real nats-server and
+//! client (with [`context::Lookup::Memory`]), so they are tested against a real nats-server and
 //! reused by `sluice dev`. [`runtime`] wires them into kube-runtime: watches guarded by
 //! `DeserializeGuard` (a malformed object cannot break a watch), `finalizer()` for cleanup,
 //! status patches, Events, and requeue policy: invalid specs wait for a change, transient
@@ -22,9 +22,11 @@
 
 pub mod autoscaling;
 pub mod broker;
+pub mod broker_resource;
 pub mod conditions;
+pub mod context;
+pub mod dereference;
 pub mod dlq;
-pub mod env;
 pub mod group;
 pub mod in_process;
 pub mod kube_api;
@@ -48,6 +50,10 @@ pub const DEFAULT_RESYNC: Duration = Duration::from_secs(30);
 /// Requeue while a referenced object is missing.
 pub const MISSING_RETRY: Duration = Duration::from_secs(15);
 
+/// The error that caused a [`Failure`], kept as its `source` (a [`sluice_broker::Error`], an
+/// async-nats or serde error); the failure's message already includes its text.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why a reconcile could not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
@@ -63,14 +69,32 @@ pub enum Failure {
         message: String,
     },
     /// The change cannot be made in place.
-    #[error("{0}")]
-    NotSupported(String),
+    #[error("{message}")]
+    NotSupported {
+        /// What cannot be done and what to do instead.
+        message: String,
+        /// The error that said so, when one did.
+        #[source]
+        source: Option<Cause>,
+    },
     /// The broker cannot be reached right now.
-    #[error("{0}")]
-    Unavailable(String),
+    #[error("{message}")]
+    Unavailable {
+        /// Which broker and what was tried.
+        message: String,
+        /// The connection or request error, when there was one.
+        #[source]
+        source: Option<Cause>,
+    },
     /// The broker refused a request.
-    #[error("{0}")]
-    Broker(String),
+    #[error("{message}")]
+    Broker {
+        /// What was being done.
+        message: String,
+        /// The broker's (or the client's) error.
+        #[source]
+        source: Option<Cause>,
+    },
     /// A Kubernetes API call did not finish within [`kube_api::API_TIMEOUT`].
     #[error("{0}")]
     Timeout(String),
@@ -93,19 +117,49 @@ impl Failure {
         }
     }
 
-    /// A broker error with context, classified by its kind.
+    /// A broker error with context, classified by its kind; the error is kept as the source.
     pub fn broker(context: &str, err: sluice_broker::Error) -> Self {
         use sluice_broker::ErrorKind;
         let message = format!("{context}: {err}");
         match err.kind() {
             ErrorKind::InvalidSpec => Failure::InvalidSpec(InvalidField::new("", message)),
-            ErrorKind::NotSupported => Failure::NotSupported(message),
-            ErrorKind::Unavailable => Failure::Unavailable(message),
+            ErrorKind::NotSupported => Failure::NotSupported {
+                message,
+                source: Some(Box::new(err)),
+            },
+            ErrorKind::Unavailable => Failure::Unavailable {
+                message,
+                source: Some(Box::new(err)),
+            },
             ErrorKind::NotFound => Failure::Missing {
                 reason: "NotFoundOnBroker",
                 message,
             },
-            _ => Failure::Broker(message),
+            _ => Failure::Broker {
+                message,
+                source: Some(Box::new(err)),
+            },
+        }
+    }
+
+    /// The broker cannot be reached: `message` says which and what was tried; `source` is
+    /// the error that said so, if any (its text should be part of `message`).
+    pub fn unavailable(message: impl Into<String>, source: Option<Cause>) -> Self {
+        Failure::Unavailable {
+            message: message.into(),
+            source,
+        }
+    }
+
+    /// The broker (or its client) refused a request: `message` says what was being done and
+    /// includes the text of `source`.
+    pub fn broker_refused(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Failure::Broker {
+            message: message.into(),
+            source: Some(Box::new(source)),
         }
     }
 
@@ -114,9 +168,9 @@ impl Failure {
         match self {
             Failure::InvalidSpec(_) => "InvalidSpec",
             Failure::Missing { reason, .. } => reason,
-            Failure::NotSupported(_) => "NotSupported",
-            Failure::Unavailable(_) => "BrokerUnavailable",
-            Failure::Broker(_) => "BrokerError",
+            Failure::NotSupported { .. } => "NotSupported",
+            Failure::Unavailable { .. } => "BrokerUnavailable",
+            Failure::Broker { .. } => "BrokerError",
             Failure::Timeout(_) => "KubernetesTimeout",
             Failure::Kube { .. } => "KubernetesError",
         }
@@ -125,10 +179,10 @@ impl Failure {
     /// What to do next.
     pub fn requeue(&self) -> Requeue {
         match self {
-            Failure::InvalidSpec(_) | Failure::NotSupported(_) => Requeue::AwaitChange,
+            Failure::InvalidSpec(_) | Failure::NotSupported { .. } => Requeue::AwaitChange,
             Failure::Missing { .. } => Requeue::After(MISSING_RETRY),
-            Failure::Unavailable(_)
-            | Failure::Broker(_)
+            Failure::Unavailable { .. }
+            | Failure::Broker { .. }
             | Failure::Timeout(_)
             | Failure::Kube { .. } => Requeue::Backoff,
         }
@@ -154,7 +208,7 @@ pub enum Requeue {
 
 /// A Kubernetes Event to publish about the object.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Note {
+pub struct ObjectEvent {
     /// Warning (true) or Normal.
     pub warning: bool,
     /// CamelCase reason.
@@ -171,125 +225,13 @@ pub struct Outcome<S> {
     /// When to come back.
     pub requeue: Requeue,
     /// Events to publish.
-    pub notes: Vec<Note>,
+    pub events: Vec<ObjectEvent>,
 }
 
 /// Namespace and name of an object, which every reconciled object has.
-pub(crate) fn ns_name<K: kube::Resource>(obj: &K) -> (String, String) {
+pub fn ns_name<K: kube::Resource>(obj: &K) -> (String, String) {
     (
         obj.meta().namespace.clone().unwrap_or_default(),
         obj.meta().name.clone().unwrap_or_default(),
     )
-}
-
-/// Reads a Broker resource or reports it missing.
-pub(crate) async fn broker_of(
-    env: &env::Env,
-    namespace: &str,
-    name: &str,
-) -> Result<crate::crd::Broker, Failure> {
-    env.lookup
-        .get::<crate::crd::Broker>(namespace, name)
-        .await?
-        .ok_or_else(|| Failure::Missing {
-            reason: "BrokerNotFound",
-            message: format!(
-                "Broker {name} does not exist in namespace {namespace}; create it or fix spec.broker"
-            ),
-        })
-}
-
-/// The shared connection to the broker of `broker` (see [`env::BrokerPool`]). When it cannot
-/// be reached and the Broker reports fewer ready servers than it runs, the failure says that
-/// (the servers are starting or failing), not a guess about JetStream or credentials.
-pub(crate) async fn connect(
-    env: &env::Env,
-    namespace: &str,
-    broker: &crate::crd::Broker,
-) -> Result<sluice_broker::Broker, Failure> {
-    env.pool
-        .get(&env.lookup, namespace, broker)
-        .await
-        .map_err(|f| explain_unavailable(f, broker))
-}
-
-/// Rewrites an [`Failure::Unavailable`] with what the Broker's status knows.
-pub fn explain_unavailable(failure: Failure, broker: &crate::crd::Broker) -> Failure {
-    let Failure::Unavailable(message) = failure else {
-        return failure;
-    };
-    let name = kube::ResourceExt::name_any(broker);
-    let wanted = broker.spec.replicas;
-    match broker.status.as_ref().and_then(|s| s.ready_replicas) {
-        Some(0) => Failure::Unavailable(format!(
-            "Broker {name} has 0 of {wanted} servers ready: it cannot answer until its pods are Ready (see kubectl describe sbroker {name} and its pods)"
-        )),
-        Some(ready) if u32::try_from(ready).is_ok_and(|r| r < wanted) => Failure::Unavailable(
-            format!("Broker {name} has {ready} of {wanted} servers ready; {message}"),
-        ),
-        _ => Failure::Unavailable(message),
-    }
-}
-
-/// The broker's resource reference for an object.
-pub(crate) fn resource_ref(
-    namespace: &str,
-    name: &str,
-) -> Result<sluice_broker::ResourceRef, Failure> {
-    sluice_broker::ResourceRef::new(namespace, name).map_err(|e| Failure::broker("invalid name", e))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::crd::{Broker, BrokerSpec, BrokerStatus};
-
-    fn broker(replicas: u32, ready: Option<i32>) -> Broker {
-        let mut b = Broker::new(
-            "main",
-            BrokerSpec {
-                replicas,
-                version: None,
-                storage: None,
-                resources: None,
-                jetstream: None,
-                durability: None,
-                auth: None,
-            },
-        );
-        b.status = ready.map(|r| BrokerStatus {
-            ready_replicas: Some(r),
-            ..BrokerStatus::default()
-        });
-        b
-    }
-
-    #[test]
-    fn an_unreachable_broker_says_how_many_servers_are_ready() {
-        let guess = || {
-            Failure::Unavailable(
-                "broker at nats://x did not answer a JetStream request (is JetStream enabled and are the credentials right?)".into(),
-            )
-        };
-        let none_ready = explain_unavailable(guess(), &broker(3, Some(0))).to_string();
-        assert!(
-            none_ready.starts_with("Broker main has 0 of 3 servers ready"),
-            "{none_ready}"
-        );
-        assert!(!none_ready.contains("credentials"), "{none_ready}");
-        let some = explain_unavailable(guess(), &broker(3, Some(1))).to_string();
-        assert!(
-            some.starts_with("Broker main has 1 of 3 servers ready; broker at"),
-            "{some}"
-        );
-        // All ready, or no status yet: nothing more is known.
-        for b in [broker(3, Some(3)), broker(1, None)] {
-            assert_eq!(
-                explain_unavailable(guess(), &b).to_string(),
-                guess().to_string()
-            );
-        }
-        let other = explain_unavailable(Failure::Broker("x".into()), &broker(3, Some(0)));
-        assert_eq!(other.reason(), "BrokerError");
-    }
 }

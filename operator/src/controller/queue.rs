@@ -3,15 +3,19 @@
 //! status with the number of waiting messages, how far each source partition was received,
 //! and `SourcingStalled` (condition and Warning Event) when a source's gap does not close.
 
+use std::future::Future;
 use std::time::Duration;
 
 use sluice_broker::fanout::{DEFAULT_STALL_AFTER, SourcePartitionStatus, Stall};
 use tracing::{info, instrument, warn};
 
-use super::env::Env;
-use super::topic::live_broker;
-use super::{Failure, Note, Outcome, Requeue, broker_of, conditions, ns_name, resource_ref};
-use crate::crd::{ConditionStatus, DeletionPolicy, Queue, QueueSourceStatus, QueueStatus, Topic};
+use super::broker_resource::BrokerResource;
+use super::context::ReconcileContext;
+use super::dereference::{broker_of, connect, live_broker, resource_ref};
+use super::{Failure, ObjectEvent, Outcome, Requeue, conditions, ns_name};
+use crate::crd::{
+    Broker, ConditionStatus, DeletionPolicy, Queue, QueueSourceStatus, QueueStatus, Topic,
+};
 use crate::desired::queue::{ResolvedTopic, queue_settings};
 use crate::desired::stream_replicas;
 
@@ -27,12 +31,16 @@ struct QueueState {
 
 /// Reconciles one Queue against its broker.
 #[instrument(skip_all, fields(queue = %format!("{}/{}", ns_name(queue).0, ns_name(queue).1)))]
-pub async fn reconcile(env: &Env, queue: &Queue, resync: Duration) -> Outcome<QueueStatus> {
+pub async fn reconcile(
+    ctx: &ReconcileContext,
+    queue: &Queue,
+    resync: Duration,
+) -> Outcome<QueueStatus> {
     let generation = queue.metadata.generation;
     let mut status = queue.status.clone().unwrap_or_default();
-    let mut notes = Vec::new();
+    let mut events = Vec::new();
     status.observed_generation = generation;
-    match apply(env, queue).await {
+    match apply(ctx, queue).await {
         Ok(state) => {
             status.messages = Some(state.messages);
             status.sources = state.sources.iter().map(source_status).collect();
@@ -41,7 +49,7 @@ pub async fn reconcile(env: &Env, queue: &Queue, resync: Duration) -> Outcome<Qu
                 "queue stream provisioned",
                 generation,
             );
-            sourcing_condition(&mut status, &state.stalls, generation, &mut notes);
+            sourcing_condition(&mut status, &state.stalls, generation, &mut events);
             let catching_up = state.sources.iter().any(|s| s.pending > 0);
             Outcome {
                 status,
@@ -50,7 +58,7 @@ pub async fn reconcile(env: &Env, queue: &Queue, resync: Duration) -> Outcome<Qu
                 } else {
                     resync
                 }),
-                notes,
+                events,
             }
         }
         Err(failure) => {
@@ -59,7 +67,7 @@ pub async fn reconcile(env: &Env, queue: &Queue, resync: Duration) -> Outcome<Qu
             Outcome {
                 requeue: failure.requeue(),
                 status,
-                notes,
+                events,
             }
         }
     }
@@ -80,7 +88,7 @@ fn sourcing_condition(
     status: &mut QueueStatus,
     stalls: &[Stall],
     generation: Option<i64>,
-    notes: &mut Vec<Note>,
+    events: &mut Vec<ObjectEvent>,
 ) {
     if stalls.is_empty() {
         if status.sources.is_empty() {
@@ -108,7 +116,7 @@ fn sourcing_condition(
             .join("; ")
     );
     if !conditions::is_true(&status.conditions, conditions::SOURCING_STALLED) {
-        notes.push(Note {
+        events.push(ObjectEvent {
             warning: true,
             reason: "SourcingStalled",
             message: message.clone(),
@@ -124,12 +132,16 @@ fn sourcing_condition(
     );
 }
 
-async fn apply(env: &Env, queue: &Queue) -> Result<QueueState, Failure> {
-    let (ns, name) = ns_name(queue);
-    let broker_obj = broker_of(env, &ns, &queue.spec.broker).await?;
+/// Step 1 (dereference): the Broker and the source Topics.
+async fn dereference(
+    ctx: &ReconcileContext,
+    ns: &str,
+    queue: &Queue,
+) -> Result<(Broker, Vec<ResolvedTopic>), Failure> {
+    let broker = broker_of(ctx, ns, &queue.spec.broker).await?;
     let mut topics = Vec::new();
     for (i, source) in queue.spec.sources.iter().enumerate() {
-        let topic = env.lookup.get::<Topic>(&ns, &source.topic).await?.ok_or_else(|| Failure::Missing {
+        let topic = ctx.lookup.get::<Topic>(ns, &source.topic).await?.ok_or_else(|| Failure::Missing {
             reason: "SourceNotFound",
             message: format!("spec.sources[{i}].topic: Topic {} does not exist in namespace {ns}; create it or fix the source", source.topic),
         })?;
@@ -139,54 +151,91 @@ async fn apply(env: &Env, queue: &Queue) -> Result<QueueState, Failure> {
             partitions: topic.spec.partitions,
         });
     }
-    let mut settings = queue_settings(&queue.spec, &topics)?;
+    Ok((broker, topics))
+}
+
+/// Steps 2-3 (validate + build, pure): the queue stream and its sources as the broker should
+/// have them.
+#[derive(Debug, Clone)]
+struct DesiredQueue {
+    rr: sluice_broker::ResourceRef,
+    settings: sluice_broker::config::QueueSettings,
+}
+
+/// Validates the spec against its Broker and sources and builds the settings.
+fn desired(
+    ns: &str,
+    name: &str,
+    queue: &Queue,
+    broker: &Broker,
+    topics: &[ResolvedTopic],
+) -> Result<DesiredQueue, Failure> {
+    let mut settings = queue_settings(&queue.spec, topics)?;
     settings.replicas = stream_replicas(
         queue.spec.replicas,
         &queue.spec.broker,
-        broker_obj.spec.replicas,
+        broker.spec.replicas,
     )?;
-    let rr = resource_ref(&ns, &name)?;
-    let broker = super::connect(env, &ns, &broker_obj).await?;
-    let changes = broker
-        .ensure_queue(&rr, &settings)
+    Ok(DesiredQueue {
+        rr: resource_ref(ns, name)?,
+        settings,
+    })
+}
+
+/// Step 4 (apply): creates or updates the stream and keeps the fan-out relays running.
+async fn provision(
+    ctx: &ReconcileContext,
+    broker: &Broker,
+    desired: &DesiredQueue,
+) -> Result<sluice_broker::Broker, Failure> {
+    let rr = &desired.rr;
+    let connection = connect(ctx, &rr.namespace, broker).await?;
+    let changes = connection
+        .ensure_queue(rr, &desired.settings)
         .await
-        .map_err(|e| Failure::broker(&format!("failed to provision queue {ns}/{name}"), e))?;
+        .map_err(|e| Failure::broker(&format!("failed to provision queue {rr}"), e))?;
     if !changes.is_noop() {
         info!(created = ?changes.created, updated = ?changes.updated, "queue provisioned");
     }
-    if settings.sources.is_empty() {
-        env.relays.stop(&rr);
+    if desired.settings.sources.is_empty() {
+        ctx.relays.stop(rr);
     } else {
-        env.relays.ensure(&broker, &rr, &settings.sources);
+        ctx.relays
+            .ensure(&connection, rr, &desired.settings.sources);
     }
-    let stream_name = sluice_broker::names::queue_stream(&rr);
+    Ok(connection)
+}
+
+/// Step 5 (status): waiting messages, how far each source partition was received, stalls.
+async fn observe(
+    ctx: &ReconcileContext,
+    broker: &sluice_broker::Broker,
+    desired: &DesiredQueue,
+) -> Result<QueueState, Failure> {
+    let rr = &desired.rr;
+    let stream_name = sluice_broker::names::queue_stream(rr);
     let mut stream = broker
         .jetstream()
         .get_stream(&stream_name)
         .await
         .map_err(|e| {
-            Failure::Broker(format!(
-                "failed to look up stream {stream_name} of queue {ns}/{name}: {e}"
-            ))
-        })?;
-    let info = stream.info().await.map_err(|e| {
-        Failure::Broker(format!(
-            "failed to read stream {stream_name} of queue {ns}/{name}: {e}"
-        ))
-    })?;
-    let messages = info.state.messages;
-    let sources = broker
-        .fanout_status(&rr, &settings.sources)
-        .await
-        .map_err(|e| {
-            Failure::broker(
-                &format!("failed to read the sources of queue {ns}/{name}"),
+            Failure::broker_refused(
+                format!("failed to look up stream {stream_name} of queue {rr}: {e}"),
                 e,
             )
         })?;
-    let stalls = env
-        .relays
-        .stalls(&broker, &rr, &sources, DEFAULT_STALL_AFTER);
+    let info = stream.info().await.map_err(|e| {
+        Failure::broker_refused(
+            format!("failed to read stream {stream_name} of queue {rr}: {e}"),
+            e,
+        )
+    })?;
+    let messages = info.state.messages;
+    let sources = broker
+        .fanout_status(rr, &desired.settings.sources)
+        .await
+        .map_err(|e| Failure::broker(&format!("failed to read the sources of queue {rr}"), e))?;
+    let stalls = ctx.relays.stalls(broker, rr, &sources, DEFAULT_STALL_AFTER);
     Ok(QueueState {
         messages,
         sources,
@@ -194,21 +243,30 @@ async fn apply(env: &Env, queue: &Queue) -> Result<QueueState, Failure> {
     })
 }
 
+/// The pipeline: [`dereference`], [`desired`], [`provision`], [`observe`].
+async fn apply(ctx: &ReconcileContext, queue: &Queue) -> Result<QueueState, Failure> {
+    let (ns, name) = ns_name(queue);
+    let (broker, topics) = dereference(ctx, &ns, queue).await?;
+    let desired = desired(&ns, &name, queue, &broker, &topics)?;
+    let connection = provision(ctx, &broker, &desired).await?;
+    observe(ctx, &connection, &desired).await
+}
+
 /// Cleans up a deleted Queue: its fan-out relays stop; with `deletionPolicy: Delete` the
 /// stream and the relay consumers on the source topics are deleted too.
 #[instrument(skip_all, fields(queue = %format!("{}/{}", ns_name(queue).0, ns_name(queue).1)))]
-pub async fn cleanup(env: &Env, queue: &Queue) -> Result<(), Failure> {
+pub async fn cleanup(ctx: &ReconcileContext, queue: &Queue) -> Result<(), Failure> {
     let (ns, name) = ns_name(queue);
     let rr = resource_ref(&ns, &name)?;
-    env.relays.stop(&rr);
+    ctx.relays.stop(&rr);
     if queue.spec.deletion_policy.unwrap_or_default() != DeletionPolicy::Delete {
         info!("deletionPolicy Retain: keeping the queue stream and its relay positions");
         return Ok(());
     }
-    let Some(broker_obj) = live_broker(env, &ns, &queue.spec.broker).await? else {
+    let Some(broker_obj) = live_broker(ctx, &ns, &queue.spec.broker).await? else {
         return Ok(());
     };
-    let broker = super::connect(env, &ns, &broker_obj).await?;
+    let broker = connect(ctx, &ns, &broker_obj).await?;
     let sources: Vec<sluice_broker::config::QueueSource> = queue
         .status
         .as_ref()
@@ -241,6 +299,30 @@ fn partitions_by_topic(sources: &[QueueSourceStatus]) -> Vec<sluice_broker::conf
         }
     }
     out
+}
+
+impl BrokerResource for Queue {
+    const KIND: &'static str = "Queue";
+    type Status = QueueStatus;
+
+    fn deletion_policy(&self) -> DeletionPolicy {
+        self.spec.deletion_policy.unwrap_or_default()
+    }
+
+    fn reconcile<'a>(
+        &'a self,
+        ctx: &'a ReconcileContext,
+        resync: Duration,
+    ) -> impl Future<Output = Outcome<QueueStatus>> + Send + 'a {
+        reconcile(ctx, self, resync)
+    }
+
+    fn cleanup<'a>(
+        &'a self,
+        ctx: &'a ReconcileContext,
+    ) -> impl Future<Output = Result<(), Failure>> + Send + 'a {
+        cleanup(ctx, self)
+    }
 }
 
 #[cfg(test)]
@@ -286,14 +368,14 @@ mod tests {
             idle_for: Duration::from_secs(90),
             last_error: Some("no responders".into()),
         };
-        let mut notes = Vec::new();
+        let mut events = Vec::new();
         sourcing_condition(
             &mut status,
             std::slice::from_ref(&stall),
             Some(1),
-            &mut notes,
+            &mut events,
         );
-        assert_eq!(notes.len(), 1);
+        assert_eq!(events.len(), 1);
         assert!(conditions::is_true(
             &status.conditions,
             conditions::SOURCING_STALLED
@@ -305,10 +387,10 @@ mod tests {
             c.message
         );
         // Still stalled: no second Event.
-        sourcing_condition(&mut status, &[stall], Some(1), &mut notes);
-        assert_eq!(notes.len(), 1);
+        sourcing_condition(&mut status, &[stall], Some(1), &mut events);
+        assert_eq!(events.len(), 1);
         // Flowing again.
-        sourcing_condition(&mut status, &[], Some(1), &mut notes);
+        sourcing_condition(&mut status, &[], Some(1), &mut events);
         assert!(!conditions::is_true(
             &status.conditions,
             conditions::SOURCING_STALLED

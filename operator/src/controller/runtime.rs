@@ -7,7 +7,7 @@
 //!
 //! Status is written with one field manager ([`MANAGER`]) by server-side apply of the whole
 //! status the reconcile computed; nothing in status is read back as an input (the
-//! autoscaler's state lives in [`Context`], the worker count in the Deployment), so a stale
+//! autoscaler's state lives in [`ControllerContext`], the worker count in the Deployment), so a stale
 //! cached status can never be re-applied over a newer decision.
 
 use std::collections::{BTreeMap, HashMap};
@@ -30,17 +30,26 @@ use kube::runtime::watcher::{self, watcher};
 use kube::runtime::{PredicateConfig, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
+use sluice_broker::config::Backoff;
 use tracing::{Instrument, info, info_span, warn};
 
-use super::autoscaling::{DeploymentTarget, GroupScaler, RecordedTarget};
-use super::env::{BrokerPool, Env, Lookup};
+use super::autoscaling::{GroupScalers, scale_and_apply};
+use super::broker_resource::BrokerResource;
+use super::context::{BrokerPool, Lookup, ReconcileContext};
 use super::kube_api::{self, Object};
 use super::metrics::{GroupLabels, Metrics};
-use super::{DEFAULT_RESYNC, FINALIZER, Failure, MANAGER, Note, Outcome, Requeue};
-use crate::autoscale::Autoscaler;
+use super::{DEFAULT_RESYNC, FINALIZER, Failure, MANAGER, ObjectEvent, Outcome, Requeue};
 use crate::crd::{Broker, ConsumerGroup, DeadLetterQueue, Queue, Topic};
-use crate::desired::autoscaling::{LagHistory, autoscale_policy};
 use crate::desired::worker::GROUP_LABEL;
+
+/// Requeue delays of an object whose reconciles keep failing: 5 s after the first failure,
+/// doubling up to 160 s. The same policy type as the workers' retries.
+pub const REQUEUE_BACKOFF: Backoff = Backoff {
+    initial_ms: 5_000,
+    multiplier: 2.0,
+    max_ms: 160_000,
+    jitter: false,
+};
 
 /// Longest one reconcile may take, finalizer writes included.
 pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -71,31 +80,30 @@ impl Default for Settings {
 }
 
 /// Shared state of the controllers.
-pub struct Context {
+pub struct ControllerContext {
     client: Client,
-    env: Env,
+    reconcile: ReconcileContext,
     recorder: Recorder,
     resync: Duration,
     cluster_domain: String,
     failures: Mutex<HashMap<String, u32>>,
     metrics: Arc<Metrics>,
-    scalers: Mutex<HashMap<(String, String), GroupScaler>>,
-    clock: Instant,
+    scalers: GroupScalers,
 }
 
-impl Debug for Context {
+impl Debug for ControllerContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context")
-            .field("env", &self.env)
+        f.debug_struct("ControllerContext")
+            .field("reconcile", &self.reconcile)
             .finish_non_exhaustive()
     }
 }
 
-impl Context {
+impl ControllerContext {
     /// A context for `client` with `settings`, recording into `metrics`.
     pub fn new(client: Client, settings: &Settings, metrics: Arc<Metrics>) -> Self {
         Self {
-            env: Env {
+            reconcile: ReconcileContext {
                 lookup: Lookup::Kube(client.clone()),
                 pool: Arc::new(BrokerPool::new(settings.broker_urls.clone())),
                 // A Queue without finalizer (Retain) has no cleanup hook: its relays stop when
@@ -116,15 +124,14 @@ impl Context {
             cluster_domain: settings.cluster_domain.clone(),
             failures: Mutex::default(),
             metrics,
-            scalers: Mutex::default(),
-            clock: Instant::now(),
+            scalers: GroupScalers::default(),
         }
     }
 
-    /// A context whose broker connections go through `env` (tests: a real nats-server with
-    /// the Kubernetes API faked).
-    pub fn with_env(mut self, env: Env) -> Self {
-        self.env = env;
+    /// A context whose broker connections go through `reconcile` (tests: a real nats-server
+    /// with the Kubernetes API faked).
+    pub fn with_reconcile_context(mut self, reconcile: ReconcileContext) -> Self {
+        self.reconcile = reconcile;
         self
     }
 
@@ -133,6 +140,7 @@ impl Context {
         &self.metrics
     }
 
+    /// The requeue delay after one more consecutive failure of `key`, by [`REQUEUE_BACKOFF`].
     fn backoff(&self, key: &str) -> Duration {
         let n = self
             .failures
@@ -143,8 +151,7 @@ impl Context {
                 *n
             })
             .unwrap_or(1);
-        let secs = 5u64.saturating_mul(1 << n.min(6).saturating_sub(1));
-        Duration::from_secs(secs.min(300))
+        REQUEUE_BACKOFF.delay_after(n)
     }
 
     fn reset(&self, key: &str) {
@@ -193,17 +200,23 @@ pub trait Reconciled: Object {
     /// operator.
     fn needs_finalizer(&self) -> bool;
     /// Reconciles a live object.
-    fn apply(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>>;
+    fn apply(
+        ctx: Arc<ControllerContext>,
+        obj: Arc<Self>,
+    ) -> BoxFuture<'static, Result<Action, Failure>>;
     /// Cleans up a deleted object (only called when it carries the finalizer and still
     /// [`Reconciled::needs_finalizer`]).
-    fn cleanup(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>>;
+    fn cleanup(
+        ctx: Arc<ControllerContext>,
+        obj: Arc<Self>,
+    ) -> BoxFuture<'static, Result<Action, Failure>>;
 }
 
 /// Reconciles one object: finalizer handling, the kind's apply or cleanup, a bound of
 /// [`RECONCILE_TIMEOUT`], and the reconcile metrics.
 pub async fn reconcile<K: Reconciled>(
     obj: Arc<K>,
-    ctx: Arc<Context>,
+    ctx: Arc<ControllerContext>,
 ) -> Result<Action, ReconcileError> {
     let started = Instant::now();
     let span = info_span!(
@@ -293,7 +306,7 @@ async fn remove_finalizer<K: Object>(api: &Api<K>, obj: &K) -> Result<(), Failur
 
 async fn reconcile_guarded<K: Reconciled>(
     guard: Arc<DeserializeGuard<K>>,
-    ctx: Arc<Context>,
+    ctx: Arc<ControllerContext>,
 ) -> Result<Action, ReconcileError> {
     match &guard.0 {
         Ok(obj) => reconcile(Arc::new(obj.clone()), ctx).await,
@@ -308,7 +321,7 @@ async fn reconcile_guarded<K: Reconciled>(
 fn error_policy<K: Reconciled>(
     guard: Arc<DeserializeGuard<K>>,
     err: &ReconcileError,
-    ctx: Arc<Context>,
+    ctx: Arc<ControllerContext>,
 ) -> Action {
     let key = guard
         .0
@@ -330,7 +343,7 @@ fn error_policy<K: Reconciled>(
 /// Writes status (server-side apply on the status subresource), publishes Events, and turns
 /// the outcome's requeue into an Action.
 async fn finish<K: Object, S: Serialize>(
-    ctx: &Context,
+    ctx: &ControllerContext,
     obj: &K,
     outcome: Outcome<S>,
 ) -> Result<Action, Failure> {
@@ -338,7 +351,7 @@ async fn finish<K: Object, S: Serialize>(
     let name = obj.name_any();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     let status = serde_json::to_value(&outcome.status)
-        .map_err(|e| Failure::Broker(format!("failed to serialize the status: {e}")))?;
+        .map_err(|e| Failure::broker_refused(format!("failed to serialize the status: {e}"), e))?;
     // The status of the object as read (the reconcile computed `outcome.status` from it):
     // an unchanged status is not written, so an idle object causes no writes.
     let current = serde_json::to_value(obj)
@@ -360,7 +373,7 @@ async fn finish<K: Object, S: Serialize>(
         )
         .await?;
     }
-    publish(ctx, obj, &outcome.notes).await;
+    publish(ctx, obj, &outcome.events).await;
     let key = format!("{}/{ns}/{name}", K::kind(&()));
     Ok(match outcome.requeue {
         Requeue::After(d) => {
@@ -375,9 +388,9 @@ async fn finish<K: Object, S: Serialize>(
     })
 }
 
-async fn publish<K: Object>(ctx: &Context, obj: &K, notes: &[Note]) {
+async fn publish<K: Object>(ctx: &ControllerContext, obj: &K, events: &[ObjectEvent]) {
     let reference = obj.object_ref(&());
-    for note in notes {
+    for note in events {
         let event = Event {
             type_: if note.warning {
                 EventType::Warning
@@ -403,43 +416,36 @@ async fn publish<K: Object>(ctx: &Context, obj: &K, notes: &[Note]) {
 }
 
 /// Topic, Queue and DeadLetterQueue reconcile the same way: the kind's kube-free reconcile
-/// and cleanup (module `$module`), a finalizer, status and Events through [`finish`].
-macro_rules! finalized_broker_kind {
-    ($kind:ty, $name:literal, $module:ident) => {
-        impl Reconciled for $kind {
-            const KIND: &'static str = $name;
-            /// Only `deletionPolicy: Delete` touches the broker on deletion.
-            fn needs_finalizer(&self) -> bool {
-                self.spec.deletion_policy.unwrap_or_default() == crate::crd::DeletionPolicy::Delete
-            }
-            fn apply(
-                ctx: Arc<Context>,
-                obj: Arc<Self>,
-            ) -> BoxFuture<'static, Result<Action, Failure>> {
-                async move {
-                    let outcome = super::$module::reconcile(&ctx.env, &obj, ctx.resync).await;
-                    finish(&ctx, obj.as_ref(), outcome).await
-                }
-                .boxed()
-            }
-            fn cleanup(
-                ctx: Arc<Context>,
-                obj: Arc<Self>,
-            ) -> BoxFuture<'static, Result<Action, Failure>> {
-                async move {
-                    super::$module::cleanup(&ctx.env, &obj)
-                        .await
-                        .map(|()| Action::await_change())
-                }
-                .boxed()
-            }
+/// and cleanup ([`BrokerResource`]), a finalizer only with `deletionPolicy: Delete`, status
+/// and Events through [`finish`].
+impl<K: BrokerResource> Reconciled for K {
+    const KIND: &'static str = <K as BrokerResource>::KIND;
+    /// Only `deletionPolicy: Delete` touches the broker on deletion.
+    fn needs_finalizer(&self) -> bool {
+        self.deletion_policy() == crate::crd::DeletionPolicy::Delete
+    }
+    fn apply(
+        ctx: Arc<ControllerContext>,
+        obj: Arc<Self>,
+    ) -> BoxFuture<'static, Result<Action, Failure>> {
+        async move {
+            let outcome = obj.reconcile(&ctx.reconcile, ctx.resync).await;
+            finish(&ctx, obj.as_ref(), outcome).await
         }
-    };
+        .boxed()
+    }
+    fn cleanup(
+        ctx: Arc<ControllerContext>,
+        obj: Arc<Self>,
+    ) -> BoxFuture<'static, Result<Action, Failure>> {
+        async move {
+            BrokerResource::cleanup(obj.as_ref(), &ctx.reconcile)
+                .await
+                .map(|()| Action::await_change())
+        }
+        .boxed()
+    }
 }
-
-finalized_broker_kind!(Topic, "Topic", topic);
-finalized_broker_kind!(Queue, "Queue", queue);
-finalized_broker_kind!(DeadLetterQueue, "DeadLetterQueue", dlq);
 
 impl Reconciled for Broker {
     const KIND: &'static str = "Broker";
@@ -448,11 +454,14 @@ impl Reconciled for Broker {
     fn needs_finalizer(&self) -> bool {
         false
     }
-    fn apply(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+    fn apply(
+        ctx: Arc<ControllerContext>,
+        obj: Arc<Self>,
+    ) -> BoxFuture<'static, Result<Action, Failure>> {
         async move {
             let outcome = super::broker::reconcile(
                 &ctx.client,
-                &ctx.env,
+                &ctx.reconcile,
                 &obj,
                 ctx.resync,
                 &ctx.cluster_domain,
@@ -462,7 +471,10 @@ impl Reconciled for Broker {
         }
         .boxed()
     }
-    fn cleanup(_ctx: Arc<Context>, _obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+    fn cleanup(
+        _ctx: Arc<ControllerContext>,
+        _obj: Arc<Self>,
+    ) -> BoxFuture<'static, Result<Action, Failure>> {
         async { Ok(Action::await_change()) }.boxed()
     }
 }
@@ -473,196 +485,35 @@ impl Reconciled for ConsumerGroup {
     fn needs_finalizer(&self) -> bool {
         true
     }
-    fn apply(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+    fn apply(
+        ctx: Arc<ControllerContext>,
+        obj: Arc<Self>,
+    ) -> BoxFuture<'static, Result<Action, Failure>> {
         async move {
-            let result = super::group::reconcile(&ctx.env, &obj, ctx.resync).await;
-            let outcome = scale_and_apply(&ctx, &obj, result).await?;
+            let result = super::group::reconcile(&ctx.reconcile, &obj, ctx.resync).await;
+            let outcome =
+                scale_and_apply(&ctx.client, &ctx.scalers, &ctx.metrics, &obj, result).await?;
             finish(&ctx, obj.as_ref(), outcome).await
         }
         .boxed()
     }
-    fn cleanup(ctx: Arc<Context>, obj: Arc<Self>) -> BoxFuture<'static, Result<Action, Failure>> {
+    fn cleanup(
+        ctx: Arc<ControllerContext>,
+        obj: Arc<Self>,
+    ) -> BoxFuture<'static, Result<Action, Failure>> {
         async move {
             let key = (obj.namespace().unwrap_or_default(), obj.name_any());
-            if let Ok(mut s) = ctx.scalers.lock() {
-                s.remove(&key);
-            }
+            ctx.scalers.forget(&key);
             ctx.metrics.forget_group(&GroupLabels {
                 namespace: key.0,
                 group: key.1,
             });
-            super::group::cleanup(&ctx.env, &obj)
+            super::group::cleanup(&ctx.reconcile, &obj)
                 .await
                 .map(|()| Action::await_change())
         }
         .boxed()
     }
-}
-
-/// Runs the group's autoscaler on the measured lag and applies the worker Deployment once,
-/// with the decided replica count (see [`super::autoscaling`]); fills the status fields of
-/// the decision and adds an Event when the replicas changed.
-async fn scale_and_apply(
-    ctx: &Context,
-    group: &ConsumerGroup,
-    result: super::group::GroupOutcome,
-) -> Result<Outcome<crate::crd::ConsumerGroupStatus>, Failure> {
-    let mut outcome = result.outcome;
-    let ns = group.namespace().unwrap_or_default();
-    let name = group.name_any();
-    let policy = match group
-        .spec
-        .autoscaling
-        .as_ref()
-        .map(autoscale_policy)
-        .transpose()
-    {
-        Ok(p) => p,
-        Err(invalid) => {
-            let failure = Failure::InvalidSpec(invalid);
-            super::conditions::failed(
-                &mut outcome.status.conditions,
-                &failure,
-                group.metadata.generation,
-            );
-            outcome.requeue = failure.requeue();
-            return Ok(outcome);
-        }
-    };
-    let target = match result.deployment {
-        Some(mut d) => {
-            if policy.is_none()
-                && let Some(spec) = d.spec.as_mut()
-            {
-                // No autoscaling: leave spec.replicas to whoever scales the workers.
-                spec.replicas = None;
-            }
-            Some(DeploymentTarget::new(&ctx.client, d).await?)
-        }
-        None => None,
-    };
-    let (Some(policy), Some(measured)) = (policy, result.measured) else {
-        if let Some(t) = &target {
-            let applied = t.apply_unchanged().await?;
-            set_worker_counts(&mut outcome.status, &applied);
-        }
-        return Ok(outcome);
-    };
-    if let Requeue::After(d) = outcome.requeue {
-        outcome.requeue = Requeue::After(d.min(policy.poll_interval));
-    }
-    let key = (ns.clone(), name.clone());
-    let uid = group.uid().unwrap_or_default();
-    // Take the group's state out of the map so no lock is held across awaits.
-    let taken = ctx.scalers.lock().ok().and_then(|mut m| m.remove(&key));
-    let mut scaler = match taken {
-        Some(mut s) if s.uid == uid => {
-            if s.autoscaler.policy() != &policy
-                && let Err(e) = s.autoscaler.set_policy(policy.clone())
-            {
-                warn!(error = %e, "autoscaling policy rejected");
-            }
-            s
-        }
-        _ => GroupScaler {
-            autoscaler: Autoscaler::new(policy.clone()).map_err(|e| {
-                Failure::InvalidSpec(crate::crd::InvalidField::new("autoscaling", e.to_string()))
-            })?,
-            history: LagHistory::default(),
-            uid,
-            last_desired: None,
-        },
-    };
-    let snapshot = scaler.history.snapshot(
-        &measured.lag,
-        measured.partitions,
-        measured.ordering,
-        measured.dlq_depth,
-    );
-    let now = ctx.clock.elapsed();
-    let step = match &target {
-        Some(t) => scaler.autoscaler.step(t, &snapshot, now).await,
-        None => {
-            let recorded = RecordedTarget {
-                current: scaler.last_desired.unwrap_or(policy.min),
-            };
-            scaler.autoscaler.step(&recorded, &snapshot, now).await
-        }
-    };
-    let record = scaler.autoscaler.record(time::OffsetDateTime::now_utc());
-    let step = match step {
-        Ok(step) => {
-            scaler.last_desired = Some(step.decision.desired);
-            Some(step)
-        }
-        Err(e) => {
-            warn!(error = %e, "autoscaler step failed; keeping the current replicas");
-            None
-        }
-    };
-    if let Ok(mut m) = ctx.scalers.lock() {
-        m.insert(key, scaler);
-    }
-    let labels = GroupLabels {
-        namespace: ns,
-        group: name,
-    };
-    let mut applied = target.as_ref().and_then(DeploymentTarget::applied);
-    if let (Some(t), None) = (&target, &applied) {
-        // No scale happened (or it failed): apply the Deployment once, keeping its replicas.
-        applied = Some(t.apply_unchanged().await?);
-    }
-    if let Some(d) = &applied {
-        set_worker_counts(&mut outcome.status, d);
-    }
-    if let Some(step) = step {
-        let d = &step.decision;
-        ctx.metrics.group_decision(
-            &labels,
-            d.inputs.total_lag,
-            d.inputs.effective_lag,
-            d.desired,
-        );
-        outcome.status.desired_replicas = Some(i32::try_from(d.desired).unwrap_or(i32::MAX));
-        outcome.status.scaling_reason = Some(d.to_string());
-        if step.scaled {
-            ctx.metrics.group_scaled(&labels);
-            outcome.notes.push(Note {
-                warning: false,
-                reason: if d.desired > d.current {
-                    "ScaledUp"
-                } else {
-                    "ScaledDown"
-                },
-                message: format!("{} -> {} workers: {d}", d.current, d.desired),
-            });
-        }
-    }
-    let previous = outcome.status.autoscaling.take();
-    outcome.status.autoscaling = match record {
-        Some(mut r) => {
-            if r.last_scale_time.is_none() {
-                // No scale since the operator started: keep the time shown before.
-                r.last_scale_time = previous.and_then(|p| p.last_scale_time);
-            }
-            Some(r)
-        }
-        None => previous,
-    };
-    Ok(outcome)
-}
-
-/// The group's worker counts from its Deployment as stored after this reconcile's apply:
-/// `replicas` is what it runs (`spec.replicas`, the autoscaler's "current"), `readyReplicas`
-/// how many of those are ready.
-fn set_worker_counts(status: &mut crate::crd::ConsumerGroupStatus, d: &Deployment) {
-    status.replicas = Some(d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0));
-    status.ready_replicas = Some(
-        d.status
-            .as_ref()
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0),
-    );
 }
 
 fn apis<K>(client: &Client, namespaces: &[String]) -> Vec<(Option<String>, Api<K>)>
@@ -732,7 +583,7 @@ fn spec_or_metadata<K: Resource>(obj: &K) -> Option<u64> {
 
 async fn drive<K: Reconciled>(
     controller: Controller<DeserializeGuard<K>>,
-    ctx: Arc<Context>,
+    ctx: Arc<ControllerContext>,
     stop: Stop,
 ) where
     DeserializeGuard<K>: Resource<DynamicType = ()>
@@ -763,7 +614,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let ctx = Arc::new(Context::new(client.clone(), &settings, metrics));
+    let ctx = Arc::new(ControllerContext::new(client.clone(), &settings, metrics));
     let (tx, rx) = tokio::sync::watch::channel(false);
     let signal = move || -> Stop {
         let mut rx = rx.clone();
@@ -821,5 +672,18 @@ pub async fn run(
         if let Err(e) = t.await {
             warn!(error = %e, "controller task failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failing_reconciles_back_off_from_5s_doubling_to_160s() {
+        let secs: Vec<u64> = (1..=8)
+            .map(|n| REQUEUE_BACKOFF.delay_after(n).as_secs())
+            .collect();
+        assert_eq!(secs, [5, 10, 20, 40, 80, 160, 160, 160]);
     }
 }

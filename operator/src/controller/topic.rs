@@ -2,30 +2,35 @@
 //! status with per-partition offsets. Cleanup deletes the streams only with
 //! `deletionPolicy: Delete`.
 
+use std::future::Future;
+use std::time::Duration;
+
 use tracing::{info, instrument, warn};
 
-use super::env::Env;
-use super::{Failure, Note, Outcome, Requeue, broker_of, conditions, ns_name, resource_ref};
+use super::broker_resource::BrokerResource;
+use super::context::ReconcileContext;
+use super::dereference::{broker_of, connect, live_broker, resource_ref};
+use super::{Failure, ObjectEvent, Outcome, Requeue, conditions, ns_name};
 use crate::crd::topic::PartitionStatus;
-use crate::crd::{DeletionPolicy, Topic, TopicStatus};
+use crate::crd::{Broker, DeletionPolicy, Topic, TopicStatus};
 use crate::desired::{stream_replicas, topic::topic_settings};
 
 /// Reconciles one Topic against its broker.
 #[instrument(skip_all, fields(topic = %format!("{}/{}", ns_name(topic).0, ns_name(topic).1)))]
 pub async fn reconcile(
-    env: &Env,
+    ctx: &ReconcileContext,
     topic: &Topic,
     resync: std::time::Duration,
 ) -> Outcome<TopicStatus> {
     let generation = topic.metadata.generation;
     let mut status = topic.status.clone().unwrap_or_default();
     let was_ready = conditions::is_true(&status.conditions, conditions::READY);
-    let mut notes = Vec::new();
-    match apply(env, topic).await {
+    let mut events = Vec::new();
+    match apply(ctx, topic).await {
         Ok((parts, recreated, replicas)) => {
             if recreated && was_ready {
                 warn!("partition streams were missing on the broker and have been re-created");
-                notes.push(Note {
+                events.push(ObjectEvent {
                     warning: true,
                     reason: "Recreated",
                     message: "partition streams were missing on the broker and have been re-created (their messages are lost)".into(),
@@ -44,7 +49,7 @@ pub async fn reconcile(
             Outcome {
                 status,
                 requeue: Requeue::After(resync),
-                notes,
+                events,
             }
         }
         Err(failure) => {
@@ -54,41 +59,73 @@ pub async fn reconcile(
             Outcome {
                 requeue: failure.requeue(),
                 status,
-                notes,
+                events,
             }
         }
     }
 }
 
-/// Provisions the topic; returns its partitions, whether streams were re-created, and the
-/// replicas in effect.
-async fn apply(env: &Env, topic: &Topic) -> Result<(Vec<PartitionStatus>, bool, u32), Failure> {
-    let (ns, name) = ns_name(topic);
-    // dereference
-    let broker_obj = broker_of(env, &ns, &topic.spec.broker).await?;
-    // validate + build
+/// Steps 2-3 (validate + build, pure): the topic's streams as the broker should have them.
+#[derive(Debug, Clone)]
+struct DesiredTopic {
+    rr: sluice_broker::ResourceRef,
+    settings: sluice_broker::config::TopicSettings,
+}
+
+/// Step 4 (apply): what provisioning changed.
+#[derive(Debug)]
+struct Provisioned {
+    broker: sluice_broker::Broker,
+    recreated: bool,
+}
+
+/// Validates the spec against its Broker and builds the settings.
+fn desired(ns: &str, name: &str, topic: &Topic, broker: &Broker) -> Result<DesiredTopic, Failure> {
     let mut settings = topic_settings(&topic.spec)?;
     settings.replicas = stream_replicas(
         topic.spec.replicas,
         &topic.spec.broker,
-        broker_obj.spec.replicas,
+        broker.spec.replicas,
     )?;
-    // apply
-    let rr = resource_ref(&ns, &name)?;
-    let broker = super::connect(env, &ns, &broker_obj).await?;
-    let changes = broker
-        .ensure_topic(&rr, &settings)
+    Ok(DesiredTopic {
+        rr: resource_ref(ns, name)?,
+        settings,
+    })
+}
+
+/// Creates or updates the partition streams.
+async fn provision(
+    ctx: &ReconcileContext,
+    broker: &Broker,
+    desired: &DesiredTopic,
+) -> Result<Provisioned, Failure> {
+    let rr = &desired.rr;
+    let connection = connect(ctx, &rr.namespace, broker).await?;
+    let changes = connection
+        .ensure_topic(rr, &desired.settings)
         .await
-        .map_err(|e| Failure::broker(&format!("failed to provision topic {ns}/{name}"), e))?;
+        .map_err(|e| Failure::broker(&format!("failed to provision topic {rr}"), e))?;
     if !changes.is_noop() {
         info!(created = ?changes.created, updated = ?changes.updated, "topic provisioned");
     }
-    // status
-    let parts = broker
-        .topic_status(&rr, settings.partitions)
+    Ok(Provisioned {
+        broker: connection,
+        recreated: !changes.created.is_empty(),
+    })
+}
+
+/// Step 5 (status): the partitions as the broker reports them.
+async fn observe(
+    provisioned: &Provisioned,
+    desired: &DesiredTopic,
+) -> Result<Vec<PartitionStatus>, Failure> {
+    let rr = &desired.rr;
+    let parts = provisioned
+        .broker
+        .topic_status(rr, desired.settings.partitions)
         .await
-        .map_err(|e| Failure::broker(&format!("failed to read status of topic {ns}/{name}"), e))?;
-    let parts = parts
+        .map_err(|e| Failure::broker(&format!("failed to read status of topic {rr}"), e))?;
+    Ok(parts
         .into_iter()
         .map(|p| PartitionStatus {
             partition: p.partition,
@@ -98,23 +135,36 @@ async fn apply(env: &Env, topic: &Topic) -> Result<(Vec<PartitionStatus>, bool, 
             bytes: p.bytes,
             leader: p.leader,
         })
-        .collect();
-    Ok((parts, !changes.created.is_empty(), settings.replicas))
+        .collect())
+}
+
+/// The pipeline: dereference the Broker, then [`desired`], [`provision`], [`observe`]; returns
+/// the partitions, whether streams were re-created, and the replicas in effect.
+async fn apply(
+    ctx: &ReconcileContext,
+    topic: &Topic,
+) -> Result<(Vec<PartitionStatus>, bool, u32), Failure> {
+    let (ns, name) = ns_name(topic);
+    let broker = broker_of(ctx, &ns, &topic.spec.broker).await?;
+    let desired = desired(&ns, &name, topic, &broker)?;
+    let provisioned = provision(ctx, &broker, &desired).await?;
+    let parts = observe(&provisioned, &desired).await?;
+    Ok((parts, provisioned.recreated, desired.settings.replicas))
 }
 
 /// Cleans up a deleted Topic: with `deletionPolicy: Delete` removes its streams; lets go
 /// when the Broker resource is gone.
 #[instrument(skip_all, fields(topic = %format!("{}/{}", ns_name(topic).0, ns_name(topic).1)))]
-pub async fn cleanup(env: &Env, topic: &Topic) -> Result<(), Failure> {
+pub async fn cleanup(ctx: &ReconcileContext, topic: &Topic) -> Result<(), Failure> {
     if topic.spec.deletion_policy.unwrap_or_default() != DeletionPolicy::Delete {
         info!("deletionPolicy Retain: keeping the partition streams");
         return Ok(());
     }
     let (ns, name) = ns_name(topic);
-    let Some(broker_obj) = live_broker(env, &ns, &topic.spec.broker).await? else {
+    let Some(broker_obj) = live_broker(ctx, &ns, &topic.spec.broker).await? else {
         return Ok(());
     };
-    let broker = super::connect(env, &ns, &broker_obj).await?;
+    let broker = connect(ctx, &ns, &broker_obj).await?;
     let deleted = broker
         .delete_topic(&resource_ref(&ns, &name)?)
         .await
@@ -123,21 +173,26 @@ pub async fn cleanup(env: &Env, topic: &Topic) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The Broker resource, or `None` (cleanup lets go) when it is gone or being deleted.
-pub(crate) async fn live_broker(
-    env: &Env,
-    namespace: &str,
-    name: &str,
-) -> Result<Option<crate::crd::Broker>, Failure> {
-    match env
-        .lookup
-        .get::<crate::crd::Broker>(namespace, name)
-        .await?
-    {
-        Some(b) if b.metadata.deletion_timestamp.is_none() => Ok(Some(b)),
-        _ => {
-            warn!(broker = %name, "Broker is gone or being deleted: nothing left to clean up on it");
-            Ok(None)
-        }
+impl BrokerResource for Topic {
+    const KIND: &'static str = "Topic";
+    type Status = TopicStatus;
+
+    fn deletion_policy(&self) -> DeletionPolicy {
+        self.spec.deletion_policy.unwrap_or_default()
+    }
+
+    fn reconcile<'a>(
+        &'a self,
+        ctx: &'a ReconcileContext,
+        resync: Duration,
+    ) -> impl Future<Output = Outcome<TopicStatus>> + Send + 'a {
+        reconcile(ctx, self, resync)
+    }
+
+    fn cleanup<'a>(
+        &'a self,
+        ctx: &'a ReconcileContext,
+    ) -> impl Future<Output = Result<(), Failure>> + Send + 'a {
+        cleanup(ctx, self)
     }
 }

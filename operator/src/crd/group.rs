@@ -273,9 +273,6 @@ pub struct ConsumerGroupStatus {
     /// Lag per partition (one entry for queues).
     #[serde(default)]
     pub partitions: Vec<PartitionLagStatus>,
-    /// Which member owns which partitions.
-    #[serde(default)]
-    pub assignment: Vec<MemberAssignment>,
     /// The autoscaler's last decision: inputs, desired replicas, reason and last scale time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<crate::autoscale::ScaleRecord>,
@@ -293,14 +290,4 @@ pub struct PartitionLagStatus {
     pub ack_pending: u64,
     /// Messages waiting out a retry backoff (not counted as lag).
     pub waiting_backoff: u64,
-}
-
-/// Partitions owned by one member.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MemberAssignment {
-    /// Member id (the worker pod name).
-    pub member: String,
-    /// Partitions it owns.
-    pub partitions: Vec<u32>,
 }

@@ -6,7 +6,6 @@
 //! without an API server) and fails with an [`InvalidField`] naming the field to fix. Defaults
 //! are applied here, never written back into the spec.
 
-pub mod autoscaling;
 pub mod broker;
 pub mod dlq;
 pub mod group;

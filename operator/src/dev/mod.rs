@@ -9,6 +9,7 @@
 //! - [`session`]: one run (broker, reconcile, autoscaling, edits, idleness);
 //! - [`view`] and [`summary`]: the live view and the end-of-run accounting.
 
+pub mod error;
 pub mod manifest;
 pub mod pool;
 pub mod process;

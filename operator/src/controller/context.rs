@@ -231,15 +231,19 @@ impl BrokerPool {
         };
         let connected = tokio::time::timeout(CONNECT_TIMEOUT, sluice_broker::Broker::connect(&connect))
             .await
-            .map_err(|_| {
-                Failure::Unavailable(format!(
-                    "timed out connecting to Broker {name} at {url}{no_secret}; check that its pods are ready"
-                ))
+            .map_err(|e| {
+                Failure::unavailable(
+                    format!(
+                        "timed out connecting to Broker {name} at {url}{no_secret}; check that its pods are ready"
+                    ),
+                    Some(Box::new(e)),
+                )
             })?
             .map_err(|e| {
-                Failure::Unavailable(format!(
-                    "cannot connect to Broker {name} at {url}{no_secret}: {e}"
-                ))
+                Failure::unavailable(
+                    format!("cannot connect to Broker {name} at {url}{no_secret}: {e}"),
+                    Some(Box::new(e)),
+                )
             })?;
         info!(broker = %name, %namespace, %url, "connected to broker");
         if let Ok(mut m) = self.connections.lock() {
@@ -257,7 +261,7 @@ impl BrokerPool {
 
 /// What reconciles share besides the Kubernetes client.
 #[derive(Debug, Clone)]
-pub struct Env {
+pub struct ReconcileContext {
     /// Where referenced objects are read.
     pub lookup: Lookup,
     /// Broker connections.
