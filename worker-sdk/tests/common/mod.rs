@@ -533,8 +533,8 @@ impl EventCounter {
 }
 
 impl sluice_worker::Observer for EventCounter {
-    fn event(&self, event: sluice_worker::Event, _partition: u32, _latency: Option<Duration>) {
-        *self.0.lock().unwrap().entry(event).or_insert(0) += 1;
+    fn event(&self, e: &sluice_worker::MessageEvent<'_>) {
+        *self.0.lock().unwrap().entry(e.event).or_insert(0) += 1;
     }
 }
 
@@ -626,8 +626,8 @@ struct ChildObserver {
 }
 
 impl sluice_worker::Observer for ChildObserver {
-    fn event(&self, event: sluice_worker::Event, _partition: u32, _latency: Option<Duration>) {
-        match event {
+    fn event(&self, e: &sluice_worker::MessageEvent<'_>) {
+        match e.event {
             sluice_worker::Event::Processed
                 if CRASH_ON_PROCESSED.load(std::sync::atomic::Ordering::SeqCst) =>
             {
