@@ -4,10 +4,9 @@
 //!
 //! Durations are carried as whole milliseconds so the JSON is plain and language-neutral.
 
-use serde::{Deserialize, Serialize};
-use std::time::Duration;
-
+pub use crate::backoff::Backoff;
 use crate::error::{Error, ErrorKind, Result};
+use serde::{Deserialize, Serialize};
 
 /// How JetStream stores a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -176,49 +175,6 @@ pub enum StartFrom {
     Latest,
     /// Messages published at or after this RFC 3339 time.
     Time(String),
-}
-
-/// Exponential backoff between attempts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Backoff {
-    /// Delay before the second attempt, in milliseconds.
-    pub initial_ms: u64,
-    /// Factor applied after each attempt (>= 1).
-    pub multiplier: f64,
-    /// Upper bound of a delay, in milliseconds.
-    pub max_ms: u64,
-    /// Whether to add random jitter (up to the delay itself).
-    pub jitter: bool,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            initial_ms: 1_000,
-            multiplier: 2.0,
-            max_ms: 60_000,
-            jitter: true,
-        }
-    }
-}
-
-impl Backoff {
-    /// The delay before attempt `attempt + 1`, after `attempt` failed (1-based), without jitter.
-    pub fn delay_after(&self, attempt: u32) -> Duration {
-        let exp = attempt.saturating_sub(1).min(64) as i32;
-        let raw = self.initial_ms as f64 * self.multiplier.max(1.0).powi(exp);
-        let capped = raw.min(self.max_ms as f64).max(0.0);
-        Duration::from_millis(capped as u64)
-    }
-
-    /// The schedule JetStream redelivers with: the delay after each of the first
-    /// `max_attempts - 1` failures (JetStream wants at most `max_deliver` entries).
-    pub fn schedule(&self, max_attempts: u32) -> Vec<Duration> {
-        (1..max_attempts.max(1))
-            .map(|a| self.delay_after(a))
-            .collect()
-    }
 }
 
 /// Retry policy of a group.
@@ -417,19 +373,6 @@ mod tests {
         cfg.dead_letter = Some("orders-dlq".into());
         let back = GroupConfig::from_json(&cfg.to_json().unwrap()).unwrap();
         assert_eq!(back, cfg);
-    }
-
-    #[test]
-    fn backoff_schedule_is_exponential_and_capped() {
-        let b = Backoff {
-            initial_ms: 100,
-            multiplier: 3.0,
-            max_ms: 1_000,
-            jitter: false,
-        };
-        let ms: Vec<u128> = b.schedule(5).iter().map(Duration::as_millis).collect();
-        assert_eq!(ms, vec![100, 300, 900, 1_000]);
-        assert!(b.schedule(1).is_empty());
     }
 
     #[test]

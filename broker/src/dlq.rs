@@ -15,13 +15,22 @@
 //!
 //! The DLQ publish carries `Nats-Msg-Id = dlq:<group>:<original id>`, so a worker that crashes
 //! between dead-lettering and acknowledging does not dead-letter twice.
+//!
+//! Reading a DLQ: [`Broker::dead_letters`] lists every dead letter with its envelope decoded,
+//! [`Broker::dead_letter`] reads one by its DLQ sequence, [`Broker::remove_dead_letter`]
+//! deletes one (after a replay); [`Broker::dlq_status`](crate::Broker::dlq_status) counts them.
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::stream;
+use bytes::Bytes;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use tracing::instrument;
 
+use crate::client::Broker;
 use crate::config::SourceKind;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, broker_err};
+use crate::names::{self, ResourceRef};
 
 /// Header names of the envelope.
 pub mod headers {
@@ -229,6 +238,192 @@ pub fn replay_headers(dlq_headers: &HeaderMap, dlq_sequence: u64) -> HeaderMap {
     out.insert(headers::ORIGINAL_ID, original.as_str());
     out.insert(headers::REPLAY_OF, dlq_sequence.to_string().as_str());
     out
+}
+
+/// A dead letter as stored in a DLQ: where it is, its decoded envelope, and the original
+/// payload and headers (envelope included), which is what a replay needs.
+#[derive(Debug, Clone)]
+pub struct StoredDeadLetter {
+    /// Its sequence in the DLQ stream (what `sluice dlq show` and `replay --seq` take).
+    pub sequence: u64,
+    /// Why and from where it was dead-lettered.
+    pub envelope: DeadLetter,
+    /// Every header as stored: the original headers plus the envelope.
+    pub headers: HeaderMap,
+    /// The original payload.
+    pub payload: Bytes,
+    /// When the DLQ stored it.
+    pub stored_at: OffsetDateTime,
+}
+
+impl StoredDeadLetter {
+    /// The message key (`Sluice-Key`) the original carried, if any.
+    ///
+    /// ```
+    /// # use sluice_broker::dlq::StoredDeadLetter;
+    /// # fn f(letter: &StoredDeadLetter) {
+    /// let key: Option<&str> = letter.key();
+    /// # let _ = key; }
+    /// ```
+    pub fn key(&self) -> Option<&str> {
+        self.headers.get(headers::KEY).map(|v| v.as_str())
+    }
+
+    /// The headers a replay of this dead letter publishes (see [`replay_headers`]).
+    ///
+    /// ```
+    /// # use sluice_broker::dlq::{StoredDeadLetter, headers};
+    /// # fn f(letter: &StoredDeadLetter) {
+    /// let h = letter.replay_headers();
+    /// assert!(h.get(headers::GROUP).is_none());
+    /// # }
+    /// ```
+    pub fn replay_headers(&self) -> HeaderMap {
+        replay_headers(&self.headers, self.sequence)
+    }
+
+    fn read(
+        dlq: &ResourceRef,
+        message: async_nats::jetstream::message::StreamMessage,
+    ) -> Result<Self> {
+        let envelope = DeadLetter::decode(&message.headers).map_err(|e| {
+            Error::with_source(
+                ErrorKind::Decode,
+                format!("DLQ {dlq} message {}", message.sequence),
+                e,
+            )
+        })?;
+        Ok(Self {
+            sequence: message.sequence,
+            envelope,
+            headers: message.headers,
+            payload: message.payload,
+            stored_at: message.time,
+        })
+    }
+}
+
+/// What [`Broker::dead_letters`] read from a DLQ.
+#[derive(Debug, Default)]
+pub struct DeadLetters {
+    /// The dead letters, in DLQ sequence order.
+    pub letters: Vec<StoredDeadLetter>,
+    /// Messages in the DLQ that Sluice did not write (their envelope does not decode), as
+    /// [`ErrorKind::Decode`] errors naming their sequence.
+    pub skipped: Vec<Error>,
+}
+
+impl Broker {
+    /// The JetStream stream of a dead-letter queue.
+    pub(crate) async fn dlq_stream(&self, dlq: &ResourceRef) -> Result<stream::Stream> {
+        let name = names::dlq_stream(dlq);
+        self.jetstream()
+            .get_stream(&name)
+            .await
+            .map_err(|e| broker_err(format!("failed to look up stream {name} of DLQ {dlq}"), e))
+    }
+
+    /// Every message of a dead-letter queue, its envelope decoded, in sequence order.
+    ///
+    /// ```no_run
+    /// # async fn run(broker: sluice_broker::Broker) -> sluice_broker::Result<()> {
+    /// use sluice_broker::ResourceRef;
+    /// let dlq = ResourceRef::new("shop", "orders-dlq")?;
+    /// for letter in broker.dead_letters(&dlq).await?.letters {
+    ///     let e = &letter.envelope;
+    ///     println!("{} from {} after {} attempts: {}", letter.sequence, e.group, e.attempts, e.last_error);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] when the DLQ does not exist on the broker;
+    /// [`ErrorKind::Unavailable`] or [`ErrorKind::Broker`] when it cannot be read. Messages
+    /// whose envelope does not decode are not errors: they are listed in
+    /// [`DeadLetters::skipped`].
+    #[instrument(skip(self), fields(dlq = %dlq))]
+    pub async fn dead_letters(&self, dlq: &ResourceRef) -> Result<DeadLetters> {
+        let mut stream = self.dlq_stream(dlq).await?;
+        let name = names::dlq_stream(dlq);
+        let state = stream
+            .info()
+            .await
+            .map_err(|e| broker_err(format!("failed to read stream {name} of DLQ {dlq}"), e))?
+            .state
+            .clone();
+        let mut out = DeadLetters::default();
+        if state.messages == 0 {
+            return Ok(out);
+        }
+        for seq in state.first_sequence..=state.last_sequence {
+            let message = match stream.get_raw_message(seq).await {
+                Ok(message) => message,
+                Err(e) => {
+                    let err = broker_err(format!("failed to read DLQ {dlq} message {seq}"), e);
+                    // Deleted sequences (replayed messages) are gaps.
+                    if err.kind() == ErrorKind::NotFound {
+                        continue;
+                    }
+                    return Err(err);
+                }
+            };
+            match StoredDeadLetter::read(dlq, message) {
+                Ok(letter) => out.letters.push(letter),
+                Err(e) => out.skipped.push(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// One message of a dead-letter queue by its DLQ sequence.
+    ///
+    /// ```no_run
+    /// # async fn run(broker: sluice_broker::Broker) -> sluice_broker::Result<()> {
+    /// use sluice_broker::ResourceRef;
+    /// let letter = broker.dead_letter(&ResourceRef::new("shop", "orders-dlq")?, 42).await?;
+    /// println!("{}", String::from_utf8_lossy(&letter.payload));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] when the DLQ or the sequence does not exist (a replayed message
+    /// was removed); [`ErrorKind::Decode`] when the message was not written by Sluice;
+    /// [`ErrorKind::Unavailable`] or [`ErrorKind::Broker`] when it cannot be read.
+    #[instrument(skip(self), fields(dlq = %dlq))]
+    pub async fn dead_letter(&self, dlq: &ResourceRef, sequence: u64) -> Result<StoredDeadLetter> {
+        let stream = self.dlq_stream(dlq).await?;
+        let message = stream.get_raw_message(sequence).await.map_err(|e| {
+            broker_err(
+                format!("DLQ {dlq} has no message with sequence {sequence}"),
+                e,
+            )
+        })?;
+        StoredDeadLetter::read(dlq, message)
+    }
+
+    /// Removes one message from a dead-letter queue (after it was replayed).
+    ///
+    /// ```no_run
+    /// # async fn run(broker: sluice_broker::Broker) -> sluice_broker::Result<()> {
+    /// use sluice_broker::ResourceRef;
+    /// broker.remove_dead_letter(&ResourceRef::new("shop", "orders-dlq")?, 42).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] when the DLQ or the sequence does not exist;
+    /// [`ErrorKind::Unavailable`] or [`ErrorKind::Broker`] when the broker refused.
+    #[instrument(skip(self), fields(dlq = %dlq))]
+    pub async fn remove_dead_letter(&self, dlq: &ResourceRef, sequence: u64) -> Result<()> {
+        let stream = self.dlq_stream(dlq).await?;
+        stream.delete_message(sequence).await.map_err(|e| {
+            broker_err(
+                format!("failed to remove message {sequence} from DLQ {dlq}"),
+                e,
+            )
+        })?;
+        Ok(())
+    }
 }
 
 /// Headers JetStream sets or interprets (`Nats-Msg-Id`, `Nats-Stream-Source` on sourced

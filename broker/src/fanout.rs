@@ -748,9 +748,10 @@ impl PartitionRelay {
             let offset = m
                 .info()
                 .map_err(|e| {
-                    Error::new(
+                    Error::with_source(
                         ErrorKind::Decode,
-                        format!("a message of {stream_name} has no JetStream metadata: {e}"),
+                        format!("a message of {stream_name} has no JetStream metadata"),
+                        e,
                     )
                 })?
                 .stream_sequence;
@@ -787,9 +788,10 @@ impl PartitionRelay {
             };
             if let Err(e) = acked {
                 // The copies are stored; a lost ack only means a de-duplicated second copy.
-                return Err(Error::new(
+                return Err(Error::with_source(
                     ErrorKind::Unavailable,
-                    format!("failed to acknowledge a copied message of {stream_name}: {e}"),
+                    format!("failed to acknowledge a copied message of {stream_name}"),
+                    e,
                 ));
             }
         }

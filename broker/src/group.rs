@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tracing::{debug, info, instrument, warn};
 
+use crate::backoff::Backoff;
 use crate::client::Broker;
 use crate::config::{GroupConfig, SourceKind, StartFrom};
 use crate::error::{Error, ErrorKind, Result, broker_err};
@@ -114,6 +115,7 @@ impl Broker {
     pub async fn ensure_group(&self, cfg: &GroupConfig) -> Result<Changes> {
         let desired = consumer_config(cfg)?;
         let durable = desired.durable_name.clone().unwrap_or_default();
+        self.check_source_partitions(cfg).await?;
         let mut changes = Changes::default();
         for stream_name in group_streams(cfg)? {
             let stream = match self.jetstream().get_stream(&stream_name).await {
@@ -183,6 +185,32 @@ impl Broker {
         }
         changes.merge(self.publish_group_config(cfg).await?);
         Ok(changes)
+    }
+
+    /// Checks that a topic has no partitions beyond the count the group's config gives (a group
+    /// that thinks its topic is smaller would never read the partitions past it). Missing
+    /// partitions are reported by the consumer loop (the topic may still be growing).
+    async fn check_source_partitions(&self, cfg: &GroupConfig) -> Result<()> {
+        if cfg.source.kind != SourceKind::Topic {
+            return Ok(());
+        }
+        let topic = cfg.source_ref()?;
+        let beyond = names::topic_stream(&topic, cfg.source.partitions);
+        if self.stream_config(&beyond).await?.is_none() {
+            return Ok(());
+        }
+        let actual = self.topic_partition_count(&topic).await?;
+        Err(Error::new(
+            ErrorKind::Mismatch,
+            format!(
+                "group {}/{}: its source partitions say topic {topic} has {} partitions, but it has {actual} on the broker: set the group's source partitions to {actual} (the group would never read partitions {} to {})",
+                cfg.namespace,
+                cfg.group,
+                cfg.source.partitions,
+                cfg.source.partitions,
+                actual.saturating_sub(1)
+            ),
+        ))
     }
 
     /// Deletes a group's consumers (their positions are lost) and its config entry.
@@ -261,6 +289,14 @@ impl Broker {
 /// cluster answers `503 no responders` until its replicas elected a leader).
 const READ_RETRY: Duration = Duration::from_secs(15);
 
+/// Pauses between tries on the config channel: 50 ms doubling to 1 s.
+const READ_RETRY_BACKOFF: Backoff = Backoff {
+    initial_ms: 50,
+    multiplier: 2.0,
+    max_ms: 1_000,
+    jitter: false,
+};
+
 /// Runs `op` again while it fails with [`ErrorKind::Unavailable`], for up to [`READ_RETRY`].
 async fn retry_transient<T, F, Fut>(mut op: F) -> Result<T>
 where
@@ -268,8 +304,10 @@ where
     Fut: std::future::Future<Output = Result<T>>,
 {
     let deadline = tokio::time::Instant::now() + READ_RETRY;
-    let mut delay = Duration::from_millis(50);
+    let mut failures = 0;
     loop {
+        failures += 1;
+        let delay = READ_RETRY_BACKOFF.delay_after(failures);
         match op().await {
             Ok(v) => return Ok(v),
             Err(e)
@@ -278,7 +316,6 @@ where
             {
                 debug!(error = %e, "config channel not ready yet, retrying");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(1));
             }
             Err(e) => return Err(e),
         }

@@ -13,7 +13,7 @@ use tracing::instrument;
 
 use crate::client::Broker;
 use crate::config::GroupConfig;
-use crate::error::{ErrorKind, Result, broker_err};
+use crate::error::{Error, ErrorKind, Result, broker_err};
 use crate::names::{self, ResourceRef};
 
 /// One partition of a topic.
@@ -170,14 +170,44 @@ impl Broker {
         Ok(GroupLag { partitions })
     }
 
+    /// Lag of group `group` (namespace and name) on each partition, reading the group's
+    /// config from the config channel to learn its source.
+    ///
+    /// ```no_run
+    /// # async fn run(broker: sluice_broker::Broker) -> sluice_broker::Result<()> {
+    /// use sluice_broker::ResourceRef;
+    /// let lag = broker.group_lag_by_name(&ResourceRef::new("shop", "billing")?).await?;
+    /// println!("{} messages behind", lag.total());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] when the group has no config on the config channel (it was never
+    /// provisioned) or its source has no stream; [`ErrorKind::Unavailable`] or
+    /// [`ErrorKind::Broker`] when the broker cannot be read; [`ErrorKind::Decode`] when the
+    /// stored config does not decode.
+    #[instrument(skip(self), fields(group = %group))]
+    pub async fn group_lag_by_name(&self, group: &ResourceRef) -> Result<GroupLag> {
+        let store = self.group_config_store().await?;
+        let cfg = store
+            .get(&group.namespace, &group.name)
+            .await?
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "group {group} has no config on the config channel: apply the ConsumerGroup (or provision it with Broker::ensure_group) first"
+                    ),
+                )
+            })?;
+        self.group_lag(&cfg).await
+    }
+
     /// Depth and oldest-message age of a dead-letter queue.
     #[instrument(skip(self), fields(dlq = %dlq))]
     pub async fn dlq_status(&self, dlq: &ResourceRef) -> Result<DlqStatus> {
+        let mut stream = self.dlq_stream(dlq).await?;
         let name = names::dlq_stream(dlq);
-        let mut stream =
-            self.jetstream().get_stream(&name).await.map_err(|e| {
-                broker_err(format!("failed to look up stream {name} of DLQ {dlq}"), e)
-            })?;
         let info = stream
             .info()
             .await

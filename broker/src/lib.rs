@@ -3,6 +3,7 @@
 //!
 //! - [`names`]: deterministic, collision-free names for streams, subjects, consumers, buckets.
 //! - [`partitioner`]: Kafka-compatible key -> partition (murmur2).
+//! - [`backoff`]: [`Backoff`], the one exponential backoff policy (retries, redelivery, requeues).
 //! - [`config`]: the shared shapes, including [`GroupConfig`].
 //! - [`client`]: [`Broker`], a connection to one JetStream broker.
 //! - [`provision`]: idempotent ensure/delete of topic, queue and DLQ streams.
@@ -25,6 +26,7 @@
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod backoff;
 pub mod client;
 pub mod config;
 pub mod dlq;
@@ -38,6 +40,7 @@ pub mod names;
 pub mod partitioner;
 pub mod provision;
 
+pub use backoff::Backoff;
 pub use client::{Broker, ConnectOptions};
 pub use config::GroupConfig;
 pub use error::{Error, ErrorKind, Result};

@@ -15,6 +15,7 @@
 //! | fan-out relay consumer (durable) | `Q__<queue>` on each partition stream of a queue's source topics |
 //! | group config KV bucket / key | `SLUICE_GROUP_CONFIG` / `<ns>.<group>` |
 //! | membership KV bucket / key | `SLUICE_MEMBERS` / `<ns>.<group>.<member>` |
+//! | partition lease KV bucket / key | `SLUICE_LEASES` / `<ns>.<group>.<partition>` |
 //! | idempotency KV bucket | `SLUICE_IDEM__<ns>__<group>` |
 //!
 //! In names and subjects a dot of the resource name becomes `_`. Names longer than
@@ -29,6 +30,8 @@ pub const MAX_NAME_LEN: usize = 200;
 pub const GROUP_CONFIG_BUCKET: &str = "SLUICE_GROUP_CONFIG";
 /// KV bucket of member heartbeats (per-key TTL).
 pub const MEMBERS_BUCKET: &str = "SLUICE_MEMBERS";
+/// KV bucket of partition leases (per-key TTL, compare-and-set), owned by the worker SDK.
+pub const LEASES_BUCKET: &str = "SLUICE_LEASES";
 
 /// A namespaced Sluice resource (a Topic, Queue, DeadLetterQueue or ConsumerGroup).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -204,6 +207,11 @@ pub fn members_prefix(group: &ResourceRef) -> String {
 /// Key of one member in [`MEMBERS_BUCKET`]; the member id is escaped into KV-key characters.
 pub fn member_key(group: &ResourceRef, member_id: &str) -> String {
     format!("{}{}", members_prefix(group), escape_member(member_id))
+}
+
+/// Key of a group's lease on `partition` in [`LEASES_BUCKET`]: `<ns>.<group>.<partition>`.
+pub fn lease_key(group: &ResourceRef, partition: u32) -> String {
+    format!("{}.{}.{partition}", group.namespace, escape(&group.name))
 }
 
 /// Makes any member id (pod name, host-pid, ...) a valid single KV key token.

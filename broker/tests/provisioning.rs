@@ -401,3 +401,115 @@ async fn dlq_depth_and_config_channel_watch() {
         .unwrap();
     assert_eq!(third, ConfigUpdate::Removed);
 }
+
+#[tokio::test]
+async fn group_whose_partitions_fall_short_of_its_topic_is_a_mismatch() {
+    let Harness {
+        server: _server,
+        broker,
+    } = Harness::start().await;
+    let orders = ResourceRef::new("shop", "orders").unwrap();
+    broker
+        .ensure_topic(&orders, &topic_settings(3))
+        .await
+        .unwrap();
+    let source = |partitions| SourceRef {
+        kind: SourceKind::Topic,
+        name: "orders".into(),
+        partitions,
+    };
+    let short = GroupConfig::new("shop", "billing", source(2));
+    let err = broker.ensure_group(&short).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Mismatch);
+    assert!(err.to_string().contains("has 3 on the broker"), "{err}");
+    // Nothing was created for the mismatched group.
+    let stream = broker
+        .jetstream()
+        .get_stream(names::topic_stream(&orders, 0))
+        .await
+        .unwrap();
+    assert!(stream.consumer_info("G__billing").await.is_err());
+
+    let right = GroupConfig::new("shop", "billing", source(3));
+    broker.ensure_group(&right).await.unwrap();
+    let by_name = broker
+        .group_lag_by_name(&ResourceRef::new("shop", "billing").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(by_name, broker.group_lag(&right).await.unwrap());
+    let missing = broker
+        .group_lag_by_name(&ResourceRef::new("shop", "nobody").unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::NotFound);
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_read_and_removed() {
+    use sluice_broker::dlq::DeadLetter;
+    let Harness {
+        server: _server,
+        broker,
+    } = Harness::start().await;
+    let dlq = ResourceRef::new("shop", "orders-dlq").unwrap();
+    broker
+        .ensure_dlq(&dlq, &DlqSettings::default())
+        .await
+        .unwrap();
+    let letter = DeadLetter {
+        source_kind: SourceKind::Topic,
+        source_name: "orders".into(),
+        source_subject: names::topic_subject(&ResourceRef::new("shop", "orders").unwrap(), 1),
+        partition: 1,
+        offset: 7,
+        group: "billing".into(),
+        attempts: 3,
+        last_error: "card declined".into(),
+        first_failure: time::OffsetDateTime::UNIX_EPOCH,
+        last_failure: time::OffsetDateTime::UNIX_EPOCH,
+        original_id: "order-7".into(),
+    };
+    let mut original = async_nats::HeaderMap::new();
+    original.insert(sluice_broker::dlq::headers::KEY, "customer-7");
+    broker
+        .jetstream()
+        .publish_with_headers(
+            names::dlq_subject(&dlq),
+            letter.encode(Some(&original)),
+            "order 7".into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    broker
+        .jetstream()
+        .publish(names::dlq_subject(&dlq), "not written by sluice".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let read = broker.dead_letters(&dlq).await.unwrap();
+    assert_eq!(read.letters.len(), 1);
+    assert_eq!(read.skipped.len(), 1);
+    assert_eq!(read.skipped[0].kind(), ErrorKind::Decode);
+    let first = &read.letters[0];
+    assert_eq!(first.sequence, 1);
+    assert_eq!(first.envelope, letter);
+    assert_eq!(first.key(), Some("customer-7"));
+    assert_eq!(&first.payload[..], b"order 7");
+
+    let one = broker.dead_letter(&dlq, 1).await.unwrap();
+    assert_eq!(one.envelope, letter);
+    assert_eq!(
+        broker.dead_letter(&dlq, 2).await.unwrap_err().kind(),
+        ErrorKind::Decode
+    );
+    broker.remove_dead_letter(&dlq, 1).await.unwrap();
+    assert_eq!(
+        broker.dead_letter(&dlq, 1).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert!(broker.dead_letters(&dlq).await.unwrap().letters.is_empty());
+}

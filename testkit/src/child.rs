@@ -94,8 +94,8 @@ struct ChildObserver {
 }
 
 impl sluice_worker::Observer for ChildObserver {
-    fn event(&self, event: sluice_worker::Event, _partition: u32, _latency: Option<Duration>) {
-        match event {
+    fn event(&self, e: &sluice_worker::MessageEvent<'_>) {
+        match e.event {
             sluice_worker::Event::Processed
                 if CRASH_ON_PROCESSED.load(std::sync::atomic::Ordering::SeqCst) =>
             {

@@ -2,9 +2,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::Duration;
 
-use sluice_worker::{Event, Observer};
+use sluice_worker::{Event, MessageEvent, Observer};
 
 use crate::member::Record;
 
@@ -57,7 +56,7 @@ impl EventCounter {
 }
 
 impl Observer for EventCounter {
-    fn event(&self, event: Event, _partition: u32, _latency: Option<Duration>) {
-        *self.0.lock().unwrap().entry(event).or_insert(0) += 1;
+    fn event(&self, e: &MessageEvent<'_>) {
+        *self.0.lock().unwrap().entry(e.event).or_insert(0) += 1;
     }
 }

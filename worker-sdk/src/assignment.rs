@@ -19,6 +19,15 @@ use std::collections::{BTreeMap, BTreeSet};
 ///
 /// `current` maps partitions to their present owners; owners that are not in `members` are
 /// ignored (their partitions are up for grabs). Returns an empty map when there are no members.
+///
+/// ```
+/// use std::collections::{BTreeMap, BTreeSet};
+/// use sluice_worker::assignment::{assign, partitions_of};
+/// let members: BTreeSet<String> = ["a".to_string(), "b".to_string()].into();
+/// let target = assign(4, &members, &BTreeMap::new());
+/// assert_eq!(partitions_of(&target, "a").len(), 2);
+/// assert_eq!(partitions_of(&target, "b").len(), 2);
+/// ```
 pub fn assign(
     partitions: u32,
     members: &BTreeSet<String>,
@@ -77,6 +86,13 @@ pub fn assign(
 }
 
 /// The partitions `member` owns in `assignment`, ascending.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// let assignment = BTreeMap::from([(0, "a".to_string()), (1, "b".to_string()), (2, "a".to_string())]);
+/// let mine: Vec<u32> = sluice_worker::assignment::partitions_of(&assignment, "a").into_iter().collect();
+/// assert_eq!(mine, vec![0, 2]);
+/// ```
 pub fn partitions_of(assignment: &BTreeMap<u32, String>, member: &str) -> BTreeSet<u32> {
     assignment
         .iter()

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use sluice_broker::error::{BoxError, FromBrokerErrorKind};
+
 /// What went wrong in the worker, for callers that branch on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -19,6 +21,10 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// A short static label, usable as a metric label.
+    ///
+    /// ```
+    /// assert_eq!(sluice_worker::ErrorKind::Config.as_str(), "Config");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Config => "Config",
@@ -35,70 +41,29 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// An error of the worker SDK: a kind plus a message that says what failed and what to do.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct Error {
-    kind: ErrorKind,
-    message: String,
-    #[source]
-    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
-}
+/// An error of the worker SDK: an [`ErrorKind`] plus a message that says what failed and what
+/// to do, with the cause kept as its source. The same shape as the broker crate's errors
+/// ([`sluice_broker::error::Error`]); a broker error converts with `?`.
+///
+/// ```
+/// use sluice_worker::{Error, ErrorKind};
+/// let err = Error::new(ErrorKind::Config, "SLUICE_GROUP is not set: set it to the group name");
+/// assert_eq!(err.kind(), ErrorKind::Config);
+/// ```
+pub type Error = sluice_broker::error::Error<ErrorKind>;
 
-impl Error {
-    /// An error of `kind` with a message for the user.
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-            source: None,
-        }
-    }
-
-    /// An error of `kind` caused by `source`; the message gets the source appended.
-    pub fn with_source(
-        kind: ErrorKind,
-        message: impl Into<String>,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
-        Self {
-            kind,
-            message: format!("{}: {}", message.into(), source),
-            source: Some(Box::new(source)),
-        }
-    }
-
-    /// A broker failure while doing `context`.
-    pub(crate) fn broker(
-        context: impl Into<String>,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
-        Self::with_source(ErrorKind::Broker, context, source)
-    }
-
-    /// A broker failure whose cause is only available as text.
-    pub(crate) fn broker_text(context: impl Into<String>, source: impl fmt::Display) -> Self {
-        Self::new(ErrorKind::Broker, format!("{}: {source}", context.into()))
-    }
-
-    /// What went wrong.
-    pub fn kind(&self) -> ErrorKind {
-        self.kind
-    }
-}
-
-impl From<sluice_broker::Error> for Error {
-    fn from(e: sluice_broker::Error) -> Self {
-        let kind = match e.kind() {
+impl FromBrokerErrorKind for ErrorKind {
+    fn from_broker_kind(kind: sluice_broker::ErrorKind) -> Self {
+        match kind {
             sluice_broker::ErrorKind::InvalidSpec => ErrorKind::Config,
             _ => ErrorKind::Broker,
-        };
-        Self {
-            kind,
-            message: e.message().to_string(),
-            source: Some(Box::new(e)),
         }
     }
+}
+
+/// A broker failure while doing `context`, with the failure kept as the source.
+pub(crate) fn broker(context: impl Into<String>, source: impl Into<BoxError>) -> Error {
+    Error::with_source(ErrorKind::Broker, context, source)
 }
 
 /// Result alias of the worker SDK.
@@ -125,16 +90,30 @@ pub enum HandlerError {
 
 impl HandlerError {
     /// A retryable failure from any error or message.
+    ///
+    /// ```
+    /// let e = sluice_worker::HandlerError::retryable("database unavailable");
+    /// assert!(e.is_retryable());
+    /// ```
     pub fn retryable(e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
         Self::Retryable(e.into())
     }
 
     /// A permanent failure from any error or message.
+    ///
+    /// ```
+    /// let e = sluice_worker::HandlerError::permanent("not an order");
+    /// assert!(!e.is_retryable());
+    /// ```
     pub fn permanent(e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
         Self::Permanent(e.into())
     }
 
     /// Whether another attempt may succeed.
+    ///
+    /// ```
+    /// assert!(sluice_worker::HandlerError::retryable("x").is_retryable());
+    /// ```
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Retryable(_))
     }

@@ -57,7 +57,7 @@ impl IdempotencyStore {
             .get(&k)
             .await
             .map(|v| v.is_some())
-            .map_err(|e| Error::broker(format!("failed to read idempotency key {k}"), e))
+            .map_err(|e| crate::error::broker(format!("failed to read idempotency key {k}"), e))
     }
 
     /// Records that handling of `key` completed.
@@ -68,7 +68,7 @@ impl IdempotencyStore {
             .put(&k, "done".into())
             .await
             .map(|_| ())
-            .map_err(|e| Error::broker(format!("failed to write idempotency key {k}"), e))
+            .map_err(|e| crate::error::broker(format!("failed to write idempotency key {k}"), e))
     }
 }
 

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 
@@ -46,7 +47,7 @@ pub(crate) async fn put_ttl(
     value: Bytes,
     expected: Option<u64>,
     ttl: Duration,
-) -> std::result::Result<u64, String> {
+) -> std::result::Result<u64, PublishError> {
     let mut headers = HeaderMap::new();
     if let Some(rev) = expected {
         headers.insert(
@@ -57,11 +58,14 @@ pub(crate) async fn put_ttl(
     headers.insert("Nats-TTL", ttl_secs(ttl).to_string().as_str());
     let ack = js
         .publish_with_headers(format!("$KV.{bucket}.{key}"), headers, value)
-        .await
-        .map_err(|e| e.to_string())?
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?
+        .await?;
     Ok(ack.sequence)
+}
+
+/// Whether a compare-and-set write failed because the key moved on (someone else wrote it).
+pub(crate) fn lost_race(e: &PublishError) -> bool {
+    e.kind() == PublishErrorKind::WrongLastSequence
 }
 
 /// Creates `key` with a TTL only when it has no live value (absent, deleted or expired).
@@ -77,7 +81,7 @@ pub(crate) async fn create_ttl(
     let expected = match store
         .entry(key)
         .await
-        .map_err(|e| Error::broker(format!("failed to read {bucket}/{key}"), e))?
+        .map_err(|e| crate::error::broker(format!("failed to read {bucket}/{key}"), e))?
     {
         None => 0,
         Some(e) if matches!(e.operation, kv::Operation::Delete | kv::Operation::Purge) => {
@@ -87,10 +91,10 @@ pub(crate) async fn create_ttl(
     };
     match put_ttl(js, bucket, key, value, Some(expected), ttl).await {
         Ok(rev) => Ok(Some(rev)),
-        Err(text) if text.contains("wrong last sequence") || text.contains("10071") => Ok(None),
-        Err(text) => Err(Error::new(
-            crate::error::ErrorKind::Broker,
-            format!("failed to create {bucket}/{key}: {text}"),
+        Err(e) if lost_race(&e) => Ok(None),
+        Err(e) => Err(crate::error::broker(
+            format!("failed to create {bucket}/{key}"),
+            e,
         )),
     }
 }

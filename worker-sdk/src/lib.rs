@@ -12,8 +12,11 @@
 //!     .run(|msg, ctx| async move {
 //!         let order: serde_json::Value = serde_json::from_slice(&msg.payload)
 //!             .map_err(HandlerError::permanent)?; // bad input: straight to the DLQ
+//!         // To the Topic "invoices", partitioned by the customer like a producer's record.
 //!         // Outputs get ids derived from the input's, so retries never duplicate them.
-//!         ctx.publish("sluice.t.default.invoices.0", None, order.to_string().into())
+//!         let customer = order["customer"].as_str().unwrap_or_default().to_string();
+//!         ctx.topic("invoices")
+//!             .send(customer, order.to_string())
 //!             .await
 //!             .map_err(HandlerError::retryable)?;
 //!         Ok(())
@@ -84,7 +87,7 @@
 //!   stalled) is not started again; on a queue, a redelivery to *another* member while the
 //!   first is still running is not covered by the store (neither has completed yet), which is
 //!   why the visibility timeout is kept alive with progress acks. Therefore:
-//!   - outputs published through [`Context::publish`] carry ids `<input id>/<n>`, and JetStream
+//!   - outputs published through [`Context::topic`], [`Context::queue`] or [`Context::publish`] carry ids `<input id>/<n>`, and JetStream
 //!     drops the duplicate when the re-run publishes the same outputs within the target stream's
 //!     duplicate window (handlers must publish deterministically);
 //!   - effects outside the broker are exactly-once only when the handler commits them together
@@ -153,6 +156,7 @@ mod kv;
 pub mod membership;
 mod message;
 pub mod metrics;
+mod outputs;
 mod partition;
 mod process;
 pub mod producer;
@@ -162,8 +166,9 @@ pub mod telemetry;
 mod worker;
 
 pub use error::{Error, ErrorKind, HandlerError, Result};
-pub use hooks::{Event, Observer};
+pub use hooks::{Event, MessageEvent, Observer};
 pub use message::{Context, Message};
+pub use outputs::{QueueOutput, TopicOutput};
 pub use worker::{ShutdownHandle, Worker, WorkerOptions};
 
 pub use metrics::{MetricsServer, WorkerMetrics};

@@ -4,7 +4,7 @@
 //!   [`names::MEMBERS_BUCKET`] every `ttl / 4` with a TTL of `ttl`; the value lists the
 //!   partitions it owns (the operator shows it as the assignment). A crashed member's key
 //!   expires and every other member sees a purge.
-//! - **Leases**: the owner of partition `p` holds key `<ns>.<group>.<p>` in [`LEASES_BUCKET`],
+//! - **Leases**: the owner of partition `p` holds key `<ns>.<group>.<p>` in [`names::LEASES_BUCKET`],
 //!   created only when absent (compare-and-set) and renewed with compare-and-set on its
 //!   revision. The holder counts its lease valid until `3/4 ttl` after it *sent* its last
 //!   successful renewal; the server can only expire the key `ttl` after it *stored* that
@@ -24,11 +24,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::error::{Error, Result};
-use crate::kv::{create_ttl, open_ttl_bucket, put_ttl};
-
-/// KV bucket of partition leases (owned by the SDK; keys `<ns>.<group>.<partition>`).
-pub const LEASES_BUCKET: &str = "SLUICE_LEASES";
+use crate::error::Result;
+use crate::kv::{create_ttl, lost_race, open_ttl_bucket, put_ttl};
 
 /// What a member publishes about itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -53,6 +50,7 @@ pub(crate) struct Coordination {
     js: jetstream::Context,
     members: kv::Store,
     leases: kv::Store,
+    group: ResourceRef,
     prefix: String,
     member_id: String,
     me: String,
@@ -74,7 +72,7 @@ impl Coordination {
         .await?;
         let leases = open_ttl_bucket(
             js,
-            LEASES_BUCKET,
+            names::LEASES_BUCKET,
             "Sluice partition leases (per-key TTL, compare-and-set)",
         )
         .await?;
@@ -82,6 +80,7 @@ impl Coordination {
             js: js.clone(),
             members,
             leases,
+            group: group.clone(),
             prefix: names::members_prefix(group),
             member_id: member_id.to_string(),
             me: names::escape_member(member_id),
@@ -99,7 +98,7 @@ impl Coordination {
     }
 
     fn lease_key(&self, p: u32) -> String {
-        format!("{}{p}", self.prefix)
+        names::lease_key(&self.group, p)
     }
 
     /// Writes this member's heartbeat.
@@ -109,7 +108,7 @@ impl Coordination {
             partitions,
         };
         let value = serde_json::to_vec(&record).unwrap_or_default();
-        let key = format!("{}{}", self.prefix, self.me);
+        let key = names::member_key(&self.group, &self.member_id);
         put_ttl(
             &self.js,
             names::MEMBERS_BUCKET,
@@ -120,21 +119,16 @@ impl Coordination {
         )
         .await
         .map(|_| ())
-        .map_err(|text| {
-            Error::new(
-                crate::error::ErrorKind::Broker,
-                format!("failed to write heartbeat {key}: {text}"),
-            )
-        })
+        .map_err(|e| crate::error::broker(format!("failed to write heartbeat {key}"), e))
     }
 
     /// Removes this member's key (a clean leave).
     pub(crate) async fn leave(&self) -> Result<()> {
-        let key = format!("{}{}", self.prefix, self.me);
+        let key = names::member_key(&self.group, &self.member_id);
         self.members
             .delete(&key)
             .await
-            .map_err(|e| Error::broker(format!("failed to remove member key {key}"), e))
+            .map_err(|e| crate::error::broker(format!("failed to remove member key {key}"), e))
     }
 
     /// Follows the live member set (escaped member ids) until `cancel`.
@@ -182,7 +176,7 @@ impl Coordination {
         let revision = match stale {
             Some(rev) => put_ttl(
                 &self.js,
-                LEASES_BUCKET,
+                names::LEASES_BUCKET,
                 &key,
                 self.me.clone().into(),
                 Some(rev),
@@ -194,7 +188,7 @@ impl Coordination {
                 create_ttl(
                     &self.js,
                     &self.leases,
-                    LEASES_BUCKET,
+                    names::LEASES_BUCKET,
                     &key,
                     self.me.clone().into(),
                     self.ttl,
@@ -240,11 +234,11 @@ impl Coordination {
                     lease.fenced.cancel();
                     return;
                 }
-                r = put_ttl(&self.js, LEASES_BUCKET, &lease.key, self.me.clone().into(), Some(revision), self.ttl) => r,
+                r = put_ttl(&self.js, names::LEASES_BUCKET, &lease.key, self.me.clone().into(), Some(revision), self.ttl) => r,
             };
             match result {
                 Ok(rev) => lease.renewed(rev, sent + self.validity()),
-                Err(text) if text.contains("wrong last sequence") || text.contains("10071") => {
+                Err(e) if lost_race(&e) => {
                     warn!(
                         partition = lease.partition,
                         "lease taken over by another member: fencing"
@@ -252,8 +246,8 @@ impl Coordination {
                     lease.fenced.cancel();
                     return;
                 }
-                Err(text) => {
-                    warn!(partition = lease.partition, error = %text, "lease renewal failed, retrying")
+                Err(e) => {
+                    warn!(partition = lease.partition, error = %e, "lease renewal failed, retrying")
                 }
             }
         }

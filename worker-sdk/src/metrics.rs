@@ -67,6 +67,10 @@ pub enum Outcome {
 
 impl Outcome {
     /// The label value: `success` or `failure`.
+    ///
+    /// ```
+    /// assert_eq!(sluice_worker::metrics::Outcome::Success.as_str(), "success");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Success => "success",
@@ -122,6 +126,11 @@ pub struct WorkerMetrics {
 
 impl WorkerMetrics {
     /// Metrics of the consumer group `group`, in a fresh registry.
+    ///
+    /// ```
+    /// let m = sluice_worker::WorkerMetrics::new("billing");
+    /// assert_eq!(m.group(), "billing");
+    /// ```
     pub fn new(group: impl Into<String>) -> Self {
         let group = group.into();
         let processed = Family::<GroupLabels, Counter>::default();
@@ -199,38 +208,74 @@ impl WorkerMetrics {
     }
 
     /// The group these metrics are labelled with.
+    ///
+    /// ```
+    /// let m = sluice_worker::WorkerMetrics::new("billing");
+    /// assert_eq!(m.group(), "billing");
+    /// ```
     pub fn group(&self) -> &str {
         &self.group
     }
 
     /// A message was handled successfully in `duration`.
+    ///
+    /// ```
+    /// let m = sluice_worker::WorkerMetrics::new("billing");
+    /// m.record_processed(std::time::Duration::from_millis(3));
+    /// ```
     pub fn record_processed(&self, duration: Duration) {
         self.processed.get_or_create(&self.group_labels()).inc();
         self.observe_handler(Outcome::Success, duration);
     }
 
     /// A handler attempt failed.
+    ///
+    /// ```
+    /// let m = sluice_worker::WorkerMetrics::new("billing");
+    /// m.record_failed();
+    /// ```
     pub fn record_failed(&self) {
         self.failed.get_or_create(&self.group_labels()).inc();
     }
 
     /// A handler attempt failed after `duration` (counts the failure and its latency).
+    ///
+    /// ```
+    /// let m = sluice_worker::WorkerMetrics::new("billing");
+    /// m.record_failed_after(std::time::Duration::from_millis(3));
+    /// ```
     pub fn record_failed_after(&self, duration: Duration) {
         self.record_failed();
         self.observe_handler(Outcome::Failure, duration);
     }
 
     /// A failed message was scheduled for another attempt.
+    ///
+    /// ```
+    /// let m = sluice_worker::WorkerMetrics::new("billing");
+    /// m.record_retried();
+    /// ```
     pub fn record_retried(&self) {
         self.retried.get_or_create(&self.group_labels()).inc();
     }
 
     /// A message was moved to the dead-letter queue.
+    ///
+    /// ```
+    /// let m = sluice_worker::WorkerMetrics::new("billing");
+    /// m.record_dead_lettered();
+    /// ```
     pub fn record_dead_lettered(&self) {
         self.dead_lettered.get_or_create(&self.group_labels()).inc();
     }
 
     /// Records one handler call's latency.
+    ///
+    /// ```
+    /// use sluice_worker::metrics::Outcome;
+    /// let m = sluice_worker::WorkerMetrics::new("billing");
+    /// m.observe_handler(Outcome::Success, std::time::Duration::from_millis(3));
+    /// ```
     pub fn observe_handler(&self, outcome: Outcome, duration: Duration) {
         self.handler_duration
             .get_or_create(&OutcomeLabels {
@@ -241,6 +286,11 @@ impl WorkerMetrics {
     }
 
     /// Sets the lag of an owned partition (queues use partition 0).
+    ///
+    /// ```
+    /// let m = sluice_worker::WorkerMetrics::new("billing");
+    /// m.set_partition_lag(2, 150);
+    /// ```
     pub fn set_partition_lag(&self, partition: u32, lag: u64) {
         self.partition_lag
             .get_or_create(&PartitionLabels {
@@ -251,6 +301,12 @@ impl WorkerMetrics {
     }
 
     /// Drops the lag series of a partition this worker no longer owns.
+    ///
+    /// ```
+    /// let m = sluice_worker::WorkerMetrics::new("billing");
+    /// m.set_partition_lag(2, 150);
+    /// m.remove_partition_lag(2); // partition 2 moved to another member
+    /// ```
     pub fn remove_partition_lag(&self, partition: u32) {
         self.partition_lag.remove(&PartitionLabels {
             group: self.group.clone(),
@@ -259,6 +315,12 @@ impl WorkerMetrics {
     }
 
     /// Marks the worker ready (or not) for `/readyz`.
+    ///
+    /// ```
+    /// let m = sluice_worker::WorkerMetrics::new("billing");
+    /// m.set_ready(true);
+    /// assert!(m.is_ready());
+    /// ```
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
         self.ready_gauge
@@ -267,11 +329,26 @@ impl WorkerMetrics {
     }
 
     /// Whether the worker is ready.
+    ///
+    /// ```
+    /// let m = sluice_worker::WorkerMetrics::new("billing");
+    /// assert!(!m.is_ready());
+    /// ```
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }
 
     /// The metrics in the OpenMetrics text format.
+    ///
+    /// ```
+    /// let m = sluice_worker::WorkerMetrics::new("billing");
+    /// m.record_retried();
+    /// let text = m.encode().unwrap_or_default();
+    /// assert!(text.contains("sluice_worker"));
+    /// ```
+    ///
+    /// # Errors
+    /// [`MetricsError::Encode`] when the registry cannot be encoded (a bug).
     pub fn encode(&self) -> Result<String, MetricsError> {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
@@ -309,9 +386,9 @@ impl WorkerMetrics {
 /// Plugs the metrics into a [`Worker`](crate::Worker):
 /// `worker.observer(Arc::new(metrics.clone()))`.
 impl crate::hooks::Observer for WorkerMetrics {
-    fn event(&self, event: crate::hooks::Event, _partition: u32, latency: Option<Duration>) {
+    fn event(&self, e: &crate::hooks::MessageEvent<'_>) {
         use crate::hooks::Event;
-        match (event, latency) {
+        match (e.event, e.latency) {
             (Event::Processed, Some(latency)) => self.record_processed(latency),
             (Event::Processed, None) => {
                 self.processed.get_or_create(&self.group_labels()).inc();
@@ -365,6 +442,14 @@ pub enum MetricsError {
 }
 
 /// Parses a listen address; `:9090` means every interface, port 9090.
+///
+/// ```
+/// let addr = sluice_worker::metrics::parse_listen_addr(":9090").unwrap();
+/// assert_eq!(addr.port(), 9090);
+/// ```
+///
+/// # Errors
+/// [`MetricsError::InvalidAddress`] when `value` is neither `host:port` nor `:port`.
 pub fn parse_listen_addr(value: &str) -> Result<SocketAddr, MetricsError> {
     let trimmed = value.trim();
     let candidate = if trimmed.starts_with(':') {
@@ -387,6 +472,17 @@ pub struct MetricsServer {
 
 impl MetricsServer {
     /// Binds `addr` (port 0 picks a free port) and serves in a background task.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), sluice_worker::metrics::MetricsError> {
+    /// use sluice_worker::{MetricsServer, WorkerMetrics};
+    /// let server = MetricsServer::serve("127.0.0.1:0".parse().unwrap(), WorkerMetrics::new("billing")).await?;
+    /// println!("metrics at http://{}/metrics", server.local_addr());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`MetricsError::Bind`] when the address cannot be bound (in use, no permission).
     #[instrument(skip(metrics), fields(group = %metrics.group))]
     pub async fn serve(addr: SocketAddr, metrics: WorkerMetrics) -> Result<Self, MetricsError> {
         let listener = TcpListener::bind(addr)
@@ -406,6 +502,19 @@ impl MetricsServer {
     }
 
     /// Serves on `SLUICE_METRICS_ADDR` when it is set; `Ok(None)` when it is not.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), sluice_worker::metrics::MetricsError> {
+    /// use sluice_worker::{MetricsServer, WorkerMetrics};
+    /// if let Some(server) = MetricsServer::serve_from_env(WorkerMetrics::new("billing")).await? {
+    ///     println!("serving on {}", server.local_addr());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`MetricsError::InvalidAddress`] when `SLUICE_METRICS_ADDR` is not a listen address;
+    /// [`MetricsError::Bind`] when it cannot be bound.
     pub async fn serve_from_env(metrics: WorkerMetrics) -> Result<Option<Self>, MetricsError> {
         match std::env::var(METRICS_ADDR_ENV) {
             Ok(value) if !value.trim().is_empty() => {
@@ -417,11 +526,23 @@ impl MetricsServer {
     }
 
     /// The bound address.
+    ///
+    /// ```no_run
+    /// # async fn run(server: sluice_worker::MetricsServer) {
+    /// let port = server.local_addr().port();
+    /// # let _ = port; }
+    /// ```
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
     /// Stops accepting connections and waits for the accept loop to end.
+    ///
+    /// ```no_run
+    /// # async fn run(server: sluice_worker::MetricsServer) {
+    /// server.shutdown().await;
+    /// # }
+    /// ```
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
         if let Some(task) = self.task.take() {
@@ -578,13 +699,20 @@ mod tests {
 
     #[test]
     fn worker_events_feed_the_counters() {
-        use crate::hooks::{Event, Observer};
+        use crate::hooks::{Event, MessageEvent, Observer};
         let m = WorkerMetrics::new("g");
-        m.event(Event::Processed, 0, Some(Duration::from_millis(2)));
-        m.event(Event::Failed, 0, Some(Duration::from_millis(2)));
-        m.event(Event::Retried, 0, None);
-        m.event(Event::DeadLettered, 1, None);
-        m.event(Event::Duplicate, 1, None);
+        let on = |event, partition, latency| MessageEvent {
+            event,
+            partition,
+            offset: 1,
+            key: None,
+            latency,
+        };
+        m.event(&on(Event::Processed, 0, Some(Duration::from_millis(2))));
+        m.event(&on(Event::Failed, 0, Some(Duration::from_millis(2))));
+        m.event(&on(Event::Retried, 0, None));
+        m.event(&on(Event::DeadLettered, 1, None));
+        m.event(&on(Event::Duplicate, 1, None));
         let text = m.encode().unwrap();
         for line in [
             "sluice_worker_messages_processed_total{group=\"g\"} 1",

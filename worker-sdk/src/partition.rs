@@ -37,7 +37,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::membership::{Coordination, Lease};
 use crate::process::{
     Origin, Outcome, Shared, dead_letter_exhausted, max_deliveries_subject, parse_max_deliveries,
@@ -76,7 +76,8 @@ fn seq_of(msg: &jetstream::Message) -> Option<u64> {
     msg.info().ok().map(|i| i.stream_sequence)
 }
 
-fn key_of(msg: &jetstream::Message) -> Option<String> {
+/// The message key (`Sluice-Key` header) of a delivery, if its producer set one.
+fn message_key(msg: &jetstream::Message) -> Option<String> {
     msg.headers
         .as_ref()
         .and_then(|h| h.get(headers::KEY))
@@ -180,19 +181,19 @@ impl Runner {
         let stream_name = names::topic_stream(&source, p);
         let durable = names::group_consumer(&cfg.group_ref()?);
         let stream = shared.js.get_stream(&stream_name).await.map_err(|e| {
-            Error::broker(format!("failed to open partition stream {stream_name}"), e)
+            crate::error::broker(format!("failed to open partition stream {stream_name}"), e)
         })?;
         let consumer: PullConsumer = stream
             .get_consumer::<pull::Config>(&durable)
             .await
             .map_err(|e| {
-                Error::broker_text(
+                crate::error::broker(
                     format!("failed to open consumer {stream_name}/{durable} (is the ConsumerGroup provisioned?)"),
                     e,
                 )
             })?;
         let info = consumer.get_info().await.map_err(|e| {
-            Error::broker(
+            crate::error::broker(
                 format!("failed to read consumer {stream_name}/{durable}"),
                 e,
             )
@@ -216,7 +217,9 @@ impl Runner {
             .client
             .subscribe(advisory_subject.clone())
             .await
-            .map_err(|e| Error::broker(format!("failed to subscribe to {advisory_subject}"), e))?;
+            .map_err(|e| {
+                crate::error::broker(format!("failed to subscribe to {advisory_subject}"), e)
+            })?;
         info!(partition = p, next_offset = next, "partition acquired");
         Ok(Self {
             ordering: cfg.ordering,
@@ -475,7 +478,7 @@ impl Runner {
                     let (seq, held) = entry.remove_entry();
                     self.next = seq + 1;
                     // Keyless messages have no order to keep: each is its own lane.
-                    let k = key_of(&held.msg).unwrap_or_else(|| format!("\u{0}{seq}"));
+                    let k = message_key(&held.msg).unwrap_or_else(|| format!("\u{0}{seq}"));
                     let queued = self.lanes.get(&k).is_some_and(|l| !l.is_empty());
                     if self.busy.contains(&k) || queued || self.inflight.len() >= max {
                         self.lanes.entry(k).or_default().push_back((seq, held));

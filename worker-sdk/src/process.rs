@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
-use backon::BackoffBuilder;
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use sluice_broker::GroupConfig;
 use sluice_broker::config::{Delivery, SourceKind};
 use sluice_broker::dlq::DeadLetter;
 use sluice_broker::names;
+use sluice_broker::{Backoff, GroupConfig};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -21,10 +20,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::error::HandlerError;
-use crate::hooks::{Event, Observer};
+use crate::hooks::{Event, MessageEvent, Observer};
 use crate::idempotency::IdempotencyStore;
 use crate::membership::Lease;
 use crate::message::{Context, Message};
+use crate::outputs::Outputs;
 
 /// A user handler, boxed.
 pub(crate) type BoxHandler =
@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub(crate) member_id: String,
     pub(crate) idempotency: IdempotencyStore,
     pub(crate) observer: Arc<dyn Observer>,
+    /// Where [`Context::topic`] and [`Context::queue`] publish.
+    pub(crate) outputs: Arc<Outputs>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -128,10 +130,14 @@ async fn with_progress<T>(
     }
 }
 
-/// First pause between two tries of an infrastructure step (idempotency store, DLQ).
-const INFRA_RETRY_MIN: Duration = Duration::from_millis(100);
-/// Longest pause between two tries of an infrastructure step.
-const INFRA_RETRY_MAX: Duration = Duration::from_secs(5);
+/// Pauses between two tries of an infrastructure step (idempotency store, DLQ): 100 ms
+/// doubling to 5 s.
+const INFRA_RETRY: Backoff = Backoff {
+    initial_ms: 100,
+    multiplier: 2.0,
+    max_ms: 5_000,
+    jitter: false,
+};
 
 /// Why [`persist`] gave up on a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +175,6 @@ where
 {
     let period = ack_wait / 3;
     let mut progress = tokio::time::interval_at(Instant::now() + period, period);
-    let mut delay = INFRA_RETRY_MIN;
     let mut failures = 0u32;
     loop {
         let attempt = op();
@@ -191,6 +196,7 @@ where
             Err(e) => e,
         };
         failures += 1;
+        let delay = INFRA_RETRY.delay_after(failures);
         warn!(error = %e, failures, retry_in = ?delay, "{what} failed: keeping the message and retrying");
         if stop.is_some_and(CancellationToken::is_cancelled) {
             return Err(Abandon::Stopped);
@@ -205,7 +211,6 @@ where
                 _ = progress.tick() => keep_alive(msg).await,
             }
         }
-        delay = (delay * 2).min(INFRA_RETRY_MAX);
     }
 }
 
@@ -226,27 +231,6 @@ async fn give_back(msg: &jetstream::Message, lease: Option<&Lease>) -> Outcome {
         debug!(error = %e, "nak failed: the message is redelivered after the ack wait");
     }
     Outcome::Unfinished
-}
-
-/// The delay before attempt `attempt + 1`, from the group's schedule (backon's exponential
-/// builder, with jitter when configured). Never more than `backoff.max`: the cap applies after
-/// the jitter.
-pub(crate) fn retry_delay(cfg: &GroupConfig, attempt: u32) -> Duration {
-    let b = &cfg.retry.backoff;
-    let cap = Duration::from_millis(b.max_ms);
-    let mut builder = backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(b.initial_ms))
-        .with_factor(b.multiplier as f32)
-        .with_max_delay(Duration::from_millis(b.max_ms))
-        .with_max_times(attempt as usize);
-    if b.jitter {
-        builder = builder.with_jitter();
-    }
-    builder
-        .build()
-        .nth(attempt.saturating_sub(1) as usize)
-        .unwrap_or_else(|| b.delay_after(attempt))
-        .min(cap)
 }
 
 /// Handles one delivery end to end. `stop` is cancelled when the partition or worker stops:
@@ -295,7 +279,7 @@ pub(crate) async fn process(
             match seen {
                 Ok(true) => {
                     debug!("already handled (idempotency store): acknowledging without handling");
-                    shared.observer.event(Event::Duplicate, origin.partition, None);
+                    shared.observer.event(&MessageEvent::of(Event::Duplicate, &message, None));
                     return ack(msg, lease).await;
                 }
                 Ok(false) => {}
@@ -322,12 +306,12 @@ pub(crate) async fn process(
             let result = call(shared, &message, None).await;
             return match result {
                 Ok(()) => {
-                    shared.observer.event(Event::Processed, origin.partition, Some(started.elapsed()));
+                    shared.observer.event(&MessageEvent::of(Event::Processed, &message, Some(started.elapsed())));
                     Outcome::Done
                 }
                 Err(e) => {
                     warn!(error = %e, "handler failed (at-most-once: not retried)");
-                    shared.observer.event(Event::Failed, origin.partition, Some(started.elapsed()));
+                    shared.observer.event(&MessageEvent::of(Event::Failed, &message, Some(started.elapsed())));
                     Outcome::Done
                 }
             };
@@ -359,12 +343,12 @@ pub(crate) async fn process(
                         }
                     }
                     // Reported once handling completed (and was recorded), before the ack.
-                    shared.observer.event(Event::Processed, origin.partition, Some(latency));
+                    shared.observer.event(&MessageEvent::of(Event::Processed, &message, Some(latency)));
                     return ack(msg, lease).await;
                 }
                 Err(e) => e,
             };
-            shared.observer.event(Event::Failed, origin.partition, Some(started.elapsed()));
+            shared.observer.event(&MessageEvent::of(Event::Failed, &message, Some(started.elapsed())));
             let first_failure = *first_failure.get_or_insert_with(OffsetDateTime::now_utc);
             let text = err.to_string();
             if !err.is_retryable() {
@@ -375,8 +359,8 @@ pub(crate) async fn process(
                 warn!(error = %text, attempt, "last attempt failed: dead-lettering");
                 return dead_letter(shared, &cfg, Some(msg), &message, attempt, &text, first_failure, lease, returnable).await;
             }
-            let delay = retry_delay(&cfg, attempt);
-            shared.observer.event(Event::Retried, origin.partition, None);
+            let delay = cfg.retry.backoff.delay_after(attempt);
+            shared.observer.event(&MessageEvent::of(Event::Retried, &message, None));
             if origin.in_place {
                 debug!(error = %text, attempt, ?delay, "retrying in place");
                 let waited = tokio::select! {
@@ -412,6 +396,7 @@ async fn call(
 ) -> Result<(), HandlerError> {
     let ctx = Context::new(
         shared.js.clone(),
+        shared.outputs.clone(),
         message.idempotency_key.clone(),
         shared.member_id.clone(),
         lease.map_or_else(CancellationToken::new, |l| l.fenced.child_token()),
@@ -480,7 +465,7 @@ pub(crate) async fn dead_letter(
         }
         shared
             .observer
-            .event(Event::DeadLettered, message.partition, None);
+            .event(&MessageEvent::of(Event::DeadLettered, message, None));
         return Outcome::DeadLettered;
     };
     let dlq_ref = match names::ResourceRef::new(cfg.namespace.clone(), dlq) {
@@ -555,7 +540,7 @@ pub(crate) async fn dead_letter(
     }
     shared
         .observer
-        .event(Event::DeadLettered, message.partition, None);
+        .event(&MessageEvent::of(Event::DeadLettered, message, None));
     Outcome::DeadLettered
 }
 
@@ -649,49 +634,7 @@ fn dlq_message_id(envelope: &DeadLetter, incoming: &async_nats::HeaderMap) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_broker::config::{SourceKind, SourceRef};
-
-    #[test]
-    fn retry_delays_follow_the_schedule_without_jitter() {
-        let mut cfg = GroupConfig::new(
-            "default",
-            "g",
-            SourceRef {
-                kind: SourceKind::Topic,
-                name: "t".into(),
-                partitions: 1,
-            },
-        );
-        cfg.retry.backoff.initial_ms = 100;
-        cfg.retry.backoff.multiplier = 2.0;
-        cfg.retry.backoff.max_ms = 350;
-        cfg.retry.backoff.jitter = false;
-        let ms: Vec<u128> = (1..5).map(|a| retry_delay(&cfg, a).as_millis()).collect();
-        assert_eq!(ms, vec![100, 200, 350, 350]);
-    }
-
-    #[test]
-    fn jitter_never_takes_a_delay_past_the_maximum() {
-        let mut cfg = GroupConfig::new(
-            "default",
-            "g",
-            SourceRef {
-                kind: SourceKind::Topic,
-                name: "t".into(),
-                partitions: 1,
-            },
-        );
-        cfg.retry.backoff.initial_ms = 100;
-        cfg.retry.backoff.multiplier = 2.0;
-        cfg.retry.backoff.max_ms = 400;
-        cfg.retry.backoff.jitter = true;
-        for _ in 0..200 {
-            for attempt in 1..8 {
-                let d = retry_delay(&cfg, attempt);
-                assert!(d <= Duration::from_millis(400), "attempt {attempt}: {d:?}");
-            }
-        }
-    }
+    use sluice_broker::config::SourceKind;
 
     #[test]
     fn a_replay_that_fails_again_is_dead_lettered_under_a_new_id() {

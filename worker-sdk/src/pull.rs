@@ -84,7 +84,7 @@ impl PinnedPull {
     ) -> Result<Self> {
         let inbox = client.new_inbox();
         let sub = client.subscribe(format!("{inbox}.*")).await.map_err(|e| {
-            Error::broker(
+            crate::error::broker(
                 format!("failed to subscribe for pulls from {stream}/{durable}"),
                 e,
             )
@@ -165,12 +165,7 @@ impl PinnedPull {
             batch: &config,
             pin: self.pin.as_deref(),
         })
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Broker,
-                format!("failed to encode a pull request: {e}"),
-            )
-        })?;
+        .map_err(|e| Error::with_source(ErrorKind::Broker, "failed to encode a pull request", e))?;
         self.client
             .publish_with_reply(
                 self.subject.clone(),
@@ -179,7 +174,7 @@ impl PinnedPull {
             )
             .await
             .map_err(|e| {
-                Error::broker(
+                crate::error::broker(
                     format!("failed to send a pull request to {}", self.subject),
                     e,
                 )

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::process::{
     Origin, Shared, dead_letter_exhausted, max_deliveries_subject, parse_max_deliveries, process,
 };
@@ -35,16 +35,14 @@ pub(crate) async fn run_queue_member(
     let stream_name = names::queue_stream(&cfg.source_ref()?);
     let durable = names::group_consumer(&cfg.group_ref()?);
     let span = info_span!("sluice.queue", stream = %stream_name);
-    let stream = shared
-        .js
-        .get_stream(&stream_name)
-        .await
-        .map_err(|e| Error::broker(format!("failed to open queue stream {stream_name}"), e))?;
+    let stream = shared.js.get_stream(&stream_name).await.map_err(|e| {
+        crate::error::broker(format!("failed to open queue stream {stream_name}"), e)
+    })?;
     let consumer: PullConsumer = stream
         .get_consumer::<pull::Config>(&durable)
         .await
         .map_err(|e| {
-            Error::broker_text(
+            crate::error::broker(
                 format!("failed to open consumer {stream_name}/{durable} (is the ConsumerGroup provisioned?)"),
                 e,
             )
@@ -56,7 +54,9 @@ pub(crate) async fn run_queue_member(
         .max_messages_per_batch(max)
         .messages()
         .await
-        .map_err(|e| Error::broker(format!("failed to pull from {stream_name}/{durable}"), e))?;
+        .map_err(|e| {
+            crate::error::broker(format!("failed to pull from {stream_name}/{durable}"), e)
+        })?;
     // Messages whose last delivery was never finished (a crashed member) are dead-lettered by
     // one member (a queue subscription) from the stream, as JetStream never delivers them again.
     let advisory_subject = max_deliveries_subject(&stream_name, &durable);
@@ -64,7 +64,9 @@ pub(crate) async fn run_queue_member(
         .client
         .queue_subscribe(advisory_subject.clone(), durable.clone())
         .await
-        .map_err(|e| Error::broker(format!("failed to subscribe to {advisory_subject}"), e))?;
+        .map_err(|e| {
+            crate::error::broker(format!("failed to subscribe to {advisory_subject}"), e)
+        })?;
     info!(stream = %stream_name, "consuming queue");
     joined();
     let stream_name: Arc<str> = stream_name.into();

@@ -63,22 +63,43 @@ impl Extractor for HeaderExtractor<'_> {
 
 /// Injects an OpenTelemetry context into `headers` as `traceparent`/`tracestate`.
 /// An empty context (no OpenTelemetry layer installed, or a disabled span) writes nothing.
+///
+/// ```
+/// let mut headers = async_nats::HeaderMap::new();
+/// sluice_worker::telemetry::inject_context(&opentelemetry::Context::current(), &mut headers);
+/// ```
 pub fn inject_context(cx: &opentelemetry::Context, headers: &mut HeaderMap) {
     TraceContextPropagator::new().inject_context(cx, &mut HeaderInjector(headers));
 }
 
 /// Injects the trace context of `span` into `headers`.
+///
+/// ```
+/// let mut headers = async_nats::HeaderMap::new();
+/// let span = tracing::info_span!("publish");
+/// sluice_worker::telemetry::inject(&span, &mut headers);
+/// ```
 pub fn inject(span: &Span, headers: &mut HeaderMap) {
     inject_context(&span.context(), headers);
 }
 
 /// Injects the trace context of the current span into `headers`.
+///
+/// ```
+/// let mut headers = async_nats::HeaderMap::new();
+/// sluice_worker::telemetry::inject_current(&mut headers); // then publish with these headers
+/// ```
 pub fn inject_current(headers: &mut HeaderMap) {
     inject(&Span::current(), headers);
 }
 
 /// Extracts the OpenTelemetry context carried by `headers` (empty when there is none or it is
 /// malformed: a bad header never fails message handling).
+///
+/// ```
+/// let cx = sluice_worker::telemetry::extract(&async_nats::HeaderMap::new());
+/// # let _ = cx;
+/// ```
 pub fn extract(headers: &HeaderMap) -> opentelemetry::Context {
     TraceContextPropagator::new().extract(&HeaderExtractor(headers))
 }
@@ -86,6 +107,12 @@ pub fn extract(headers: &HeaderMap) -> opentelemetry::Context {
 /// Makes `span` a child of the trace carried by `headers`, if any. Returns whether a parent was
 /// set (false when the headers carry no valid trace context or no OpenTelemetry layer records
 /// `span`); failing to link a trace never fails message handling.
+///
+/// ```
+/// let span = tracing::info_span!("handle");
+/// let linked = sluice_worker::telemetry::set_parent_from_headers(&span, &async_nats::HeaderMap::new());
+/// assert!(!linked); // no trace context in these headers
+/// ```
 pub fn set_parent_from_headers(span: &Span, headers: &HeaderMap) -> bool {
     use opentelemetry::trace::TraceContextExt as _;
     let cx = extract(headers);
@@ -129,6 +156,13 @@ pub struct TracingGuard {
 
 impl TracingGuard {
     /// Whether spans are exported over OTLP.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), sluice_worker::telemetry::TelemetryError> {
+    /// let guard = sluice_worker::telemetry::init_tracing()?;
+    /// println!("exporting over OTLP: {}", guard.exports_otlp());
+    /// # Ok(()) }
+    /// ```
     pub fn exports_otlp(&self) -> bool {
         self.provider.is_some()
     }
@@ -154,6 +188,10 @@ impl Drop for TracingGuard {
 ///
 /// # Errors
 /// `RUST_LOG` does not parse, or a subscriber is installed already.
+///
+/// ```no_run
+/// sluice_worker::telemetry::init_stderr_logging().ok();
+/// ```
 pub fn init_stderr_logging() -> Result<(), TelemetryError> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(value) if !value.trim().is_empty() => EnvFilter::try_new(value)?,
@@ -172,6 +210,18 @@ pub fn init_stderr_logging() -> Result<(), TelemetryError> {
 /// by the SDK). Also installs the W3C propagator globally.
 ///
 /// Call it once, inside a Tokio runtime (the gRPC exporter needs one), and keep the guard.
+///
+/// ```no_run
+/// #[tokio::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let _guard = sluice_worker::telemetry::init_tracing()?; // keep it until the program ends
+///     Ok(())
+/// }
+/// ```
+///
+/// # Errors
+/// `RUST_LOG` does not parse, the OTLP exporter cannot be built, or a subscriber is installed
+/// already.
 pub fn init_tracing() -> Result<TracingGuard, TelemetryError> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(value) if !value.trim().is_empty() => EnvFilter::try_new(value)?,

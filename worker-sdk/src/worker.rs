@@ -23,6 +23,7 @@ use crate::kv::ttl_secs;
 use crate::membership::Coordination;
 use crate::message::{Context, Message};
 use crate::metrics::{METRICS_ADDR_ENV, MetricsServer, WorkerMetrics, parse_listen_addr};
+use crate::outputs::Outputs;
 use crate::process::{BoxHandler, Shared};
 use crate::queue::run_queue_member;
 
@@ -35,11 +36,30 @@ pub struct ShutdownHandle {
 
 impl ShutdownHandle {
     /// Asks the worker to shut down.
+    ///
+    /// ```no_run
+    /// # async fn run() -> sluice_worker::Result<()> {
+    /// let worker = sluice_worker::Worker::from_env()?;
+    /// let stop = worker.shutdown_handle();
+    /// tokio::spawn(async move {
+    ///     tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    ///     stop.shutdown(); // run() drains, leaves the group and returns Ok
+    /// });
+    /// worker.run(|_msg, _ctx| async { Ok(()) }).await
+    /// # }
+    /// ```
     pub fn shutdown(&self) {
         self.token.cancel();
     }
 
     /// Whether shutdown was asked for.
+    ///
+    /// ```
+    /// let handle = sluice_worker::ShutdownHandle::default();
+    /// assert!(!handle.is_shutting_down());
+    /// handle.shutdown();
+    /// assert!(handle.is_shutting_down());
+    /// ```
     pub fn is_shutting_down(&self) -> bool {
         self.token.is_cancelled()
     }
@@ -73,6 +93,11 @@ pub struct WorkerOptions {
 
 impl WorkerOptions {
     /// Options for one group with defaults for everything else.
+    ///
+    /// ```
+    /// let options = sluice_worker::WorkerOptions::new("nats://127.0.0.1:4222", "shop", "billing", "billing-0");
+    /// assert_eq!(options.group, "billing");
+    /// ```
     pub fn new(
         urls: &str,
         namespace: impl Into<String>,
@@ -96,6 +121,17 @@ impl WorkerOptions {
     /// `SLUICE_BROKER_PASSWORD`, `SLUICE_NAMESPACE` (default `default`), `SLUICE_GROUP` and
     /// `SLUICE_MEMBER_ID` (default `<hostname>-<pid>`) and `SLUICE_METRICS_ADDR` (optional,
     /// `host:port` or `:port`).
+    ///
+    /// ```no_run
+    /// # fn f() -> sluice_worker::Result<()> {
+    /// let options = sluice_worker::WorkerOptions::from_env()?;
+    /// println!("member {} of {}/{}", options.member_id, options.namespace, options.group);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] when `SLUICE_BROKER_URL` or `SLUICE_GROUP` is not set, or
+    /// `SLUICE_METRICS_ADDR` is not a listen address.
     pub fn from_env() -> Result<Self> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
@@ -160,6 +196,11 @@ pub struct Worker {
 
 impl Worker {
     /// A worker with explicit options. It records [`WorkerMetrics`] labelled with its group.
+    ///
+    /// ```
+    /// let worker = sluice_worker::Worker::new(sluice_worker::WorkerOptions::new("nats://127.0.0.1:4222", "shop", "billing", "billing-0"));
+    /// assert_eq!(worker.options().group, "billing");
+    /// ```
     pub fn new(options: WorkerOptions) -> Self {
         let metrics = WorkerMetrics::new(options.group.clone());
         Self {
@@ -171,17 +212,39 @@ impl Worker {
     }
 
     /// A worker configured from the `SLUICE_*` environment (see [`WorkerOptions::from_env`]).
+    ///
+    /// ```no_run
+    /// # fn f() -> sluice_worker::Result<()> {
+    /// let worker = sluice_worker::Worker::from_env()?;
+    /// # let _ = worker; Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`WorkerOptions::from_env`].
     pub fn from_env() -> Result<Self> {
         Ok(Self::new(WorkerOptions::from_env()?))
     }
 
     /// Sets how long shutdown and handoff wait for running handlers.
+    ///
+    /// ```
+    /// # let worker = sluice_worker::Worker::new(sluice_worker::WorkerOptions::new("nats://127.0.0.1:4222", "shop", "billing", "billing-0"));
+    /// let worker = worker.drain_timeout(std::time::Duration::from_secs(10));
+    /// assert_eq!(worker.options().drain_timeout.as_secs(), 10);
+    /// ```
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.options.drain_timeout = timeout;
         self
     }
 
     /// Whether to shut down on SIGTERM/SIGINT (default true).
+    ///
+    /// ```
+    /// # let worker = sluice_worker::Worker::new(sluice_worker::WorkerOptions::new("nats://127.0.0.1:4222", "shop", "billing", "billing-0"));
+    /// // Embedded in a bigger program that handles signals itself (stop it with a ShutdownHandle).
+    /// let worker = worker.handle_signals(false);
+    /// assert!(!worker.options().handle_signals);
+    /// ```
     pub fn handle_signals(mut self, yes: bool) -> Self {
         self.options.handle_signals = yes;
         self
@@ -203,6 +266,14 @@ impl Worker {
 
     /// Also reports message events (processed, failed, retried, dead-lettered, duplicate) to
     /// `observer`, after the worker's own metrics. Can be called more than once.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use sluice_worker::hooks::{LogObserver};
+    /// # let worker = sluice_worker::Worker::new(sluice_worker::WorkerOptions::new("nats://127.0.0.1:4222", "shop", "billing", "billing-0"));
+    /// let worker = worker.observer(Arc::new(LogObserver));
+    /// # let _ = worker;
+    /// ```
     pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
         self.observers.push(observer);
         self
@@ -210,28 +281,72 @@ impl Worker {
 
     /// Records into `metrics` instead of a fresh registry (e.g. one your program serves or
     /// extends itself).
+    ///
+    /// ```
+    /// use sluice_worker::WorkerMetrics;
+    /// let shared = WorkerMetrics::new("billing");
+    /// # let worker = sluice_worker::Worker::new(sluice_worker::WorkerOptions::new("nats://127.0.0.1:4222", "shop", "billing", "billing-0"));
+    /// let worker = worker.with_metrics(shared.clone());
+    /// # let _ = worker;
+    /// ```
     pub fn with_metrics(mut self, metrics: WorkerMetrics) -> Self {
         self.metrics = metrics;
         self
     }
 
     /// The worker's metrics (a handle on the same registry the worker records into).
+    ///
+    /// ```
+    /// let worker = sluice_worker::Worker::new(sluice_worker::WorkerOptions::new("nats://127.0.0.1:4222", "shop", "billing", "billing-0"));
+    /// let text = worker.metrics().encode().unwrap_or_default();
+    /// # let _ = text;
+    /// ```
     pub fn metrics(&self) -> WorkerMetrics {
         self.metrics.clone()
     }
 
     /// A handle that shuts this worker down.
+    ///
+    /// ```
+    /// let worker = sluice_worker::Worker::new(sluice_worker::WorkerOptions::new("nats://127.0.0.1:4222", "shop", "billing", "billing-0"));
+    /// let stop = worker.shutdown_handle();
+    /// assert!(!stop.is_shutting_down());
+    /// ```
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
     }
 
     /// The options.
+    ///
+    /// ```
+    /// let worker = sluice_worker::Worker::new(sluice_worker::WorkerOptions::new("nats://127.0.0.1:4222", "shop", "billing", "billing-0"));
+    /// assert_eq!(worker.options().namespace, "shop");
+    /// ```
     pub fn options(&self) -> &WorkerOptions {
         &self.options
     }
 
     /// Joins the group and handles messages until shutdown; returns `Ok` after a clean
     /// shutdown, an error when the broker or the group config is unusable.
+    ///
+    /// ```no_run
+    /// # async fn run() -> sluice_worker::Result<()> {
+    /// use sluice_worker::{HandlerError, Worker};
+    /// Worker::from_env()?
+    ///     .run(|msg, ctx| async move {
+    ///         ctx.queue("emails").send(msg.payload).await.map_err(HandlerError::retryable)?;
+    ///         Ok(())
+    ///     })
+    ///     .await
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] when the options or the group's config are invalid;
+    /// [`ErrorKind::Broker`] when the broker cannot be reached or refuses the group's consumers;
+    /// [`ErrorKind::GroupNotFound`] when the group's config does not appear on the config channel
+    /// within `config_timeout`; [`ErrorKind::GroupRemoved`] when the group is deleted while the
+    /// worker runs.
     pub async fn run<F, Fut>(self, handler: F) -> Result<()>
     where
         F: Fn(Message, Context) -> Fut + Send + Sync + 'static,
@@ -337,6 +452,13 @@ async fn run_member(
         shutdown.clone(),
     ));
     let js = broker.jetstream().clone();
+    let outputs = Outputs::new(broker.clone(), o.namespace.clone()).map_err(|e| {
+        Error::with_source(
+            ErrorKind::Config,
+            "failed to set up the handler's outputs",
+            e,
+        )
+    })?;
     let shared = Arc::new(Shared {
         client: broker.client().clone(),
         js: js.clone(),
@@ -345,6 +467,7 @@ async fn run_member(
         member_id: o.member_id.clone(),
         idempotency: IdempotencyStore::new(js.clone()),
         observer,
+        outputs: Arc::new(outputs),
     });
     let result = match kind {
         SourceKind::Topic => {

@@ -154,7 +154,7 @@ async fn losing_one_node_stops_no_group() {
     let idem = names::idempotency_bucket(&ResourceRef::new(NS, "billing").unwrap());
     for bucket in [
         names::MEMBERS_BUCKET,
-        sluice_worker::membership::LEASES_BUCKET,
+        names::LEASES_BUCKET,
         names::GROUP_CONFIG_BUCKET,
         idem.as_str(),
     ] {
@@ -164,7 +164,7 @@ async fn losing_one_node_stops_no_group() {
     // Kill the node leading the lease bucket: the worst case for the group's coordination.
     let mut stream = broker
         .jetstream()
-        .get_stream(format!("KV_{}", sluice_worker::membership::LEASES_BUCKET))
+        .get_stream(format!("KV_{}", names::LEASES_BUCKET))
         .await
         .unwrap();
     let leader = stream

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
-use sluice_broker::dlq::{DeadLetter, headers, replay_headers};
+use sluice_broker::dlq::{DeadLetter, StoredDeadLetter};
 use sluice_broker::partitioner::{KeylessSpreader, choose_partition};
 use sluice_broker::{Broker, ResourceRef, names};
 use time::OffsetDateTime;
@@ -146,40 +146,17 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
     result
 }
 
-/// A message read from the DLQ.
-struct Entry {
-    seq: u64,
-    envelope: DeadLetter,
-    message: async_nats::jetstream::message::StreamMessage,
-}
-
-async fn entries(broker: &Broker, ns: &str, dlq: &str) -> anyhow::Result<Vec<Entry>> {
+/// The dead letters of `ns/dlq`, reporting messages Sluice did not write on stderr.
+async fn entries(broker: &Broker, ns: &str, dlq: &str) -> anyhow::Result<Vec<StoredDeadLetter>> {
     let r = ResourceRef::new(ns, dlq)?;
-    let mut stream = broker
-        .jetstream()
-        .get_stream(names::dlq_stream(&r))
+    let read = broker
+        .dead_letters(&r)
         .await
         .with_context(|| format!("DeadLetterQueue {r} does not exist on the broker"))?;
-    let state = stream.info().await?.state.clone();
-    let mut out = Vec::new();
-    if state.messages == 0 {
-        return Ok(out);
+    for e in &read.skipped {
+        eprintln!("skipping {e}");
     }
-    for seq in state.first_sequence..=state.last_sequence {
-        // Deleted sequences (replayed messages) are gaps.
-        let Ok(message) = stream.get_raw_message(seq).await else {
-            continue;
-        };
-        match DeadLetter::decode(&message.headers) {
-            Ok(envelope) => out.push(Entry {
-                seq,
-                envelope,
-                message,
-            }),
-            Err(e) => eprintln!("skipping DLQ message {seq}: {e}"),
-        }
-    }
-    Ok(out)
+    Ok(read.letters)
 }
 
 async fn list(broker: &Broker, ns: &str, dlq: &str, filter: &Filter) -> anyhow::Result<()> {
@@ -188,14 +165,14 @@ async fn list(broker: &Broker, ns: &str, dlq: &str, filter: &Filter) -> anyhow::
         "SEQ    GROUP                SOURCE                    PARTITION/OFFSET  ATTEMPTS  AGE     LAST ERROR"
     );
     for e in entries(broker, ns, dlq).await? {
-        if !filter.matches(e.seq, &e.envelope) {
+        if !filter.matches(e.sequence, &e.envelope) {
             continue;
         }
         let dl = &e.envelope;
         let age = Duration::try_from(now - dl.last_failure).unwrap_or_default();
         println!(
             "{:<7}{:<21}{:<26}{:<18}{:<10}{:<8}{}",
-            e.seq,
+            e.sequence,
             dl.group,
             format!("{:?}/{}", dl.source_kind, dl.source_name).to_lowercase(),
             format!("{}/{}", dl.partition, dl.offset),
@@ -208,23 +185,19 @@ async fn list(broker: &Broker, ns: &str, dlq: &str, filter: &Filter) -> anyhow::
 }
 
 async fn show(broker: &Broker, ns: &str, dlq: &str, seq: u64) -> anyhow::Result<()> {
-    let entry = entries(broker, ns, dlq)
-        .await?
-        .into_iter()
-        .find(|e| e.seq == seq)
+    let entry = broker
+        .dead_letter(&ResourceRef::new(ns, dlq)?, seq)
+        .await
         .with_context(|| format!("DLQ {ns}/{dlq} has no message with sequence {seq}"))?;
     println!("sequence: {seq}");
-    for (name, values) in entry.message.headers.iter() {
+    for (name, values) in entry.headers.iter() {
         for value in values {
             println!("{name}: {value}");
         }
     }
-    match std::str::from_utf8(&entry.message.payload) {
+    match std::str::from_utf8(&entry.payload) {
         Ok(text) => println!("\n{text}"),
-        Err(_) => println!(
-            "\n<{} bytes of binary payload>",
-            entry.message.payload.len()
-        ),
+        Err(_) => println!("\n<{} bytes of binary payload>", entry.payload.len()),
     }
     Ok(())
 }
@@ -262,10 +235,10 @@ async fn replay(
     rate: Option<f64>,
     keep: bool,
 ) -> anyhow::Result<usize> {
-    let selected: Vec<Entry> = entries(broker, ns, dlq)
+    let selected: Vec<StoredDeadLetter> = entries(broker, ns, dlq)
         .await?
         .into_iter()
-        .filter(|e| filter.matches(e.seq, &e.envelope))
+        .filter(|e| filter.matches(e.sequence, &e.envelope))
         .collect();
     let partitions = match to.and_then(|t| t.strip_prefix("topic/")) {
         Some(name) => {
@@ -283,33 +256,27 @@ async fn replay(
     let pause = rate
         .filter(|r| *r > 0.0)
         .map(|r| Duration::from_secs_f64(1.0 / r));
-    let dlq_stream = names::dlq_stream(&ResourceRef::new(ns, dlq)?);
-    let stream = broker.jetstream().get_stream(&dlq_stream).await?;
+    let dlq_ref = ResourceRef::new(ns, dlq)?;
     let total = selected.len();
     for (done, e) in selected.into_iter().enumerate() {
-        let key = e
-            .message
-            .headers
-            .get(headers::KEY)
-            .map(|v| v.as_str().as_bytes().to_vec());
-        let subject = destination(to, ns, &e.envelope, key.as_deref(), partitions, &spreader)?;
-        let hdrs = replay_headers(&e.message.headers, e.seq);
+        let key = e.key().map(str::as_bytes);
+        let subject = destination(to, ns, &e.envelope, key, partitions, &spreader)?;
         let ack = broker
             .jetstream()
-            .publish_with_headers(subject.clone(), hdrs, e.message.payload.clone())
+            .publish_with_headers(subject.clone(), e.replay_headers(), e.payload.clone())
             .await
-            .with_context(|| format!("failed to replay DLQ message {} to {subject}", e.seq))?;
+            .with_context(|| format!("failed to replay DLQ message {} to {subject}", e.sequence))?;
         ack.await.with_context(|| {
             format!(
                 "the broker did not acknowledge the replay of DLQ message {} to {subject}",
-                e.seq
+                e.sequence
             )
         })?;
         if !keep {
-            stream
-                .delete_message(e.seq)
+            broker
+                .remove_dead_letter(&dlq_ref, e.sequence)
                 .await
-                .with_context(|| format!("replayed DLQ message {} but could not remove it; a repeated replay is de-duplicated", e.seq))?;
+                .with_context(|| format!("replayed DLQ message {} but could not remove it; a repeated replay is de-duplicated", e.sequence))?;
         }
         progress(done + 1, total);
         if let Some(pause) = pause {
