@@ -1,6 +1,8 @@
 //! `sluice-broker`: the mapping of Sluice's Topics, Queues, DeadLetterQueues and
 //! ConsumerGroups onto NATS JetStream. No Kubernetes types live here.
 //!
+//! Where each concept lives across the crates: `docs/architecture.md` in the repository.
+//!
 //! - [`names`]: deterministic, collision-free names for streams, subjects, consumers, buckets.
 //! - [`partitioner`]: Kafka-compatible key -> partition (murmur2).
 //! - [`backoff`]: [`Backoff`], the one exponential backoff policy (retries, redelivery, requeues).

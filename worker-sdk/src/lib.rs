@@ -1,5 +1,7 @@
 //! `sluice-worker`: write workers for Sluice consumer groups.
 //!
+//! Where each concept lives across the crates: `docs/architecture.md` in the repository.
+//!
 //! A worker needs only the broker URL, credentials and its group name (the `SLUICE_*`
 //! environment the operator sets); everything else — source, delivery mode, ordering, retry,
 //! dead-lettering — comes from the group's config on the broker's config channel and applies
