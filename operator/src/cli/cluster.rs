@@ -295,18 +295,7 @@ mod tests {
     use crate::crd::BrokerSpec;
 
     fn broker(name: &str) -> Broker {
-        let mut b = Broker::new(
-            name,
-            BrokerSpec {
-                replicas: 3,
-                version: None,
-                storage: None,
-                resources: None,
-                jetstream: None,
-                durability: None,
-                auth: None,
-            },
-        );
+        let mut b = Broker::new(name, BrokerSpec::with_replicas(3));
         b.metadata.namespace = Some("shop".into());
         b
     }

@@ -91,18 +91,7 @@ mod tests {
     use crate::crd::{BrokerSpec, BrokerStatus};
 
     fn broker(replicas: u32, ready: Option<i32>) -> Broker {
-        let mut b = Broker::new(
-            "main",
-            BrokerSpec {
-                replicas,
-                version: None,
-                storage: None,
-                resources: None,
-                jetstream: None,
-                durability: None,
-                auth: None,
-            },
-        );
+        let mut b = Broker::new("main", BrokerSpec::with_replicas(replicas));
         b.status = ready.map(|r| BrokerStatus {
             ready_replicas: Some(r),
             ..BrokerStatus::default()

@@ -70,6 +70,21 @@ pub struct BrokerSpec {
     pub auth: Option<BrokerAuth>,
 }
 
+impl BrokerSpec {
+    /// A spec with `replicas` servers and every other setting left to its default.
+    pub fn with_replicas(replicas: u32) -> Self {
+        BrokerSpec {
+            replicas,
+            version: None,
+            storage: None,
+            resources: None,
+            jetstream: None,
+            durability: None,
+            auth: None,
+        }
+    }
+}
+
 /// Persistent volume settings.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -30,18 +30,7 @@ pub(super) fn namespaces(m: &Manifests) -> BTreeSet<String> {
 }
 
 pub(super) fn dev_broker(namespace: &str, name: &str) -> Broker {
-    let mut b = Broker::new(
-        name,
-        BrokerSpec {
-            replicas: 1,
-            version: None,
-            storage: None,
-            resources: None,
-            jetstream: None,
-            durability: None,
-            auth: None,
-        },
-    );
+    let mut b = Broker::new(name, BrokerSpec::with_replicas(1));
     b.metadata.namespace = Some(namespace.to_string());
     b
 }
