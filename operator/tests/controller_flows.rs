@@ -172,7 +172,7 @@ async fn invalid_specs_wait_for_a_change_and_missing_brokers_retry() {
             .reason,
         "BrokerNotFound"
     );
-    assert!(matches!(out.requeue, Requeue::After(_)));
+    assert_eq!(out.requeue, Requeue::Missing);
 }
 
 #[tokio::test]

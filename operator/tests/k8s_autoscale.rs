@@ -110,6 +110,19 @@ async fn k8s_worker_replicas_follow_the_autoscaler() {
         }
     })
     .await;
+    // The status is written after the Deployment, in the same reconcile.
+    wait_until(WAIT, "the decision in the group's status", || {
+        let groups = groups.clone();
+        async move {
+            groups
+                .get("billing")
+                .await
+                .ok()
+                .and_then(|g| g.status)
+                .is_some_and(|s| s.desired_replicas == Some(3))
+        }
+    })
+    .await;
     let group = groups.get("billing").await.unwrap();
     let status = group.status.unwrap();
     assert_eq!(status.desired_replicas, Some(3));

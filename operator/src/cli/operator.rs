@@ -30,6 +30,11 @@ pub struct OperatorArgs {
     /// operator's back), e.g. `30s`.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub resync: std::time::Duration,
+    /// Retry period of an object whose Broker, source or dead-letter queue does not exist
+    /// yet. Objects are also reconciled as soon as what they point to appears (it is
+    /// watched); this is the safety net.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub missing_retry: std::time::Duration,
     /// DNS domain of the cluster: broker servers find each other at
     /// `<pod>.<broker>-headless.<namespace>.svc.<domain>`.
     #[arg(long, env = "SLUICE_CLUSTER_DOMAIN", default_value = "cluster.local")]
@@ -95,6 +100,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         namespaces: args.namespaces.clone(),
         broker_urls: parse_overrides(&args.broker_urls)?,
         resync: args.resync,
+        missing_retry: args.missing_retry,
         cluster_domain: args.cluster_domain.clone(),
     };
     let metrics = Arc::new(Metrics::default());

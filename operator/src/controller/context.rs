@@ -13,6 +13,7 @@ use sluice_broker::ConnectOptions;
 use tracing::info;
 
 use super::Failure;
+use super::watch::{Watched, WatchedObjects};
 use crate::broker_cluster::{OPERATOR_PASSWORD_KEY, OPERATOR_USER_KEY};
 use crate::crd::broker::client_url;
 use crate::crd::{Broker, DeadLetterQueue, Queue, Topic};
@@ -22,6 +23,15 @@ use crate::crd::{Broker, DeadLetterQueue, Queue, Topic};
 pub enum Lookup {
     /// The Kubernetes API.
     Kube(kube::Client),
+    /// The controllers' watch stores, falling back to the Kubernetes API for an object the
+    /// watch has not seen (it may be newer than the watch). Secrets are always read from the
+    /// API: the operator does not watch them.
+    Watched {
+        /// The stores.
+        objects: Arc<WatchedObjects>,
+        /// The API, for what the stores do not hold.
+        client: kube::Client,
+    },
     /// An in-memory set of objects (tests, `sluice dev`).
     Memory(Arc<MemoryObjects>),
 }
@@ -30,6 +40,9 @@ impl std::fmt::Debug for Lookup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Lookup::Kube(_) => f.write_str("Lookup::Kube"),
+            Lookup::Watched { objects, .. } => {
+                f.debug_tuple("Lookup::Watched").field(objects).finish()
+            }
             Lookup::Memory(m) => f.debug_tuple("Lookup::Memory").field(m).finish(),
         }
     }
@@ -70,44 +83,54 @@ impl MemoryObjects {
     }
 }
 
-/// A kind [`MemoryObjects`] can hold.
+/// A kind [`MemoryObjects`] can hold and the watch stores can serve.
 pub trait Stored:
-    kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
+    Watched + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
 {
     /// The map of this kind.
     fn map(objects: &MemoryObjects) -> &Mutex<BTreeMap<(String, String), Self>>;
 }
 
-macro_rules! stored {
-    ($kind:ty, $field:ident) => {
-        impl Stored for $kind {
-            fn map(objects: &MemoryObjects) -> &Mutex<BTreeMap<(String, String), Self>> {
-                &objects.$field
-            }
-        }
-    };
+impl Stored for Broker {
+    fn map(objects: &MemoryObjects) -> &Mutex<BTreeMap<(String, String), Self>> {
+        &objects.brokers
+    }
 }
-stored!(Broker, brokers);
-stored!(Topic, topics);
-stored!(Queue, queues);
-stored!(DeadLetterQueue, dlqs);
+impl Stored for Topic {
+    fn map(objects: &MemoryObjects) -> &Mutex<BTreeMap<(String, String), Self>> {
+        &objects.topics
+    }
+}
+impl Stored for Queue {
+    fn map(objects: &MemoryObjects) -> &Mutex<BTreeMap<(String, String), Self>> {
+        &objects.queues
+    }
+}
+impl Stored for DeadLetterQueue {
+    fn map(objects: &MemoryObjects) -> &Mutex<BTreeMap<(String, String), Self>> {
+        &objects.dlqs
+    }
+}
 
 impl Lookup {
     /// Reads one object; `None` when it does not exist.
     pub async fn get<K>(&self, namespace: &str, name: &str) -> Result<Option<K>, Failure>
     where
-        K: Stored + kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+        K: Stored + kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
     {
         match self {
-            Lookup::Kube(client) => {
-                let api: Api<K> = Api::namespaced(client.clone(), namespace);
-                api.get_opt(name).await.map_err(|e| {
-                    Failure::kube(
-                        format!("failed to read {} {namespace}/{name}", K::kind(&())),
-                        e,
-                    )
-                })
-            }
+            Lookup::Kube(client) => read::<K>(client, namespace, name).await,
+            Lookup::Watched { objects, client } => match objects.get::<K>(namespace, name) {
+                Some(Ok(obj)) => Ok(Some(obj)),
+                Some(Err(invalid)) => Err(Failure::Missing {
+                    reason: "ReferenceInvalid",
+                    message: format!(
+                        "{} {namespace}/{name} does not match the CRD schema ({invalid}); fix it",
+                        K::kind(&())
+                    ),
+                }),
+                None => read::<K>(client, namespace, name).await,
+            },
             Lookup::Memory(m) => Ok(K::map(m)
                 .lock()
                 .ok()
@@ -124,7 +147,7 @@ impl Lookup {
         secret: &str,
     ) -> Result<Option<(String, String)>, Failure> {
         match self {
-            Lookup::Kube(client) => {
+            Lookup::Kube(client) | Lookup::Watched { client, .. } => {
                 let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
                 let Some(s) = api.get_opt(secret).await.map_err(|e| {
                     Failure::kube(format!("failed to read Secret {namespace}/{secret}"), e)
@@ -160,6 +183,20 @@ impl Lookup {
                 .and_then(|c| c.get(&(namespace.to_string(), secret.to_string())).cloned())),
         }
     }
+}
+
+/// Reads one object from the Kubernetes API; `None` when it does not exist.
+async fn read<K>(client: &kube::Client, namespace: &str, name: &str) -> Result<Option<K>, Failure>
+where
+    K: Stored + kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    api.get_opt(name).await.map_err(|e| {
+        Failure::kube(
+            format!("failed to read {} {namespace}/{name}", K::kind(&())),
+            e,
+        )
+    })
 }
 
 /// Cached broker connections, with per-broker URL overrides.

@@ -30,12 +30,20 @@ impl InProcessOperator {
         resync: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let settings = Settings {
-            namespaces: vec![namespace.to_string()],
-            broker_urls: BTreeMap::from([("main".to_string(), broker_url.to_string())]),
-            resync,
-            ..Settings::default()
-        };
+        Self::start_with(
+            client,
+            Settings {
+                namespaces: vec![namespace.to_string()],
+                broker_urls: BTreeMap::from([("main".to_string(), broker_url.to_string())]),
+                resync,
+                ..Settings::default()
+            },
+            metrics,
+        )
+    }
+
+    /// Starts the controllers with `settings`.
+    pub fn start_with(client: &Client, settings: Settings, metrics: Arc<Metrics>) -> Self {
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(runtime::run(
             client.clone(),

@@ -16,7 +16,9 @@
 //! Steps 1-4 and the status computation live in the per-kind modules and need no Kubernetes
 //! client (with [`context::Lookup::Memory`]), so they are tested against a real nats-server and
 //! reused by `sluice dev`. [`runtime`] wires them into kube-runtime: watches guarded by
-//! `DeserializeGuard` (a malformed object cannot break a watch), `finalizer()` for cleanup,
+//! `DeserializeGuard` (a malformed object cannot break a watch) and shared through [`watch`]
+//! (references read from its stores; a Broker, Topic, Queue or DeadLetterQueue that changes
+//! reconciles what points to it), `finalizer()` for cleanup,
 //! status patches, Events, and requeue policy: invalid specs wait for a change, transient
 //! failures back off, healthy objects resync periodically.
 
@@ -35,6 +37,7 @@ pub mod monitor;
 pub mod queue;
 pub mod runtime;
 pub mod topic;
+pub mod watch;
 
 use std::time::Duration;
 
@@ -47,7 +50,8 @@ pub const FINALIZER: &str = "sluice.dev/cleanup";
 /// Requeue of healthy objects: re-creates broker objects deleted behind the operator's back
 /// and refreshes the status.
 pub const DEFAULT_RESYNC: Duration = Duration::from_secs(30);
-/// Requeue while a referenced object is missing.
+/// Requeue while a referenced object is missing, by default. The object's watch reconciles
+/// the waiting objects as soon as it appears (see [`watch`]); this is the safety net.
 pub const MISSING_RETRY: Duration = Duration::from_secs(15);
 
 /// The error that caused a [`Failure`], kept as its `source` (a [`sluice_broker::Error`], an
@@ -180,7 +184,7 @@ impl Failure {
     pub fn requeue(&self) -> Requeue {
         match self {
             Failure::InvalidSpec(_) | Failure::NotSupported { .. } => Requeue::AwaitChange,
-            Failure::Missing { .. } => Requeue::After(MISSING_RETRY),
+            Failure::Missing { .. } => Requeue::Missing,
             Failure::Unavailable { .. }
             | Failure::Broker { .. }
             | Failure::Timeout(_)
@@ -202,6 +206,9 @@ pub enum Requeue {
     After(Duration),
     /// Only when the object changes (invalid spec).
     AwaitChange,
+    /// When the missing object it points to appears, or after the missing-reference retry
+    /// ([`MISSING_RETRY`] unless configured).
+    Missing,
     /// After an exponential backoff (transient failure).
     Backoff,
 }

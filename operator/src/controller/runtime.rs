@@ -25,9 +25,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector;
-use kube::runtime::watcher::{self, watcher};
-use kube::runtime::{PredicateConfig, WatchStreamExt};
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use sluice_broker::config::Backoff;
@@ -38,7 +36,11 @@ use super::broker_resource::BrokerResource;
 use super::context::{BrokerPool, Lookup, ReconcileContext};
 use super::kube_api::{self, Object};
 use super::metrics::{GroupLabels, Metrics};
-use super::{DEFAULT_RESYNC, FINALIZER, Failure, MANAGER, ObjectEvent, Outcome, Requeue};
+use super::watch::fingerprint::as_dependency;
+use super::watch::{ScopeStores, SharedWatch, Triggers, WatchedObjects};
+use super::{
+    DEFAULT_RESYNC, FINALIZER, Failure, MANAGER, MISSING_RETRY, ObjectEvent, Outcome, Requeue,
+};
 use crate::crd::{Broker, ConsumerGroup, DeadLetterQueue, Queue, Topic};
 use crate::desired::worker::GROUP_LABEL;
 
@@ -63,6 +65,9 @@ pub struct Settings {
     pub broker_urls: BTreeMap<String, String>,
     /// Resync period of healthy objects.
     pub resync: Duration,
+    /// Requeue of an object whose reference is missing (the reference's watch reconciles it
+    /// as soon as it appears; this is the safety net).
+    pub missing_retry: Duration,
     /// DNS domain of the cluster's Services (route URLs and monitoring reads of the broker
     /// servers); `cluster.local` by default.
     pub cluster_domain: String,
@@ -74,6 +79,7 @@ impl Default for Settings {
             namespaces: Vec::new(),
             broker_urls: BTreeMap::new(),
             resync: DEFAULT_RESYNC,
+            missing_retry: MISSING_RETRY,
             cluster_domain: crate::broker_cluster::DEFAULT_CLUSTER_DOMAIN.to_string(),
         }
     }
@@ -85,6 +91,7 @@ pub struct ControllerContext {
     reconcile: ReconcileContext,
     recorder: Recorder,
     resync: Duration,
+    missing_retry: Duration,
     cluster_domain: String,
     failures: Mutex<HashMap<String, u32>>,
     metrics: Arc<Metrics>,
@@ -121,6 +128,7 @@ impl ControllerContext {
             ),
             client,
             resync: settings.resync,
+            missing_retry: settings.missing_retry,
             cluster_domain: settings.cluster_domain.clone(),
             failures: Mutex::default(),
             metrics,
@@ -132,6 +140,16 @@ impl ControllerContext {
     /// with the Kubernetes API faked).
     pub fn with_reconcile_context(mut self, reconcile: ReconcileContext) -> Self {
         self.reconcile = reconcile;
+        self
+    }
+
+    /// A context whose reconciles read referenced objects from the controllers' watch
+    /// stores (the API server only for what they have not seen).
+    pub fn reading_from(mut self, objects: Arc<WatchedObjects>) -> Self {
+        self.reconcile.lookup = Lookup::Watched {
+            objects,
+            client: self.client.clone(),
+        };
         self
     }
 
@@ -384,6 +402,10 @@ async fn finish<K: Object, S: Serialize>(
             ctx.reset(&key);
             Action::await_change()
         }
+        Requeue::Missing => {
+            ctx.reset(&key);
+            Action::requeue(ctx.missing_retry)
+        }
         Requeue::Backoff => Action::requeue(ctx.backoff(&key)),
     })
 }
@@ -516,20 +538,6 @@ impl Reconciled for ConsumerGroup {
     }
 }
 
-fn apis<K>(client: &Client, namespaces: &[String]) -> Vec<(Option<String>, Api<K>)>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
-{
-    if namespaces.is_empty() {
-        vec![(None, Api::all(client.clone()))]
-    } else {
-        namespaces
-            .iter()
-            .map(|ns| (Some(ns.clone()), Api::namespaced(client.clone(), ns)))
-            .collect()
-    }
-}
-
 fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
@@ -542,7 +550,43 @@ where
 
 type Stop = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>;
 
-fn controller<K: Reconciled>(api: Api<DeserializeGuard<K>>) -> Controller<DeserializeGuard<K>>
+/// The shared watches of one scope (all namespaces, or one), before they run.
+struct ScopeWatches {
+    namespace: Option<String>,
+    brokers: SharedWatch<Broker>,
+    topics: SharedWatch<Topic>,
+    queues: SharedWatch<Queue>,
+    dlqs: SharedWatch<DeadLetterQueue>,
+    groups: SharedWatch<ConsumerGroup>,
+}
+
+impl ScopeWatches {
+    fn new(namespace: Option<String>) -> Self {
+        Self {
+            namespace,
+            brokers: SharedWatch::new(),
+            topics: SharedWatch::new(),
+            queues: SharedWatch::new(),
+            dlqs: SharedWatch::new(),
+            groups: SharedWatch::new(),
+        }
+    }
+
+    fn stores(&self) -> ScopeStores {
+        ScopeStores {
+            namespace: self.namespace.clone(),
+            brokers: self.brokers.reader(),
+            topics: self.topics.reader(),
+            queues: self.queues.reader(),
+            dlqs: self.dlqs.reader(),
+            groups: self.groups.reader(),
+        }
+    }
+}
+
+/// The controller of kind `K` on its shared watch: reconciles the objects whose own
+/// fingerprint changed. `None` if the watch cannot be subscribed to.
+fn controller<K>(watch: &SharedWatch<K>) -> Option<Controller<DeserializeGuard<K>>>
 where
     DeserializeGuard<K>: Resource<DynamicType = ()>
         + Clone
@@ -551,34 +595,12 @@ where
         + Send
         + Sync
         + 'static,
+    K: Reconciled + serde::de::DeserializeOwned + Sync,
 {
-    let (reader, writer) = reflector::store();
-    let changes = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(spec_or_metadata, PredicateConfig::default());
-    Controller::for_stream(changes, reader)
-}
-
-/// What a change of the primary object must touch to trigger a reconcile: its spec
-/// (`generation`, which the API server also bumps when it sets `deletionTimestamp`), labels,
-/// annotations, finalizers (the finalizer helper waits for its own write) and deletion. A
-/// status write, ours included, does not: it would otherwise trigger the next reconcile, which
-/// reads the broker again and may write again. Volatile readings are refreshed by the resync.
-fn spec_or_metadata<K: Resource>(obj: &K) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let meta = obj.meta();
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    meta.generation.hash(&mut h);
-    meta.labels.hash(&mut h);
-    meta.annotations.hash(&mut h);
-    meta.finalizers.hash(&mut h);
-    meta.deletion_timestamp
-        .as_ref()
-        .map(|t| t.0.to_string())
-        .hash(&mut h);
-    Some(h.finish())
+    Some(Controller::for_shared_stream(
+        watch.own_changes()?,
+        watch.reader(),
+    ))
 }
 
 async fn drive<K: Reconciled>(
@@ -608,13 +630,27 @@ async fn drive<K: Reconciled>(
 
 /// Runs the Broker, Topic, Queue, DeadLetterQueue and ConsumerGroup controllers until
 /// `shutdown` completes, then lets in-flight reconciles finish.
+///
+/// Each kind is watched once per scope (see [`super::watch`]); reconciles read referenced
+/// objects from those watches, and a change of a Broker, Topic, Queue or DeadLetterQueue that
+/// its dependents care about reconciles them.
 pub async fn run(
     client: Client,
     settings: Settings,
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let ctx = Arc::new(ControllerContext::new(client.clone(), &settings, metrics));
+    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().cloned().map(Some).collect()
+    };
+    let watches: Vec<ScopeWatches> = scopes.into_iter().map(ScopeWatches::new).collect();
+    let objects = Arc::new(WatchedObjects::new(
+        watches.iter().map(ScopeWatches::stores).collect(),
+    ));
+    let ctx =
+        Arc::new(ControllerContext::new(client.clone(), &settings, metrics).reading_from(objects));
     let (tx, rx) = tokio::sync::watch::channel(false);
     let signal = move || -> Stop {
         let mut rx = rx.clone();
@@ -624,43 +660,93 @@ pub async fn run(
     };
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=sluice-operator");
     let mut tasks = Vec::new();
-    for (ns, api) in apis::<DeserializeGuard<Broker>>(&client, &settings.namespaces) {
-        let c = controller::<Broker>(api)
+    for w in watches {
+        let ns = w.namespace.clone();
+        let (triggers, streams) = Triggers::new(w.stores());
+        let (Some(brokers), Some(topics), Some(queues), Some(dlqs), Some(groups)) = (
+            controller(&w.brokers),
+            controller(&w.topics),
+            controller(&w.queues),
+            controller(&w.dlqs),
+            controller(&w.groups),
+        ) else {
+            warn!(namespace = ?ns, "cannot subscribe to the shared watches; controllers not started");
+            continue;
+        };
+        let brokers = brokers
             .owns(scoped::<StatefulSet>(&client, &ns), owned.clone())
             .owns(scoped::<Service>(&client, &ns), owned.clone())
             .owns(scoped::<ConfigMap>(&client, &ns), owned.clone())
             .owns(scoped::<PodDisruptionBudget>(&client, &ns), owned.clone());
-        tasks.push(tokio::spawn(drive::<Broker>(c, ctx.clone(), signal())));
-    }
-    for (_, api) in apis::<DeserializeGuard<Topic>>(&client, &settings.namespaces) {
+        let groups = groups
+            .owns(
+                scoped::<Deployment>(&client, &ns),
+                watcher::Config::default().labels(GROUP_LABEL),
+            )
+            .reconcile_on(streams.groups);
+        tasks.push(tokio::spawn(drive::<Broker>(
+            brokers,
+            ctx.clone(),
+            signal(),
+        )));
         tasks.push(tokio::spawn(drive::<Topic>(
-            controller(api),
+            topics.reconcile_on(streams.topics),
             ctx.clone(),
             signal(),
         )));
-    }
-    for (_, api) in apis::<DeserializeGuard<Queue>>(&client, &settings.namespaces) {
         tasks.push(tokio::spawn(drive::<Queue>(
-            controller(api),
+            queues.reconcile_on(streams.queues),
             ctx.clone(),
             signal(),
         )));
-    }
-    for (_, api) in apis::<DeserializeGuard<DeadLetterQueue>>(&client, &settings.namespaces) {
         tasks.push(tokio::spawn(drive::<DeadLetterQueue>(
-            controller(api),
+            dlqs.reconcile_on(streams.dlqs),
             ctx.clone(),
             signal(),
         )));
-    }
-    for (ns, api) in apis::<DeserializeGuard<ConsumerGroup>>(&client, &settings.namespaces) {
-        let c = controller::<ConsumerGroup>(api).owns(
-            scoped::<Deployment>(&client, &ns),
-            watcher::Config::default().labels(GROUP_LABEL),
-        );
         tasks.push(tokio::spawn(drive::<ConsumerGroup>(
-            c,
+            groups,
             ctx.clone(),
+            signal(),
+        )));
+
+        let t = triggers.clone();
+        tasks.push(tokio::spawn(w.brokers.run(
+            "Broker",
+            scoped(&client, &ns),
+            Some(as_dependency::<Broker>),
+            move |ns, name| t.broker_changed(ns, name),
+            signal(),
+        )));
+        let t = triggers.clone();
+        tasks.push(tokio::spawn(w.topics.run(
+            "Topic",
+            scoped(&client, &ns),
+            Some(as_dependency::<Topic>),
+            move |ns, name| t.topic_changed(ns, name),
+            signal(),
+        )));
+        let t = triggers.clone();
+        tasks.push(tokio::spawn(w.queues.run(
+            "Queue",
+            scoped(&client, &ns),
+            Some(as_dependency::<Queue>),
+            move |ns, name| t.queue_changed(ns, name),
+            signal(),
+        )));
+        let t = triggers;
+        tasks.push(tokio::spawn(w.dlqs.run(
+            "DeadLetterQueue",
+            scoped(&client, &ns),
+            Some(as_dependency::<DeadLetterQueue>),
+            move |ns, name| t.dlq_changed(ns, name),
+            signal(),
+        )));
+        tasks.push(tokio::spawn(w.groups.run(
+            "ConsumerGroup",
+            scoped(&client, &ns),
+            None,
+            |_: &str, _: &str| {},
             signal(),
         )));
     }
