@@ -1,12 +1,12 @@
 //! The dereference step shared by every kind: the Broker an object points to
-//! ([`broker_of`], or [`live_broker`] during cleanup), the connection to it ([`connect`]) and
+//! ([`broker_of`], or [`live_broker`] and [`cleanup_broker`] during cleanup), the connection to it ([`connect`]) and
 //! the broker's name for the object ([`resource_ref`]).
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::Failure;
 use super::context::ReconcileContext;
-use crate::crd::Broker;
+use crate::crd::{Broker, DeletionPolicy};
 
 /// Reads a Broker resource or reports it missing.
 pub(crate) async fn broker_of(
@@ -83,6 +83,25 @@ pub(crate) async fn live_broker(
             Ok(None)
         }
     }
+}
+
+/// The broker to clean up a deleted object on, connected: `None` (nothing to do) with
+/// `deletionPolicy: Retain`, which keeps `kept`, or when the Broker is gone or being deleted.
+pub(crate) async fn cleanup_broker(
+    ctx: &ReconcileContext,
+    namespace: &str,
+    broker: &str,
+    policy: DeletionPolicy,
+    kept: &str,
+) -> Result<Option<sluice_broker::Broker>, Failure> {
+    if policy != DeletionPolicy::Delete {
+        info!("deletionPolicy Retain: keeping {kept}");
+        return Ok(None);
+    }
+    let Some(broker_obj) = live_broker(ctx, namespace, broker).await? else {
+        return Ok(None);
+    };
+    connect(ctx, namespace, &broker_obj).await.map(Some)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use tracing::{info, instrument, warn};
 
 use super::broker_resource::BrokerResource;
 use super::context::ReconcileContext;
-use super::dereference::{broker_of, connect, live_broker, resource_ref};
+use super::dereference::{broker_of, cleanup_broker, connect, resource_ref};
 use super::{Failure, ObjectEvent, Outcome, Requeue, conditions, ns_name};
 use crate::crd::{Broker, ConditionStatus, DeadLetterQueue, DeadLetterQueueStatus, DeletionPolicy};
 use crate::desired::{dlq::dlq_settings, dlq::over_threshold, stream_replicas};
@@ -145,15 +145,12 @@ async fn apply(
 /// Cleans up a deleted DeadLetterQueue (only with `deletionPolicy: Delete`).
 #[instrument(skip_all, fields(dlq = %format!("{}/{}", ns_name(dlq).0, ns_name(dlq).1)))]
 pub async fn cleanup(ctx: &ReconcileContext, dlq: &DeadLetterQueue) -> Result<(), Failure> {
-    if dlq.spec.deletion_policy.unwrap_or_default() != DeletionPolicy::Delete {
-        info!("deletionPolicy Retain: keeping the dead-letter stream");
-        return Ok(());
-    }
     let (ns, name) = ns_name(dlq);
-    let Some(broker_obj) = live_broker(ctx, &ns, &dlq.spec.broker).await? else {
+    let policy = dlq.spec.deletion_policy.unwrap_or_default();
+    let kept = "the dead-letter stream";
+    let Some(broker) = cleanup_broker(ctx, &ns, &dlq.spec.broker, policy, kept).await? else {
         return Ok(());
     };
-    let broker = connect(ctx, &ns, &broker_obj).await?;
     broker
         .delete_dlq(&resource_ref(&ns, &name)?)
         .await

@@ -11,7 +11,7 @@ use tracing::{info, instrument, warn};
 
 use super::broker_resource::BrokerResource;
 use super::context::ReconcileContext;
-use super::dereference::{broker_of, connect, live_broker, resource_ref};
+use super::dereference::{broker_of, cleanup_broker, connect, resource_ref};
 use super::{Failure, ObjectEvent, Outcome, Requeue, conditions, ns_name};
 use crate::crd::{
     Broker, ConditionStatus, DeletionPolicy, Queue, QueueSourceStatus, QueueStatus, Topic,
@@ -259,14 +259,11 @@ pub async fn cleanup(ctx: &ReconcileContext, queue: &Queue) -> Result<(), Failur
     let (ns, name) = ns_name(queue);
     let rr = resource_ref(&ns, &name)?;
     ctx.relays.stop(&rr);
-    if queue.spec.deletion_policy.unwrap_or_default() != DeletionPolicy::Delete {
-        info!("deletionPolicy Retain: keeping the queue stream and its relay positions");
-        return Ok(());
-    }
-    let Some(broker_obj) = live_broker(ctx, &ns, &queue.spec.broker).await? else {
+    let policy = queue.spec.deletion_policy.unwrap_or_default();
+    let kept = "the queue stream and its relay positions";
+    let Some(broker) = cleanup_broker(ctx, &ns, &queue.spec.broker, policy, kept).await? else {
         return Ok(());
     };
-    let broker = connect(ctx, &ns, &broker_obj).await?;
     let sources: Vec<sluice_broker::config::QueueSource> = queue
         .status
         .as_ref()

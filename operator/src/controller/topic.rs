@@ -9,7 +9,7 @@ use tracing::{info, instrument, warn};
 
 use super::broker_resource::BrokerResource;
 use super::context::ReconcileContext;
-use super::dereference::{broker_of, connect, live_broker, resource_ref};
+use super::dereference::{broker_of, cleanup_broker, connect, resource_ref};
 use super::{Failure, ObjectEvent, Outcome, Requeue, conditions, ns_name};
 use crate::crd::topic::PartitionStatus;
 use crate::crd::{Broker, DeletionPolicy, Topic, TopicStatus};
@@ -156,15 +156,12 @@ async fn apply(
 /// when the Broker resource is gone.
 #[instrument(skip_all, fields(topic = %format!("{}/{}", ns_name(topic).0, ns_name(topic).1)))]
 pub async fn cleanup(ctx: &ReconcileContext, topic: &Topic) -> Result<(), Failure> {
-    if topic.spec.deletion_policy.unwrap_or_default() != DeletionPolicy::Delete {
-        info!("deletionPolicy Retain: keeping the partition streams");
-        return Ok(());
-    }
     let (ns, name) = ns_name(topic);
-    let Some(broker_obj) = live_broker(ctx, &ns, &topic.spec.broker).await? else {
+    let policy = topic.spec.deletion_policy.unwrap_or_default();
+    let kept = "the partition streams";
+    let Some(broker) = cleanup_broker(ctx, &ns, &topic.spec.broker, policy, kept).await? else {
         return Ok(());
     };
-    let broker = connect(ctx, &ns, &broker_obj).await?;
     let deleted = broker
         .delete_topic(&resource_ref(&ns, &name)?)
         .await

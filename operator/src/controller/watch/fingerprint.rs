@@ -136,15 +136,6 @@ impl Fingerprints {
     }
 }
 
-/// `(namespace, name)` of an object.
-pub fn key_of<K: Resource>(obj: &K) -> (String, String) {
-    let meta = obj.meta();
-    (
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,7 +29,8 @@ use kube::runtime::{WatchStreamExt, reflector::ReflectHandle};
 use tracing::{debug, info, warn};
 
 use self::dependents::Dependents;
-use self::fingerprint::{Fingerprints, key_of};
+use self::fingerprint::Fingerprints;
+use super::ns_name;
 use crate::crd::{Broker, ConsumerGroup, DeadLetterQueue, Queue, Topic};
 
 /// How many changes a shared watch buffers for a controller that is busy; the watch waits
@@ -165,7 +166,7 @@ where
         let handle: ReflectHandle<DeserializeGuard<K>> = self.writer.subscribe()?;
         let own = self.own.clone();
         Some(handle.filter(move |obj| {
-            let changed = own.changed(key_of(obj.as_ref()), fingerprint::own_change(obj.as_ref()));
+            let changed = own.changed(ns_name(obj.as_ref()), fingerprint::own_change(obj.as_ref()));
             std::future::ready(changed)
         }))
     }
@@ -244,13 +245,13 @@ impl DependencyTracker {
     ) -> Vec<(String, String)> {
         let Some(fingerprint) = as_dependency else {
             if let watcher::Event::Delete(obj) = event {
-                own.forget(&key_of(obj));
+                own.forget(&ns_name(obj));
             }
             return Vec::new();
         };
         match event {
             watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
-                let key = key_of(obj);
+                let key = ns_name(obj);
                 if matches!(event, watcher::Event::InitApply(_)) {
                     self.listed.insert(key.clone());
                 }
@@ -262,7 +263,7 @@ impl DependencyTracker {
                 }
             }
             watcher::Event::Delete(obj) => {
-                let key = key_of(obj);
+                let key = ns_name(obj);
                 own.forget(&key);
                 self.fingerprints.forget(&key);
                 vec![key]
