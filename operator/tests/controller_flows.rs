@@ -295,3 +295,67 @@ async fn queue_group_and_dlq_pipeline() {
         "DeadLetterQueueNotFound"
     );
 }
+
+/// A namespace deletion removes the Topic and the Broker before the group's cleanup runs:
+/// the group still finds its consumers through the Broker recorded in its status and the
+/// connection the operator has open, and counts the partitions on the server.
+#[tokio::test]
+async fn group_cleanup_does_not_depend_on_deletion_order() {
+    let f = fixture().await;
+    let t: Topic = obj(
+        "apiVersion: sluice.dev/v1alpha1\nkind: Topic\nmetadata: {name: orders}\nspec: {broker: main, partitions: 3}\n",
+    );
+    assert!(conditions::is_true(
+        &topic::reconcile(&f.env, &t, RESYNC).await.status.conditions,
+        READY
+    ));
+    f.objects.put(t);
+    let mut g: ConsumerGroup = obj(
+        "apiVersion: sluice.dev/v1alpha1\nkind: ConsumerGroup\nmetadata: {name: billing}\nspec: {source: {topic: orders}}\n",
+    );
+    let out = group::reconcile(&f.env, &g, RESYNC).await;
+    assert!(conditions::is_true(&out.outcome.status.conditions, READY));
+    assert_eq!(out.outcome.status.broker.as_deref(), Some("main"));
+    g.status = Some(out.outcome.status);
+
+    let orders = ResourceRef::new(NS, "orders").unwrap();
+    let durable = names::group_consumer(&ResourceRef::new(NS, "billing").unwrap());
+    let consumers_left = || async {
+        let mut left = 0;
+        for p in 0..3 {
+            let stream = f
+                .nats
+                .jetstream()
+                .get_stream(names::topic_stream(&orders, p))
+                .await
+                .unwrap();
+            if stream
+                .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&durable)
+                .await
+                .is_ok()
+            {
+                left += 1;
+            }
+        }
+        left
+    };
+    assert_eq!(consumers_left().await, 3);
+
+    // Topic (Retain: its streams stay) and Broker go first.
+    f.objects.remove::<Topic>(NS, "orders");
+    f.objects.remove::<Broker>(NS, "main");
+    group::cleanup(&f.env, &g).await.unwrap();
+    assert_eq!(
+        consumers_left().await,
+        0,
+        "no consumer of the group is left"
+    );
+    let store = f.nats.group_config_store().await.unwrap();
+    assert!(store.get(NS, "billing").await.unwrap().is_none());
+
+    // A group that was never provisioned and whose source is gone lets go at once.
+    let never: ConsumerGroup = obj(
+        "apiVersion: sluice.dev/v1alpha1\nkind: ConsumerGroup\nmetadata: {name: never}\nspec: {source: {topic: orders}}\n",
+    );
+    group::cleanup(&f.env, &never).await.unwrap();
+}

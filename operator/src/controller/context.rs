@@ -232,6 +232,16 @@ impl BrokerPool {
             .unwrap_or_else(|| client_url(broker, namespace))
     }
 
+    /// The connection already open to Broker `namespace/name`, if any (cleanup after the
+    /// Broker resource was deleted).
+    pub fn cached(&self, namespace: &str, name: &str) -> Option<sluice_broker::Broker> {
+        self.connections
+            .lock()
+            .ok()?
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(|c| c.broker.clone())
+    }
+
     /// A connection to `broker`, reusing the cached one while URL and credentials are unchanged.
     pub async fn get(
         &self,

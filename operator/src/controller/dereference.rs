@@ -79,7 +79,7 @@ pub(crate) async fn live_broker(
     {
         Some(b) if b.metadata.deletion_timestamp.is_none() => Ok(Some(b)),
         _ => {
-            warn!(broker = %name, "Broker is gone or being deleted: nothing left to clean up on it");
+            warn!(broker = %name, "Broker is gone or being deleted");
             Ok(None)
         }
     }

@@ -254,6 +254,10 @@ pub struct ConsumerGroupStatus {
     /// The source as `topic/<name>` or `queue/<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The Broker the group's consumers were provisioned on: cleanup finds them there even
+    /// when the source Topic or Queue was deleted first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
     /// Workers the worker Deployment runs (its `spec.replicas`): the count the autoscaler's
     /// `scalingReason` speaks of.
     #[serde(default, skip_serializing_if = "Option::is_none")]

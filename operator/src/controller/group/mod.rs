@@ -25,7 +25,7 @@ pub use build::{DesiredGroup, build};
 pub use dereference::{GroupRefs, dereference, resolve_source};
 pub use validate::{ValidGroup, validate};
 
-use super::context::ReconcileContext;
+use super::context::{CONNECT_TIMEOUT, ReconcileContext};
 use super::dereference::{connect, live_broker, resource_ref};
 use super::{Failure, Outcome, Requeue, conditions, ns_name};
 use crate::autoscale::{Measured, measure};
@@ -58,7 +58,8 @@ pub async fn reconcile(
         status.source = Some(source_label(kind, name));
     }
     match provision(ctx, group, &status).await {
-        Ok((measured, deployment)) => {
+        Ok((measured, deployment, broker_name)) => {
+            status.broker = Some(broker_name);
             let lag = &measured.lag;
             status.lag = Some(lag.total());
             status.partitions = lag
@@ -102,12 +103,13 @@ pub async fn reconcile(
     }
 }
 
-/// Steps 1-5: returns the measured lag and the Deployment for the runtime to apply.
+/// Steps 1-5: returns the measured lag, the Deployment for the runtime to apply and the
+/// name of the Broker the group was provisioned on.
 async fn provision(
     ctx: &ReconcileContext,
     group: &ConsumerGroup,
     status: &ConsumerGroupStatus,
-) -> Result<(Measured, Option<Deployment>), Failure> {
+) -> Result<(Measured, Option<Deployment>, String), Failure> {
     let (ns, name) = ns_name(group);
     let refs = dereference(ctx, &ns, group).await?;
     let valid = validate(&ns, &name, group, refs)?;
@@ -131,7 +133,11 @@ async fn provision(
             e,
         )
     })?;
-    Ok((measured, desired.deployment))
+    Ok((
+        measured,
+        desired.deployment,
+        valid.refs().broker_name.clone(),
+    ))
 }
 
 /// Replicas to run: what the autoscaler asked for in status, else `autoscaling.minReplicas`
@@ -147,7 +153,13 @@ pub fn desired_replicas(group: &ConsumerGroup, status: &ConsumerGroupStatus) -> 
 }
 
 /// Cleans up a deleted ConsumerGroup: removes its consumers (positions) and config entry.
-/// Messages stay in the source. Lets go when the Broker is gone.
+/// Messages stay in the source.
+///
+/// It does not depend on deletion order (a namespace deletes everything at once): the Broker
+/// is the one in `spec.broker`, else the source's, else the one recorded in
+/// `status.broker`; the partitions are counted on the server when the Topic is gone. When the
+/// Broker resource is gone too, the operator's open connection to it is used while the
+/// servers still answer; otherwise it lets go and logs what is left on the server.
 #[instrument(skip_all, fields(group = %format!("{}/{}", ns_name(group).0, ns_name(group).1)))]
 pub async fn cleanup(ctx: &ReconcileContext, group: &ConsumerGroup) -> Result<(), Failure> {
     let (ns, name) = ns_name(group);
@@ -159,18 +171,28 @@ pub async fn cleanup(ctx: &ReconcileContext, group: &ConsumerGroup) -> Result<()
         Err(Failure::Missing { .. } | Failure::InvalidSpec(_)) => None,
         Err(e) => return Err(e),
     };
-    let broker_name = match (&group.spec.broker, &source) {
-        (Some(b), _) => b.clone(),
-        (None, Some(s)) => s.broker.clone(),
-        (None, None) => {
-            warn!("source and broker unknown: nothing to clean up");
+    let recorded = group.status.as_ref().and_then(|s| s.broker.clone());
+    let broker_name = match (&group.spec.broker, &source, recorded) {
+        (Some(b), _, _) => b.clone(),
+        (None, Some(s), _) => s.broker.clone(),
+        (None, None, Some(b)) => b,
+        (None, None, None) => {
+            info!("never provisioned (no source, no broker recorded): nothing to clean up");
             return Ok(());
         }
     };
-    let Some(broker_obj) = live_broker(ctx, &ns, &broker_name).await? else {
-        return Ok(());
+    let live = live_broker(ctx, &ns, &broker_name).await?;
+    let broker_gone = live.is_none();
+    let broker = match live {
+        Some(broker_obj) => connect(ctx, &ns, &broker_obj).await?,
+        None => match ctx.pool.cached(&ns, &broker_name) {
+            Some(open) => open,
+            None => {
+                warn!(broker = %broker_name, "Broker is gone and the operator has no connection to it: the group's consumers stay on its servers' storage");
+                return Ok(());
+            }
+        },
     };
-    let broker = connect(ctx, &ns, &broker_obj).await?;
     let partitions = match (&source, kind) {
         (Some(s), _) => s.partitions,
         (None, SourceKind::Queue) => 1,
@@ -191,12 +213,28 @@ pub async fn cleanup(ctx: &ReconcileContext, group: &ConsumerGroup) -> Result<()
             partitions: partitions.max(1),
         },
     );
-    match broker.delete_group(&cfg).await {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == sluice_broker::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Failure::broker(
+    let deleted = tokio::time::timeout(CONNECT_TIMEOUT, broker.delete_group(&cfg)).await;
+    match deleted {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) if e.kind() == sluice_broker::ErrorKind::NotFound => Ok(()),
+        // The Broker is being torn down: its servers may already be gone.
+        Ok(Err(e)) if broker_gone => {
+            warn!(error = %e, "could not remove the group's consumers from a Broker being deleted; letting go");
+            Ok(())
+        }
+        Err(_) if broker_gone => {
+            warn!("the servers of a Broker being deleted did not answer; letting go");
+            Ok(())
+        }
+        Ok(Err(e)) => Err(Failure::broker(
             &format!("failed to delete consumer group {ns}/{name}"),
             e,
+        )),
+        Err(e) => Err(Failure::unavailable(
+            format!(
+                "Broker {broker_name} did not answer while deleting consumer group {ns}/{name}"
+            ),
+            Some(Box::new(e)),
         )),
     }
 }
