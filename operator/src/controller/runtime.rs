@@ -37,7 +37,7 @@ use super::autoscaling::{GroupScalers, scale_and_apply};
 use super::broker_resource::BrokerResource;
 use super::context::{BrokerPool, Lookup, ReconcileContext};
 use super::kube_api::{self, Object};
-use super::metrics::{GroupLabels, Metrics};
+use super::metrics::{GroupLabels, Metrics, Observe};
 use super::{DEFAULT_RESYNC, FINALIZER, Failure, MANAGER, ObjectEvent, Outcome, Requeue};
 use crate::crd::{Broker, ConsumerGroup, DeadLetterQueue, Queue, Topic};
 use crate::desired::worker::GROUP_LABEL;
@@ -340,13 +340,14 @@ fn error_policy<K: Reconciled>(
     Action::requeue(delay)
 }
 
-/// Writes status (server-side apply on the status subresource), publishes Events, and turns
-/// the outcome's requeue into an Action.
-async fn finish<K: Object, S: Serialize>(
+/// Records the status in the metrics, writes it (server-side apply on the status
+/// subresource), publishes Events, and turns the outcome's requeue into an Action.
+async fn finish<K: Object + Observe<Status = S>, S: Serialize>(
     ctx: &ControllerContext,
     obj: &K,
     outcome: Outcome<S>,
 ) -> Result<Action, Failure> {
+    obj.observe(&outcome.status, ctx.metrics.objects());
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
