@@ -14,6 +14,8 @@
 //! `namespace`/`name` (series dropped when the object is deleted or not read for
 //! [`objects::ObjectMetrics::stale_after`]), `partition` is at most the source's partition count.
 
+#[cfg(test)]
+mod chart_tests;
 pub mod objects;
 pub mod observe;
 
@@ -193,9 +195,10 @@ impl Metrics {
         out
     }
 
-    /// The names of every metric family this operator exports, as a query names them
+    /// The names of the metric families in the current encoding, as a query names them
     /// (counters with their `_total` suffix, histograms with `_bucket`, `_sum` and `_count`),
-    /// read from the registry itself.
+    /// read from the registry itself. The per-object families are always there; a labelled
+    /// `sluice_operator_*` family appears once it has a series.
     pub fn exported_names(&self) -> std::collections::BTreeSet<String> {
         family_names(&self.encode())
     }
