@@ -1,6 +1,6 @@
 //! The operator's `/metrics`, scraped over HTTP while the controllers run in-process against
 //! the fake Kubernetes API and a real nats-server: a group with a known backlog shows exactly
-//! that lag, per partition and in total.
+//! that lag, per partition and in total, and a dead-letter queue its depth and threshold.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
@@ -93,6 +93,15 @@ async fn scraped_group_lag_equals_the_backlog_per_partition() {
             &[],
         ),
     );
+    fake.put(
+        &sluice_path("deadletterqueues", "orders-dlq"),
+        object(
+            "DeadLetterQueue",
+            "orders-dlq",
+            json!({"broker": "main", "alertThreshold": {"depth": 3}}),
+            &[],
+        ),
+    );
     // The group carries its finalizer already (as after its first reconcile): the fake API
     // sends no watch events, and the finalizer helper waits for one after adding it.
     fake.put(
@@ -149,16 +158,36 @@ async fn scraped_group_lag_equals_the_backlog_per_partition() {
     }
     let backlog: u32 = per_partition.iter().sum();
     assert_eq!(backlog, 37);
+    let dlq = ResourceRef::new(NS, "orders-dlq").unwrap();
+    wait_until(Duration::from_secs(120), "the DLQ's stream", async || {
+        nats.broker
+            .jetstream()
+            .get_stream(names::dlq_stream(&dlq))
+            .await
+            .is_ok()
+    })
+    .await;
+    for i in 0..4 {
+        nats.broker
+            .jetstream()
+            .publish(names::dlq_subject(&dlq), format!("dead-{i}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let dlq_depth = series("sluice_dlq_depth_messages", "orders-dlq", None);
 
     let mut scrape = BTreeMap::new();
     wait_until(
         Duration::from_secs(120),
-        "a scrape showing the backlog of group audit and topic orders",
+        "a scrape showing the backlog of group audit, topic orders and the DLQ",
         async || {
             scrape = samples(&get(addr, "/metrics").await);
             total(&scrape, "sluice_group_lag_messages", "audit") == f64::from(backlog)
                 && total(&scrape, "sluice_topic_partition_last_offset", "orders")
                     == f64::from(backlog)
+                && scrape.get(&dlq_depth) == Some(&4.0)
         },
     )
     .await;
@@ -191,6 +220,25 @@ async fn scraped_group_lag_equals_the_backlog_per_partition() {
             "sluice_resource_ready{kind=\"ConsumerGroup\",namespace=\"default\",name=\"audit\"}"
         ),
         Some(&1.0),
+        "{scrape:#?}"
+    );
+    assert_eq!(
+        scrape.get(&series(
+            "sluice_dlq_alert_threshold_messages",
+            "orders-dlq",
+            None
+        )),
+        Some(&3.0),
+        "{scrape:#?}"
+    );
+    assert!(
+        scrape
+            .get(&series(
+                "sluice_dlq_oldest_message_age_seconds",
+                "orders-dlq",
+                None
+            ))
+            .is_some_and(|age| *age >= 0.0),
         "{scrape:#?}"
     );
     // No autoscaling block: no autoscaler series.
