@@ -5,7 +5,8 @@ Run from anywhere:  python3 .ci/chart_test.py
 Needs: pip install helm-python-sdk pyyaml. No cluster, no network.
 
 Checks: lint without errors; schema rejects bad values; renders with default values and with
-variants (defaultBroker, serviceMonitor, networkPolicy, watchNamespaces); RBAC is
+variants (defaultBroker, serviceMonitor + workers PodMonitor, networkPolicy, watchNamespaces,
+logFormat); RBAC is
 least-privilege (no `*`, `<plural>/status` and `<plural>/finalizers` for each Sluice kind);
 every pod spec meets the restricted Pod Security Standard; charts/sluice/crds/ equals crds/.
 Prints "N passed, N failed" and exits non-zero on any failure.
@@ -33,6 +34,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "defaultBroker": {"defaultBroker": {"enabled": True, "replicas": 5, "storage": {"size": "20Gi", "class": "fast"}}},
     "serviceMonitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+    "jsonLogs": {"logFormat": "json"},
+    "monitoring": {
+        "serviceMonitor": {"enabled": True},
+        "grafanaDashboard": {"enabled": True, "folder": "Sluice"},
+        "prometheusRule": {"enabled": True, "labels": {"release": "prom"}, "dlqDepthThreshold": 7},
+    },
     "networkPolicy": {
         "networkPolicy": {
             "enabled": True,
@@ -43,6 +50,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "everything": {
         "defaultBroker": {"enabled": True},
         "serviceMonitor": {"enabled": True},
+        "grafanaDashboard": {"enabled": True},
+        "prometheusRule": {"enabled": True},
         "networkPolicy": {"enabled": True},
         "watchNamespaces": ["team-a"],
         "otel": {"endpoint": "http://otel-collector:4317"},
@@ -167,6 +176,10 @@ def _() -> None:
         {"unknownKey": True},
         {"networkPolicy": {"natsPort": 70000}},
         {"clusterDomain": "Not A Domain."},
+        {"logFormat": "yaml"},
+        {"prometheusRule": {"failureRatio": 2}},
+        {"prometheusRule": {"lagGrowingFor": "soon"}},
+        {"serviceMonitor": {"workers": {"enable": True}}},
     ]
     with helm.Chart.load(CHART) as chart:
         chart.validate_schema({})
@@ -195,7 +208,7 @@ def _() -> None:
     kinds = sorted(o["kind"] for o in objects)
     for kind in ("Deployment", "ServiceAccount", "Service", "ClusterRole", "ClusterRoleBinding"):
         assert kind in kinds, f"no {kind} in {kinds}"
-    for kind in ("Broker", "ServiceMonitor", "NetworkPolicy"):
+    for kind in ("Broker", "ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap", "NetworkPolicy"):
         assert kind not in kinds, f"{kind} rendered by default"
     svc = of_kind(objects, "Service")[0]
     assert svc["spec"]["ports"][0]["port"] == 8080 and svc["spec"]["ports"][0]["name"] == "http-metrics", svc
@@ -208,6 +221,7 @@ def _() -> None:
     assert c["args"] == ["operator"], c["args"]
     env = {e["name"]: e for e in c["env"]}
     assert env["RUST_LOG"]["value"], "RUST_LOG empty"
+    assert env["SLUICE_LOG_FORMAT"]["value"] == "text", env["SLUICE_LOG_FORMAT"]
     assert env["SLUICE_LEADER_ELECTION"]["value"] == "true", "leader election must be on by default"
     assert env["SLUICE_CLUSTER_DOMAIN"]["value"] == "cluster.local", env["SLUICE_CLUSTER_DOMAIN"]
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env, "OTLP endpoint set without a value"
@@ -376,6 +390,87 @@ def _() -> None:
     assert sm[0]["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"]
     assert sm[0]["spec"]["endpoints"][0]["path"] == "/metrics"
     assert sm[0]["metadata"]["labels"]["release"] == "prom"
+    assert sm[0]["spec"]["endpoints"][0]["honorLabels"] is True, "series carry the Sluice object's namespace"
+
+
+# The labels and port the operator puts on worker pods (operator/src/desired/worker.rs).
+WORKER_SOURCE = (ROOT / "operator" / "src" / "desired" / "worker.rs").read_text()
+
+
+def _rust_const(name: str) -> str:
+    import re
+
+    m = re.search(rf'pub const {name}: &str = "([^"]+)";', WORKER_SOURCE)
+    assert m, f"no {name} in operator/src/desired/worker.rs"
+    return m.group(1)
+
+
+@check("podMonitor: with the ServiceMonitor, scrapes the worker pods' metrics port by the group label")
+def _() -> None:
+    objects = render(VARIANTS["serviceMonitor"])
+    pm = of_kind(objects, "PodMonitor")
+    assert len(pm) == 1, pm
+    spec = pm[0]["spec"]
+    group_label = _rust_const("GROUP_LABEL")
+    assert {"key": group_label, "operator": "Exists"} in spec["selector"]["matchExpressions"], spec["selector"]
+    assert spec["selector"]["matchLabels"] == {"app.kubernetes.io/managed-by": "sluice-operator"}, spec["selector"]
+    assert spec["namespaceSelector"] == {"any": True}, spec["namespaceSelector"]
+    endpoint = spec["podMetricsEndpoints"][0]
+    assert endpoint["port"] == _rust_const("METRICS_PORT_NAME") and endpoint["path"] == "/metrics", endpoint
+    assert pm[0]["metadata"]["labels"]["release"] == "prom"
+
+    objects = render(VARIANTS["serviceMonitor"] | {"watchNamespaces": ["team-a", "team-b"]})
+    spec = of_kind(objects, "PodMonitor")[0]["spec"]
+    assert spec["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}, spec["namespaceSelector"]
+
+    off = {"serviceMonitor": {"enabled": True, "workers": {"enabled": False}}}
+    assert not of_kind(render(off), "PodMonitor"), "workers.enabled=false still renders a PodMonitor"
+
+
+@check("logFormat: json reaches the operator as SLUICE_LOG_FORMAT")
+def _() -> None:
+    c = of_kind(render(VARIANTS["jsonLogs"]), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["SLUICE_LOG_FORMAT"] == "json", env
+
+
+@check("grafanaDashboard: a ConfigMap with the sidecar label holding dashboards/sluice.json")
+def _() -> None:
+    import json
+
+    cms = of_kind(render(VARIANTS["monitoring"]), "ConfigMap")
+    assert len(cms) == 1, cms
+    cm = cms[0]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1", cm["metadata"]["labels"]
+    assert cm["metadata"]["annotations"]["grafana_folder"] == "Sluice", cm["metadata"]
+    shipped = json.loads(cm["data"]["sluice.json"])
+    assert shipped == json.loads((CHART / "dashboards" / "sluice.json").read_text()), "ConfigMap differs from the file"
+    assert shipped["uid"] and shipped["title"] and shipped["panels"], "dashboard without uid, title or panels"
+    ids = [p["id"] for p in shipped["panels"]]
+    assert len(ids) == len(set(ids)), f"panel ids not unique: {ids}"
+    exprs = " ".join(t["expr"] for p in shipped["panels"] for t in p.get("targets", []))
+    for metric in ("sluice_group_lag_messages", "sluice_worker_messages_processed_total", "sluice_dlq_depth_messages",
+                   "sluice_group_scale_events_total", "sluice_worker_handler_duration_seconds_bucket"):
+        assert metric in exprs, f"no panel queries {metric}"
+    # That every metric named exists: operator/src/controller/metrics/catalog.rs (Rust, from the registries).
+
+
+@check("prometheusRule: DLQ over threshold, lag growing, group failing, group and Broker not Ready")
+def _() -> None:
+    rules = of_kind(render(VARIANTS["monitoring"]), "PrometheusRule")
+    assert len(rules) == 1, rules
+    assert rules[0]["metadata"]["labels"]["release"] == "prom"
+    alerts = {r["alert"]: r for g in rules[0]["spec"]["groups"] for r in g["rules"]}
+    for name in ("SluiceDeadLetterQueueOverThreshold", "SluiceGroupLagGrowing", "SluiceGroupFailing",
+                 "SluiceGroupNotReady", "SluiceBrokerNotReady"):
+        assert name in alerts, f"no {name} in {sorted(alerts)}"
+    for name, rule in alerts.items():
+        assert "{{" not in rule["expr"], f"{name}: unrendered template in {rule['expr']!r}"
+        assert rule["for"] and rule["labels"]["severity"] in ("warning", "critical"), rule
+        assert rule["annotations"]["summary"], rule
+    dlq = alerts["SluiceDeadLetterQueueOverThreshold"]["expr"]
+    assert "sluice_dlq_alert_threshold_messages" in dlq and "> 7" in dlq, dlq
+    assert alerts["SluiceGroupLagGrowing"]["for"] == "15m"
 
 
 @check("networkPolicy: selects the operator, ingress only on 8080, egress DNS/API/NATS client+monitor")

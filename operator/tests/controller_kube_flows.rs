@@ -541,9 +541,12 @@ async fn group_scale_decision_applies_deployment_replicas_once() {
     );
     let metrics = ctx.metrics().encode();
     for line in [
-        "sluice_operator_group_desired_replicas{namespace=\"shop\",group=\"billing\"} 4",
-        "sluice_operator_group_lag_messages{namespace=\"shop\",group=\"billing\"} 100",
-        "sluice_operator_group_scale_events_total{namespace=\"shop\",group=\"billing\"} 1",
+        "sluice_group_desired_replicas{namespace=\"shop\",name=\"billing\"} 4",
+        "sluice_group_effective_lag_messages{namespace=\"shop\",name=\"billing\"} 100",
+        "sluice_group_lag_messages{namespace=\"shop\",name=\"billing\",partition=\"3\"} 25",
+        "sluice_group_scaling_reason{namespace=\"shop\",name=\"billing\",reason=\"Activate\"} 1",
+        "sluice_group_scale_events_total{namespace=\"shop\",name=\"billing\",direction=\"up\"} 1",
+        "sluice_group_replicas{namespace=\"shop\",name=\"billing\"} 4",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),

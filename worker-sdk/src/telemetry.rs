@@ -8,7 +8,9 @@
 //! components (and other languages' OpenTelemetry SDKs) read.
 //!
 //! [`init_tracing`] installs the usual subscriber of a Sluice binary: human-readable logs filtered
-//! by `RUST_LOG`, plus an OTLP exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//! by `RUST_LOG`, plus an OTLP exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Log lines are
+//! plain text, coloured only when written to a terminal; `SLUICE_LOG_FORMAT=json` writes one
+//! JSON object per line instead (for log collectors), as the operator does.
 //!
 //! ```
 //! use sluice_worker::telemetry;
@@ -38,6 +40,46 @@ pub const TRACESTATE: &str = "tracestate";
 
 /// Environment variable that switches OTLP export on.
 pub const OTLP_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+
+/// Environment variable choosing the log format: `json`, or text otherwise.
+pub const LOG_FORMAT_ENV: &str = "SLUICE_LOG_FORMAT";
+
+/// Whether `SLUICE_LOG_FORMAT` asks for JSON log lines (`json`, any case); anything else,
+/// or nothing, means plain text.
+///
+/// ```
+/// assert!(sluice_worker::telemetry::json_logs(Some(" JSON ")));
+/// assert!(!sluice_worker::telemetry::json_logs(Some("text")));
+/// assert!(!sluice_worker::telemetry::json_logs(None));
+/// ```
+pub fn json_logs(value: Option<&str>) -> bool {
+    value.is_some_and(|v| v.trim().eq_ignore_ascii_case("json"))
+}
+
+fn json_logs_from_env() -> bool {
+    json_logs(std::env::var(LOG_FORMAT_ENV).ok().as_deref())
+}
+
+/// The fmt layer writing to `writer`: JSON lines when `json`, else text with ANSI colours
+/// only when `terminal`.
+fn log_layer<S, W>(
+    writer: W,
+    json: bool,
+    terminal: bool,
+) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_target(true);
+    if json {
+        layer.json().boxed()
+    } else {
+        layer.with_ansi(terminal).boxed()
+    }
+}
 
 /// Writes into a NATS header map.
 struct HeaderInjector<'a>(&'a mut HeaderMap);
@@ -181,7 +223,8 @@ impl Drop for TracingGuard {
     }
 }
 
-/// Installs a global subscriber that writes fmt logs to stderr, filtered by `RUST_LOG`
+/// Installs a global subscriber that writes fmt logs to stderr (text, coloured only on a
+/// terminal, or JSON lines with `SLUICE_LOG_FORMAT=json`), filtered by `RUST_LOG`
 /// (default `info`): what [`Worker::run`](crate::Worker::run) installs for a worker built
 /// with [`Worker::from_env`](crate::Worker::from_env) when the program installed none, so
 /// fencing and heartbeat warnings are never invisible.
@@ -197,15 +240,21 @@ pub fn init_stderr_logging() -> Result<(), TelemetryError> {
         Ok(value) if !value.trim().is_empty() => EnvFilter::try_new(value)?,
         _ => EnvFilter::new("info"),
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter)
+    use std::io::IsTerminal;
+    let fmt = log_layer(
+        std::io::stderr,
+        json_logs_from_env(),
+        std::io::stderr().is_terminal(),
+    );
+    tracing_subscriber::registry()
+        .with(fmt)
+        .with(filter)
         .try_init()
-        .map_err(TelemetryError::Init)
+        .map_err(|e| TelemetryError::Init(Box::new(e)))
 }
 
-/// Installs the global tracing subscriber: fmt logs filtered by `RUST_LOG` (default `info`)
-/// and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, an OpenTelemetry layer exporting spans over
+/// Installs the global tracing subscriber: fmt logs on stdout filtered by `RUST_LOG` (default
+/// `info`; text coloured only on a terminal, or JSON lines with `SLUICE_LOG_FORMAT=json`) and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, an OpenTelemetry layer exporting spans over
 /// OTLP/gRPC (the other standard `OTEL_*` variables, such as `OTEL_SERVICE_NAME`, are honoured
 /// by the SDK). Also installs the W3C propagator globally.
 ///
@@ -227,7 +276,12 @@ pub fn init_tracing() -> Result<TracingGuard, TelemetryError> {
         Ok(value) if !value.trim().is_empty() => EnvFilter::try_new(value)?,
         _ => EnvFilter::new("info"),
     };
-    let fmt = tracing_subscriber::fmt::layer().with_target(true);
+    use std::io::IsTerminal;
+    let fmt = log_layer(
+        std::io::stdout,
+        json_logs_from_env(),
+        std::io::stdout().is_terminal(),
+    );
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
     let endpoint = std::env::var(OTLP_ENDPOINT_ENV)
@@ -314,6 +368,50 @@ mod tests {
             bad.insert(TRACEPARENT, "not-a-trace");
             assert!(!set_parent_from_headers(&span, &bad));
         });
+    }
+
+    /// A writer capturing into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'w self) -> Captured {
+            self.clone()
+        }
+    }
+
+    fn logged(json: bool) -> String {
+        let out = Captured::default();
+        let subscriber = Registry::default().with(log_layer(out.clone(), json, false));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(partition = 3, "fenced");
+        });
+        String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn logs_off_a_terminal_are_plain_text_or_json_lines() {
+        let text = logged(false);
+        assert!(
+            text.contains("fenced") && text.contains("partition=3"),
+            "{text}"
+        );
+        assert!(!text.contains('\x1b'), "no ANSI escape codes: {text:?}");
+        let json = logged(true);
+        let line: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+        assert_eq!(line["fields"]["message"], "fenced");
+        assert_eq!(line["level"], "WARN");
     }
 
     #[test]

@@ -38,6 +38,9 @@ async fn a_worker_from_the_environment_logs_to_stderr_by_default() {
         async || spec.stderr().contains("joined the group"),
     )
     .await;
+    // stderr is a file, not a terminal: plain text, no colour codes.
+    let stderr = spec.stderr();
+    assert!(!stderr.contains('\x1b'), "ANSI escape codes in {stderr:?}");
     child.sigterm();
     child.wait_exit(Duration::from_secs(60)).await;
 }

@@ -13,6 +13,7 @@ use crate::controller::metrics::Metrics;
 use crate::controller::runtime::{self, Settings};
 use crate::service::http::{self, Health};
 use crate::service::leader::{self, Elector, LeaderConfig};
+use crate::service::telemetry::LogFormat;
 use crate::service::{crds, telemetry};
 
 /// Flags of `sluice operator`. The Helm chart passes `--namespace` and the `SLUICE_*`
@@ -55,6 +56,9 @@ pub struct OperatorArgs {
     /// random suffix.
     #[arg(long, env = "SLUICE_POD_NAME")]
     pub pod_name: Option<String>,
+    /// Log lines as plain `text` (coloured only on a terminal) or one `json` object per line.
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, ignore_case = true)]
+    pub log_format: LogFormat,
     /// Apply (create or update) the Sluice CRDs at start with server-side apply.
     #[arg(long, env = "SLUICE_APPLY_CRDS", default_value_t = true, action = ArgAction::Set)]
     pub apply_crds: bool,
@@ -88,9 +92,16 @@ fn identity(pod_name: Option<String>) -> String {
     })
 }
 
+/// How long an object's broker readings stay in `/metrics` after they were taken: 5 minutes,
+/// or 4 resync periods when that is longer (a healthy object is read every resync).
+pub fn stale_after(resync: std::time::Duration) -> std::time::Duration {
+    (resync * 4).max(crate::controller::metrics::objects::DEFAULT_STALE_AFTER)
+}
+
 /// Runs `sluice operator` until SIGTERM or Ctrl-C.
 pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
-    let _telemetry = telemetry::init().context("failed to set up logging and tracing")?;
+    let _telemetry =
+        telemetry::init(args.log_format).context("failed to set up logging and tracing")?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         leader_election = args.leader_election,
@@ -103,7 +114,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         missing_retry: args.missing_retry,
         cluster_domain: args.cluster_domain.clone(),
     };
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::with_stale_after(stale_after(args.resync)));
     let health = Arc::new(Health::default());
     let listener = http::bind(args.metrics_addr).await.with_context(|| {
         format!(
@@ -206,8 +217,19 @@ mod tests {
             "sluice-abc",
             "--metrics-addr",
             "0.0.0.0:8080",
+            "--log-format",
+            "JSON",
         ])
         .unwrap();
+        assert_eq!(cli.args.log_format, LogFormat::Json);
+        assert_eq!(
+            stale_after(std::time::Duration::from_secs(30)).as_secs(),
+            300
+        );
+        assert_eq!(
+            stale_after(std::time::Duration::from_secs(600)).as_secs(),
+            2400
+        );
         assert_eq!(cli.args.namespaces, ["team-a", "team-b"]);
         assert!(cli.args.leader_election);
         assert_eq!(

@@ -16,9 +16,11 @@
 //! warmed the fewest caches, so removing it moves the least work; not-ready pods go before
 //! ready ones regardless (the ReplicaSet controller ranks them first).
 //!
-//! **Metrics.** Every decision sets `sluice_operator_group_lag_messages`,
-//! `..._effective_lag_messages` and `..._desired_replicas` for the group, and every scale
-//! counts `..._group_scale_events_total` and publishes a Kubernetes Event.
+//! **Metrics.** Every decision sets `sluice_group_effective_lag_messages`,
+//! `sluice_group_desired_replicas` and `sluice_group_scaling_reason{reason}` for the group,
+//! and every scale counts `sluice_group_scale_events_total{direction}` and publishes a
+//! Kubernetes Event; a group without `autoscaling` has none of these series. (Lag and worker
+//! counts come from the group's status, see `super::metrics::observe`.)
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -31,7 +33,7 @@ use kube::{Client, ResourceExt};
 use tracing::{debug, warn};
 
 use super::group::GroupOutcome;
-use super::metrics::{GroupLabels, Metrics};
+use super::metrics::{GroupDecision, GroupLabels, Metrics};
 use super::{Failure, MANAGER, ObjectEvent, Outcome, Requeue, conditions, kube_api, ns_name};
 use crate::autoscale::{AutoscalePolicy, GroupScaler, ScaleTarget, StepOutcome, autoscale_policy};
 use crate::crd::{ConsumerGroup, ConsumerGroupStatus, InvalidField};
@@ -141,6 +143,13 @@ pub async fn scale_and_apply(
         }
         None => None,
     };
+    let key = ns_name(group);
+    if policy.is_none() {
+        metrics.group_not_autoscaled(&GroupLabels {
+            namespace: key.0.clone(),
+            group: key.1.clone(),
+        });
+    }
     let (Some(policy), Some(measured)) = (policy, result.measured) else {
         if let Some(t) = &target {
             let applied = t.apply_unchanged().await?;
@@ -151,7 +160,6 @@ pub async fn scale_and_apply(
     if let Requeue::After(d) = outcome.requeue {
         outcome.requeue = Requeue::After(d.min(policy.poll_interval));
     }
-    let key = ns_name(group);
     let uid = group.uid().unwrap_or_default();
     let mut scaler = scalers.take(&key, &uid, &policy)?;
     let now = scalers.clock.elapsed();
@@ -208,14 +216,16 @@ fn report_decision(
     let d = &step.decision;
     metrics.group_decision(
         labels,
-        d.inputs.total_lag,
-        d.inputs.effective_lag,
-        d.desired,
+        GroupDecision {
+            effective_lag: d.inputs.effective_lag,
+            desired: d.desired,
+            reason: d.reason.code(),
+        },
     );
     outcome.status.desired_replicas = Some(i32::try_from(d.desired).unwrap_or(i32::MAX));
     outcome.status.scaling_reason = Some(d.to_string());
     if step.scaled {
-        metrics.group_scaled(labels);
+        metrics.group_scaled(labels, d.desired > d.current);
         outcome.events.push(ObjectEvent {
             warning: false,
             reason: if d.desired > d.current {

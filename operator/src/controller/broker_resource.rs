@@ -6,20 +6,18 @@
 use std::future::Future;
 use std::time::Duration;
 
-use serde::Serialize;
-
 use super::context::ReconcileContext;
 use super::kube_api::Object;
+use super::metrics::Observe;
 use super::{Failure, Outcome};
 use crate::crd::DeletionPolicy;
 
 /// A kind whose objects are provisioned on a broker and reconciled without a Kubernetes
-/// client; deleting one touches the broker only with `deletionPolicy: Delete`.
-pub trait BrokerResource: Object {
+/// client; deleting one touches the broker only with `deletionPolicy: Delete`. Its status
+/// (the [`Observe::Status`]) also feeds the metrics.
+pub trait BrokerResource: Object + Observe {
     /// Kind name for logs and metrics.
     const KIND: &'static str;
-    /// The status the reconcile computes.
-    type Status: Serialize + Send;
 
     /// What happens to the broker objects when this object is deleted.
     fn deletion_policy(&self) -> DeletionPolicy;

@@ -165,7 +165,6 @@ pub async fn cleanup(ctx: &ReconcileContext, dlq: &DeadLetterQueue) -> Result<()
 
 impl BrokerResource for DeadLetterQueue {
     const KIND: &'static str = "DeadLetterQueue";
-    type Status = DeadLetterQueueStatus;
 
     fn deletion_policy(&self) -> DeletionPolicy {
         self.spec.deletion_policy.unwrap_or_default()

@@ -300,7 +300,6 @@ fn partitions_by_topic(sources: &[QueueSourceStatus]) -> Vec<sluice_broker::conf
 
 impl BrokerResource for Queue {
     const KIND: &'static str = "Queue";
-    type Status = QueueStatus;
 
     fn deletion_policy(&self) -> DeletionPolicy {
         self.spec.deletion_policy.unwrap_or_default()

@@ -35,7 +35,7 @@ use super::autoscaling::{GroupScalers, scale_and_apply};
 use super::broker_resource::BrokerResource;
 use super::context::{BrokerPool, Lookup, ReconcileContext};
 use super::kube_api::{self, Object};
-use super::metrics::{GroupLabels, Metrics};
+use super::metrics::{GroupLabels, Metrics, Observe};
 use super::watch::fingerprint::as_dependency;
 use super::watch::{ScopeStores, SharedWatch, Triggers, WatchedObjects};
 use super::{
@@ -358,13 +358,14 @@ fn error_policy<K: Reconciled>(
     Action::requeue(delay)
 }
 
-/// Writes status (server-side apply on the status subresource), publishes Events, and turns
-/// the outcome's requeue into an Action.
-async fn finish<K: Object, S: Serialize>(
+/// Records the status in the metrics, writes it (server-side apply on the status
+/// subresource), publishes Events, and turns the outcome's requeue into an Action.
+async fn finish<K: Object + Observe<Status = S>, S: Serialize>(
     ctx: &ControllerContext,
     obj: &K,
     outcome: Outcome<S>,
 ) -> Result<Action, Failure> {
+    obj.observe(&outcome.status, ctx.metrics.objects());
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);

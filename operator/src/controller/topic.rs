@@ -172,7 +172,6 @@ pub async fn cleanup(ctx: &ReconcileContext, topic: &Topic) -> Result<(), Failur
 
 impl BrokerResource for Topic {
     const KIND: &'static str = "Topic";
-    type Status = TopicStatus;
 
     fn deletion_policy(&self) -> DeletionPolicy {
         self.spec.deletion_policy.unwrap_or_default()

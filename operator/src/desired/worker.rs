@@ -5,14 +5,24 @@
 //! Secret, `SLUICE_NAMESPACE`, `SLUICE_GROUP`, `SLUICE_MEMBER_ID` = pod name) to every
 //! container, replacing variables of the same name, and a termination grace period long
 //! enough to drain in-flight messages (ack wait + 10s).
+//!
+//! Workers are observable by default ([`observable`]): the first container (the worker, as
+//! for `sluice dev`) gets `SLUICE_METRICS_ADDR=0.0.0.0:9090`, on which the SDK serves
+//! `/metrics`, `/healthz` and `/readyz`, a container port named `metrics`, a readiness probe
+//! on `/readyz` (ready once the worker joined its group) and a liveness probe on `/healthz`.
+//! What the template sets wins: its own `SLUICE_METRICS_ADDR` (whose port is then used), its
+//! own probes, its own port. A template that sets `SLUICE_METRICS_ADDR` to the empty string
+//! (a worker not built on the SDK) gets no port and no probes.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    EnvVar, EnvVarSource, ObjectFieldSelector, PodTemplateSpec, SecretKeySelector,
+    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
+    PodTemplateSpec, Probe, SecretKeySelector,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::crd::InvalidField;
 
@@ -20,6 +30,12 @@ use crate::crd::InvalidField;
 pub const GROUP_LABEL: &str = "sluice.dev/group";
 /// Extra time on top of the ack wait that workers get to shut down.
 pub const DRAIN_MARGIN_SECS: i64 = 10;
+/// Variable the worker SDK serves `/metrics`, `/healthz` and `/readyz` on.
+pub const METRICS_ADDR_ENV: &str = "SLUICE_METRICS_ADDR";
+/// Port of the workers' metrics endpoint unless the template chooses one.
+pub const METRICS_PORT: i32 = 9090;
+/// Name of the workers' metrics container port (the chart's PodMonitor scrapes it).
+pub const METRICS_PORT_NAME: &str = "metrics";
 
 /// Everything the worker Deployment is built from.
 #[derive(Debug, Clone)]
@@ -101,6 +117,9 @@ pub fn worker_deployment(inputs: WorkerInputs<'_>) -> Result<Deployment, Invalid
             c.image_pull_policy = c.image.as_deref().map(default_pull_policy);
         }
     }
+    if let Some(worker) = pod_spec.containers.first_mut() {
+        observable(worker);
+    }
     for c in pod_spec.init_containers.iter_mut().flatten() {
         if c.image_pull_policy.is_none() {
             c.image_pull_policy = c.image.as_deref().map(default_pull_policy);
@@ -147,6 +166,60 @@ pub fn worker_deployment(inputs: WorkerInputs<'_>) -> Result<Deployment, Invalid
         }),
         status: None,
     })
+}
+
+/// Makes the worker container observable (see the [module doc](self)): metrics address,
+/// `metrics` port, readiness and liveness probes, each only where the template has none.
+pub fn observable(container: &mut Container) {
+    let env = container.env.get_or_insert_with(Vec::new);
+    let port = match env.iter().find(|v| v.name == METRICS_ADDR_ENV) {
+        None => {
+            env.push(plain(METRICS_ADDR_ENV, &format!("0.0.0.0:{METRICS_PORT}")));
+            Some(METRICS_PORT)
+        }
+        // `:9100`, `0.0.0.0:9100`, `[::]:9100`; empty = no endpoint; from a Secret or field:
+        // unknown, so nothing is added.
+        Some(v) => v
+            .value
+            .as_deref()
+            .and_then(|a| a.trim().rsplit_once(':'))
+            .and_then(|(_, port)| port.parse::<i32>().ok())
+            .filter(|p| (1..=65535).contains(p)),
+    };
+    let Some(port) = port else {
+        return;
+    };
+    let ports = container.ports.get_or_insert_with(Vec::new);
+    let declared = ports
+        .iter()
+        .any(|p| p.container_port == port || p.name.as_deref() == Some(METRICS_PORT_NAME));
+    if !declared {
+        ports.push(ContainerPort {
+            name: Some(METRICS_PORT_NAME.into()),
+            container_port: port,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        });
+    }
+    let probe = |path: &str, initial_delay: i32, period: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(port),
+            scheme: Some("HTTP".into()),
+            ..Default::default()
+        }),
+        initial_delay_seconds: Some(initial_delay),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(3),
+        ..Default::default()
+    };
+    if container.readiness_probe.is_none() {
+        container.readiness_probe = Some(probe("/readyz", 0, 5));
+    }
+    if container.liveness_probe.is_none() {
+        container.liveness_probe = Some(probe("/healthz", 10, 10));
+    }
 }
 
 /// Labels selecting a group's worker pods.
@@ -328,6 +401,95 @@ mod tests {
         assert_eq!(labels["team"], "pay");
         assert_eq!(labels[GROUP_LABEL], "billing");
         assert_eq!(spec.selector.match_labels.unwrap()[GROUP_LABEL], "billing");
+    }
+
+    fn worker(d: Deployment) -> Container {
+        d.spec.unwrap().template.spec.unwrap().containers[0].clone()
+    }
+
+    fn http_probe(p: &Option<Probe>) -> (String, IntOrString) {
+        let get = p.clone().unwrap().http_get.unwrap();
+        (get.path.unwrap(), get.port)
+    }
+
+    #[test]
+    fn workers_are_observable_by_default() {
+        let t = template(
+            "spec:\n  containers:\n  - {name: w, image: img:1, ports: [{name: http, containerPort: 8080}]}\n  - {name: sidecar, image: proxy:1}\n",
+        );
+        let d = worker_deployment(inputs(t)).unwrap();
+        let pod = d.spec.clone().unwrap().template.spec.unwrap();
+        let w = worker(d);
+        let env = w.env.clone().unwrap();
+        let addr: Vec<_> = env.iter().filter(|v| v.name == METRICS_ADDR_ENV).collect();
+        assert_eq!(addr.len(), 1);
+        assert_eq!(addr[0].value.as_deref(), Some("0.0.0.0:9090"));
+        let ports = w.ports.clone().unwrap();
+        assert_eq!(ports.len(), 2, "{ports:?}");
+        assert_eq!(ports[1].name.as_deref(), Some("metrics"));
+        assert_eq!(ports[1].container_port, 9090);
+        assert_eq!(
+            http_probe(&w.readiness_probe),
+            ("/readyz".into(), IntOrString::Int(9090))
+        );
+        assert_eq!(
+            http_probe(&w.liveness_probe),
+            ("/healthz".into(), IntOrString::Int(9090))
+        );
+        // Only the worker container: a sidecar keeps its own ports and has no probes.
+        let sidecar = &pod.containers[1];
+        assert!(sidecar.ports.is_none() && sidecar.readiness_probe.is_none());
+        assert!(
+            !sidecar
+                .env
+                .iter()
+                .flatten()
+                .any(|v| v.name == METRICS_ADDR_ENV)
+        );
+    }
+
+    #[test]
+    fn the_templates_address_port_and_probes_win() {
+        let t = template(
+            "spec:\n  containers:\n  - name: w\n    image: img:1\n    env: [{name: SLUICE_METRICS_ADDR, value: ':9100'}]\n    livenessProbe: {tcpSocket: {port: 7000}}\n",
+        );
+        let w = worker(worker_deployment(inputs(t)).unwrap());
+        let env = w.env.clone().unwrap();
+        let addr: Vec<_> = env.iter().filter(|v| v.name == METRICS_ADDR_ENV).collect();
+        assert_eq!(addr.len(), 1);
+        assert_eq!(addr[0].value.as_deref(), Some(":9100"));
+        assert_eq!(w.ports.clone().unwrap()[0].container_port, 9100);
+        assert_eq!(
+            http_probe(&w.readiness_probe),
+            ("/readyz".into(), IntOrString::Int(9100))
+        );
+        let liveness = w.liveness_probe.clone().unwrap();
+        assert!(liveness.http_get.is_none() && liveness.tcp_socket.is_some());
+
+        // A port already declared (by number) is not declared twice.
+        let t = template(
+            "spec:\n  containers:\n  - {name: w, image: img:1, ports: [{name: prom, containerPort: 9090}]}\n",
+        );
+        let w = worker(worker_deployment(inputs(t)).unwrap());
+        assert_eq!(w.ports.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_empty_metrics_address_opts_out() {
+        let t = template(
+            "spec:\n  containers:\n  - name: w\n    image: img:1\n    env: [{name: SLUICE_METRICS_ADDR, value: ''}]\n",
+        );
+        let w = worker(worker_deployment(inputs(t)).unwrap());
+        assert!(w.ports.is_none());
+        assert!(w.readiness_probe.is_none() && w.liveness_probe.is_none());
+        let env = w.env.unwrap();
+        assert_eq!(
+            env.iter()
+                .filter(|v| v.name == METRICS_ADDR_ENV)
+                .map(|v| v.value.as_deref())
+                .collect::<Vec<_>>(),
+            [Some("")]
+        );
     }
 
     #[test]

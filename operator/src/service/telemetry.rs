@@ -2,8 +2,8 @@
 //! when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the exporter reads the standard `OTEL_*`
 //! variables; the service name defaults to `sluice-operator`).
 //!
-//! Log lines are plain text, coloured only when stdout is a terminal; `SLUICE_LOG_FORMAT=json`
-//! writes one JSON object per line instead (for log collectors).
+//! Log lines are plain text, coloured only when stdout is a terminal; `--log-format json`
+//! (`SLUICE_LOG_FORMAT=json`) writes one JSON object per line instead (for log collectors).
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
@@ -47,26 +47,13 @@ pub enum TelemetryError {
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LogFormat {
     /// Human-readable text; ANSI colours only on a terminal.
+    #[default]
     Text,
     /// One JSON object per line.
     Json,
-}
-
-impl LogFormat {
-    /// From `SLUICE_LOG_FORMAT` (`json` or `text`; anything else is text).
-    pub fn from_env() -> Self {
-        Self::parse(std::env::var("SLUICE_LOG_FORMAT").ok().as_deref())
-    }
-
-    fn parse(value: Option<&str>) -> Self {
-        match value.map(str::trim) {
-            Some(v) if v.eq_ignore_ascii_case("json") => LogFormat::Json,
-            _ => LogFormat::Text,
-        }
-    }
 }
 
 /// The log layer for `format`.
@@ -83,10 +70,11 @@ where
     }
 }
 
-/// Installs the global subscriber. Call once, inside the Tokio runtime.
-pub fn init() -> Result<Telemetry, TelemetryError> {
+/// Installs the global subscriber, writing log lines in `format`. Call once, inside the Tokio
+/// runtime.
+pub fn init(format: LogFormat) -> Result<Telemetry, TelemetryError> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = log_layer(LogFormat::from_env());
+    let fmt = log_layer(format);
     let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
         .ok()
         .filter(|e| !e.is_empty());
@@ -116,18 +104,4 @@ pub fn init() -> Result<Telemetry, TelemetryError> {
     Ok(Telemetry {
         provider: Some(provider),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_format_is_text_unless_json_is_asked_for() {
-        assert_eq!(LogFormat::parse(None), LogFormat::Text);
-        assert_eq!(LogFormat::parse(Some("JSON")), LogFormat::Json);
-        assert_eq!(LogFormat::parse(Some(" json ")), LogFormat::Json);
-        assert_eq!(LogFormat::parse(Some("text")), LogFormat::Text);
-        assert_eq!(LogFormat::parse(Some("yaml")), LogFormat::Text);
-    }
 }
