@@ -82,6 +82,8 @@ pub fn queue_settings(
         }),
         sources,
         storage: spec.storage.unwrap_or_default().into(),
+        delay: None,
+        priorities: 1,
     })
 }
 
