@@ -3,7 +3,8 @@
 //! kept alive with progress acks while a handler runs; retries by NAK with delay; the same
 //! attempt limit and dead-lettering as topics. A redelivery of a message this member is still
 //! handling (its visibility timeout lapsed, e.g. the process stalled) is ignored: the running
-//! handling acknowledges it.
+//! handling acknowledges it. A queue with priority levels is consumed by
+//! [`crate::priority_queue`] instead.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -32,6 +33,15 @@ pub(crate) async fn run_queue_member(
     joined: impl FnOnce(),
 ) -> Result<()> {
     let cfg = shared.config.borrow().clone();
+    if cfg.priorities > 1 {
+        return crate::priority_queue::run_priority_queue_member(
+            shared,
+            shutdown,
+            drain_timeout,
+            joined,
+        )
+        .await;
+    }
     let stream_name = names::queue_stream(&cfg.source_ref()?);
     let durable = names::group_consumer(&cfg.group_ref()?);
     let span = info_span!("sluice.queue", stream = %stream_name);
