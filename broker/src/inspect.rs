@@ -49,6 +49,10 @@ pub struct PartitionLag {
     pub acked_offset: u64,
     /// Last offset delivered to the group.
     pub delivered_offset: u64,
+    /// Deliveries (redeliveries included) acknowledged contiguously: the consumer's ack floor
+    /// in its own sequence. For a queue's priority level, whose offsets interleave with the
+    /// other levels' and with delayed messages', this is what counts handled messages.
+    pub acked_deliveries: u64,
 }
 
 impl PartitionLag {
@@ -183,6 +187,7 @@ impl Broker {
                     retrying: info.num_redelivered as u64,
                     acked_offset: info.ack_floor.stream_sequence,
                     delivered_offset: info.delivered.stream_sequence,
+                    acked_deliveries: info.ack_floor.consumer_sequence,
                 },
                 Err(e) => {
                     let err = broker_err(
