@@ -323,3 +323,61 @@ async fn lateness_distribution() {
         late[late.len() - 1]
     );
 }
+
+/// The same figure for the SDK's retry path (NAK with delay, JetStream redelivery): 200
+/// messages failing once with a 2 s backoff; prints how much later than the backoff the retry
+/// started. Compared with `lateness_distribution` in `docs/delay-and-priority.md`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nak_retry_lateness_distribution() {
+    let env = Harness::start().await;
+    let mut cfg = queue_group("naks", "crew");
+    cfg.max_concurrency = 256;
+    cfg.retry.backoff.initial_ms = 2_000;
+    cfg.retry.backoff.max_ms = 2_000;
+    cfg.retry.max_attempts = 3;
+    env.provision_queue(&cfg).await;
+    let seen: SeenLog = Default::default();
+    let _a = recording_member(&env, "crew", &seen, true);
+    let producer = producer(&env).await;
+    let jobs = producer.queue(NS, "naks").await.unwrap();
+    let n = 200;
+    for i in 0..n {
+        drop(jobs.send(Record::new(format!("n-{i}"))).await.unwrap());
+    }
+    producer.flush().await.unwrap();
+    wait_until(Duration::from_secs(60), "all retried", async || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.attempt == 2)
+            .count()
+            >= n
+    })
+    .await;
+    let seen = seen.lock().unwrap().clone();
+    let mut late: Vec<Duration> = Vec::new();
+    for i in 0..n {
+        let p = format!("n-{i}");
+        let first = seen
+            .iter()
+            .find(|s| s.payload == p && s.attempt == 1)
+            .unwrap();
+        let second = seen
+            .iter()
+            .find(|s| s.payload == p && s.attempt == 2)
+            .unwrap();
+        let gap = second.at.duration_since(first.at).unwrap();
+        late.push(gap.saturating_sub(Duration::from_secs(2)));
+    }
+    late.sort();
+    let pct = |p: usize| late[(late.len() * p / 100).min(late.len() - 1)];
+    println!(
+        "NAK-with-delay retry lateness over {} retries (2 s backoff): min {:?} p50 {:?} p90 {:?} p99 {:?} max {:?}",
+        late.len(),
+        late[0],
+        pct(50),
+        pct(90),
+        pct(99),
+        late[late.len() - 1]
+    );
+}
