@@ -36,18 +36,18 @@ pub(crate) const IDLE_MIN: Duration = Duration::from_millis(10);
 /// Longest pause between polls of an idle queue.
 pub(crate) const IDLE_MAX: Duration = Duration::from_millis(200);
 
-/// Consumes the group's prioritized queue until `shutdown`, then finishes running handlers;
-/// calls `joined` once it consumes.
+/// Consumes the group's prioritized queue until `shutdown` (`Ok(false)`) or until its levels
+/// change (`Ok(true)`), then finishes running handlers; calls `joined` once it consumes.
 pub(crate) async fn run_priority_queue_member(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     drain_timeout: Duration,
     joined: impl FnOnce(),
-) -> Result<()> {
+) -> Result<bool> {
     let cfg = shared.config.borrow().clone();
     let slots = group_consumers(&cfg)?;
     let Some(first) = slots.first() else {
-        return Ok(());
+        return Ok(false);
     };
     let stream_name = first.stream.clone();
     let span = info_span!("sluice.queue", stream = %stream_name, levels = slots.len());
@@ -85,9 +85,14 @@ pub(crate) async fn run_priority_queue_member(
     let mut inflight: FuturesUnordered<BoxFuture<'static, u64>> = FuturesUnordered::new();
     let mut running: HashSet<u64> = HashSet::new();
     let mut idle = IDLE_MIN;
+    let mut relevel = false;
     async {
         loop {
             if shutdown.is_cancelled() {
+                break;
+            }
+            if crate::queue::levels_changed(&shared, cfg.priorities) {
+                relevel = true;
                 break;
             }
             let max = shared.config.borrow().max_concurrency.max(1) as usize;
@@ -169,7 +174,7 @@ pub(crate) async fn run_priority_queue_member(
     }
     .instrument(span)
     .await;
-    Ok(())
+    Ok(relevel)
 }
 
 /// Up to `max` messages available now on `consumer` (a no-wait fetch: it never waits for

@@ -137,3 +137,44 @@ async fn the_starvation_guard_gives_lower_levels_their_share() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_members_pick_up_new_priority_levels() {
+    let env = Harness::start().await;
+    let mut cfg = queue_group("grow", "crew");
+    env.provision_queue_with(&cfg, &QueueSettings::default())
+        .await;
+    let records: Records = Default::default();
+    let _a = Member::spawn(MemberSpec::new(&env, "crew", "a", &records));
+    let producer = Producer::new(env.broker.clone(), ProducerConfig::default()).unwrap();
+    let jobs = producer.queue(NS, "grow").await.unwrap();
+    jobs.publish(Record::new("before")).await.unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "handled before the change",
+        async || {
+            records
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|r| r.payload == "before")
+        },
+    )
+    .await;
+    // The operator's order: the queue's levels, then the group's consumers and config.
+    cfg.priorities = 3;
+    env.provision_queue_with(&cfg, &prioritized(3)).await;
+    jobs.publish(Record::new("urgent").priority(2))
+        .await
+        .unwrap();
+    jobs.publish(Record::new("normal")).await.unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "both handled after the change",
+        async || {
+            let r = records.lock().unwrap();
+            r.iter().any(|r| r.payload == "urgent") && r.iter().any(|r| r.payload == "normal")
+        },
+    )
+    .await;
+}
