@@ -185,7 +185,7 @@ impl QueueHandle {
     /// ```
     ///
     /// # Errors
-    /// As [`QueueHandle::send`], plus the acknowledgement's: [`ProducerErrorKind::Timeout`] (the
+    /// As [`QueueHandle::send`], plus the acknowledgement's: [`ProducerErrorKind::Timeout`](super::ProducerErrorKind::Timeout) (the
     /// message may or may not be stored; re-send it with the same id), `NotFound`, `Unavailable`,
     /// `InvalidMessage` (too large) or `Broker`.
     pub async fn publish(&self, record: Record) -> Result<Published, ProducerError> {
