@@ -83,6 +83,12 @@ pub struct QueueSettings {
     pub sources: Vec<QueueSource>,
     /// File or memory storage.
     pub storage: StorageKind,
+    /// Delayed delivery (`None`: off, a delayed send is refused).
+    #[serde(default)]
+    pub delay: Option<DelaySettings>,
+    /// Priority levels, 1 (no priorities) to [`MAX_PRIORITIES`]; level 0 is the lowest.
+    #[serde(default = "one")]
+    pub priorities: u32,
 }
 
 impl Default for QueueSettings {
@@ -93,6 +99,31 @@ impl Default for QueueSettings {
             duplicate_window_ms: 120_000,
             sources: Vec::new(),
             storage: StorageKind::File,
+            delay: None,
+            priorities: 1,
+        }
+    }
+}
+
+/// The most priority levels a queue may have.
+pub const MAX_PRIORITIES: u32 = 10;
+
+fn one() -> u32 {
+    1
+}
+
+/// Delayed delivery on a queue (JetStream message schedules, nats-server 2.12+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DelaySettings {
+    /// The longest delay a producer may ask for, in milliseconds.
+    pub max_delay_ms: u64,
+}
+
+impl Default for DelaySettings {
+    fn default() -> Self {
+        Self {
+            max_delay_ms: 7 * 24 * 3600 * 1000,
         }
     }
 }
@@ -231,6 +262,21 @@ pub struct GroupConfig {
     /// milliseconds: the failover time after a crash.
     #[serde(default = "default_pin_timeout_ms")]
     pub pin_timeout_ms: u64,
+    /// Priority levels of the queue the group reads (1 for topics and queues without
+    /// priorities); one consumer per level.
+    #[serde(default = "one")]
+    pub priorities: u32,
+    /// Percent (0-100) of a member's handling reserved for lower priority levels while higher
+    /// ones have work: the starvation guard.
+    #[serde(default = "default_low_priority_share")]
+    pub low_priority_share: u32,
+}
+
+/// Default [`GroupConfig::low_priority_share`]: one message in ten.
+pub const DEFAULT_LOW_PRIORITY_SHARE: u32 = 10;
+
+fn default_low_priority_share() -> u32 {
+    DEFAULT_LOW_PRIORITY_SHARE
 }
 
 fn default_pin_timeout_ms() -> u64 {
@@ -261,6 +307,8 @@ impl GroupConfig {
             max_concurrency: default_concurrency(),
             idempotency_ttl_ms: default_idempotency_ttl_ms(),
             pin_timeout_ms: default_pin_timeout_ms(),
+            priorities: 1,
+            low_priority_share: DEFAULT_LOW_PRIORITY_SHARE,
         }
     }
 
@@ -304,6 +352,24 @@ impl GroupConfig {
             return fail(format!(
                 "group {}/{}: pin timeout must be at least 1s",
                 self.namespace, self.group
+            ));
+        }
+        if self.priorities == 0 || self.priorities > MAX_PRIORITIES {
+            return fail(format!(
+                "group {}/{}: priorities must be between 1 and {MAX_PRIORITIES}, got {}",
+                self.namespace, self.group, self.priorities
+            ));
+        }
+        if self.priorities > 1 && self.source.kind != SourceKind::Queue {
+            return fail(format!(
+                "group {}/{}: only queues have priority levels; set priorities to 1 for topic {}",
+                self.namespace, self.group, self.source.name
+            ));
+        }
+        if self.low_priority_share > 100 {
+            return fail(format!(
+                "group {}/{}: lowPriorityShare is a percentage (0-100), got {}",
+                self.namespace, self.group, self.low_priority_share
             ));
         }
         if self.max_concurrency == 0 {

@@ -82,6 +82,57 @@ pub fn group_streams(cfg: &GroupConfig) -> Result<Vec<String>> {
     })
 }
 
+/// One durable consumer of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupConsumer {
+    /// The partition (topics) or the priority level (queues; 0 is the lowest).
+    pub index: u32,
+    /// The stream it is on.
+    pub stream: String,
+    /// Its durable name.
+    pub durable: String,
+    /// The subject it reads (queues: its level's subject, so delayed messages waiting on
+    /// their schedule subjects are never delivered); `None` reads the whole stream.
+    pub filter: Option<String>,
+}
+
+/// Every durable consumer of a group: one per partition of a topic, one per priority level of
+/// a queue (highest level last).
+///
+/// ```
+/// use sluice_broker::config::{GroupConfig, SourceKind, SourceRef};
+/// let mut cfg = GroupConfig::new("shop", "mailers", SourceRef { kind: SourceKind::Queue, name: "emails".into(), partitions: 1 });
+/// cfg.priorities = 3;
+/// let consumers = sluice_broker::group::group_consumers(&cfg).unwrap();
+/// assert_eq!(consumers[2].durable, "G__mailers__p2");
+/// assert_eq!(consumers[2].filter.as_deref(), Some("sluice.q.shop.emails.p2"));
+/// ```
+///
+/// # Errors
+/// [`ErrorKind::InvalidSpec`] when the group or source name is not a Kubernetes name.
+pub fn group_consumers(cfg: &GroupConfig) -> Result<Vec<GroupConsumer>> {
+    let source = cfg.source_ref()?;
+    let group = cfg.group_ref()?;
+    Ok(match cfg.source.kind {
+        SourceKind::Topic => (0..cfg.source.partitions)
+            .map(|p| GroupConsumer {
+                index: p,
+                stream: names::topic_stream(&source, p),
+                durable: names::group_consumer(&group),
+                filter: None,
+            })
+            .collect(),
+        SourceKind::Queue => (0..cfg.priorities.max(1))
+            .map(|level| GroupConsumer {
+                index: level,
+                stream: names::queue_stream(&source),
+                durable: names::group_level_consumer(&group, level),
+                filter: Some(names::queue_level_subject(&source, level)),
+            })
+            .collect(),
+    })
+}
+
 fn consumer_drift(
     current: &consumer::Config,
     desired: &consumer::pull::Config,
@@ -99,6 +150,9 @@ fn consumer_drift(
     if current.max_ack_pending != desired.max_ack_pending {
         fields.push("maxAckPending");
     }
+    if current.filter_subject != desired.filter_subject {
+        fields.push("filterSubject");
+    }
     if current.priority_timeout != desired.priority_timeout
         && desired.priority_policy == PriorityPolicy::PinnedClient
     {
@@ -113,11 +167,15 @@ impl Broker {
     /// when a consumer is created.
     #[instrument(skip(self, cfg), fields(group = %format!("{}/{}", cfg.namespace, cfg.group)))]
     pub async fn ensure_group(&self, cfg: &GroupConfig) -> Result<Changes> {
-        let desired = consumer_config(cfg)?;
-        let durable = desired.durable_name.clone().unwrap_or_default();
+        let base = consumer_config(cfg)?;
         self.check_source_partitions(cfg).await?;
         let mut changes = Changes::default();
-        for stream_name in group_streams(cfg)? {
+        for slot in group_consumers(cfg)? {
+            let stream_name = slot.stream.clone();
+            let durable = slot.durable.clone();
+            let mut desired = base.clone();
+            desired.durable_name = Some(durable.clone());
+            desired.filter_subject = slot.filter.clone().unwrap_or_default();
             let stream = match self.jetstream().get_stream(&stream_name).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -216,8 +274,8 @@ impl Broker {
     /// Deletes a group's consumers (their positions are lost) and its config entry.
     #[instrument(skip(self, cfg), fields(group = %format!("{}/{}", cfg.namespace, cfg.group)))]
     pub async fn delete_group(&self, cfg: &GroupConfig) -> Result<()> {
-        let durable = names::group_consumer(&cfg.group_ref()?);
-        for stream_name in group_streams(cfg)? {
+        for slot in group_consumers(cfg)? {
+            let (stream_name, durable) = (slot.stream, slot.durable);
             let stream = match self.jetstream().get_stream(&stream_name).await {
                 Ok(s) => s,
                 Err(e) => {

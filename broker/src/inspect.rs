@@ -49,6 +49,10 @@ pub struct PartitionLag {
     pub acked_offset: u64,
     /// Last offset delivered to the group.
     pub delivered_offset: u64,
+    /// Deliveries (redeliveries included) acknowledged contiguously: the consumer's ack floor
+    /// in its own sequence. For a queue's priority level, whose offsets interleave with the
+    /// other levels' and with delayed messages', this is what counts handled messages.
+    pub acked_deliveries: u64,
 }
 
 impl PartitionLag {
@@ -95,6 +99,43 @@ pub struct DlqStatus {
 }
 
 impl Broker {
+    /// Messages stored in stream `stream_name` on the subjects matching `filter` (a literal
+    /// subject or a wildcard; a wildcard over many subjects pages through all of them).
+    ///
+    /// ```no_run
+    /// # async fn run(broker: sluice_broker::Broker) -> sluice_broker::Result<()> {
+    /// let n = broker.count_on_subjects("SLUICE_Q__shop__emails", "sluice.q.shop.emails").await?;
+    /// println!("{n} waiting");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] when the stream does not exist; `Unavailable` or `Broker` when it
+    /// cannot be read.
+    pub async fn count_on_subjects(&self, stream_name: &str, filter: &str) -> Result<u64> {
+        use futures::TryStreamExt as _;
+        let stream = self
+            .jetstream()
+            .get_stream(stream_name)
+            .await
+            .map_err(|e| broker_err(format!("failed to look up stream {stream_name}"), e))?;
+        let subjects = stream.info_with_subjects(filter).await.map_err(|e| {
+            broker_err(
+                format!("failed to read the subjects of stream {stream_name}"),
+                e,
+            )
+        })?;
+        subjects
+            .try_fold(0u64, |n, (_, count)| async move { Ok(n + count as u64) })
+            .await
+            .map_err(|e| {
+                broker_err(
+                    format!("failed to read the subjects of stream {stream_name}"),
+                    e,
+                )
+            })
+    }
+
     /// Offsets, size and leader of every partition of a topic.
     #[instrument(skip(self), fields(topic = %topic))]
     pub async fn topic_status(
@@ -130,9 +171,9 @@ impl Broker {
     /// A consumer that does not exist yet counts everything stored as pending.
     #[instrument(skip(self, cfg), fields(group = %format!("{}/{}", cfg.namespace, cfg.group)))]
     pub async fn group_lag(&self, cfg: &GroupConfig) -> Result<GroupLag> {
-        let durable = names::group_consumer(&cfg.group_ref()?);
         let mut partitions = Vec::new();
-        for (p, stream_name) in crate::group::group_streams(cfg)?.into_iter().enumerate() {
+        for slot in crate::group::group_consumers(cfg)? {
+            let (p, stream_name, durable) = (slot.index, slot.stream, slot.durable);
             let mut stream = self
                 .jetstream()
                 .get_stream(&stream_name)
@@ -140,12 +181,13 @@ impl Broker {
                 .map_err(|e| broker_err(format!("failed to look up stream {stream_name}"), e))?;
             let lag = match stream.consumer_info(&durable).await {
                 Ok(info) => PartitionLag {
-                    partition: p as u32,
+                    partition: p,
                     pending: info.num_pending,
                     ack_pending: info.num_ack_pending as u64,
                     retrying: info.num_redelivered as u64,
                     acked_offset: info.ack_floor.stream_sequence,
                     delivered_offset: info.delivered.stream_sequence,
+                    acked_deliveries: info.ack_floor.consumer_sequence,
                 },
                 Err(e) => {
                     let err = broker_err(
@@ -159,8 +201,11 @@ impl Broker {
                         broker_err(format!("failed to read stream {stream_name}"), e)
                     })?;
                     PartitionLag {
-                        partition: p as u32,
-                        pending: info.state.messages,
+                        partition: p,
+                        pending: match &slot.filter {
+                            Some(subject) => self.count_on_subjects(&stream_name, subject).await?,
+                            None => info.state.messages,
+                        },
                         ..Default::default()
                     }
                 }

@@ -12,6 +12,7 @@
 //! - [`group`]: group consumers and the group-config channel.
 //! - [`inspect`]: partition offsets, group lag, DLQ depth.
 //! - [`dlq`]: the dead-letter envelope.
+//! - [`schedule`]: delayed delivery (JetStream message schedules) and priority levels of queues.
 //! - [`fanout`]: the relay that copies topics into the queues they feed (lossless fan-out).
 //! - [`embedded`]: a real nats-server as a child process (for `sluice dev` and tests).
 //!
@@ -41,6 +42,7 @@ pub mod inspect;
 pub mod names;
 pub mod partitioner;
 pub mod provision;
+pub mod schedule;
 
 pub use backoff::Backoff;
 pub use client::{Broker, ConnectOptions};

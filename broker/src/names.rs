@@ -10,8 +10,11 @@
 //! | topic partition stream | `SLUICE_T__<ns>__<topic>__<p>` |
 //! | topic partition subject | `sluice.t.<ns>.<topic>.<p>` |
 //! | queue stream / subject | `SLUICE_Q__<ns>__<queue>` / `sluice.q.<ns>.<queue>` |
+//! | queue priority level `l` >= 1 subject | `sluice.q.<ns>.<queue>.p<l>` (level 0 is the queue subject) |
+//! | queue delayed message (a JetStream schedule) for level `l` | `sluice.q.<ns>.<queue>.sched.<l>.<id>` |
 //! | dead-letter stream / subject | `SLUICE_DLQ__<ns>__<dlq>` / `sluice.dlq.<ns>.<dlq>` |
 //! | group consumer (durable) | `G__<group>` on each partition stream or the queue stream |
+//! | group consumer of queue priority level `l` >= 1 | `G__<group>__p<l>` (level 0: `G__<group>`) |
 //! | fan-out relay consumer (durable) | `Q__<queue>` on each partition stream of a queue's source topics |
 //! | group config KV bucket / key | `SLUICE_GROUP_CONFIG` / `<ns>.<group>` |
 //! | membership KV bucket / key | `SLUICE_MEMBERS` / `<ns>.<group>.<member>` |
@@ -166,6 +169,44 @@ pub fn queue_subject(queue: &ResourceRef) -> String {
     format!("sluice.q.{}.{}", queue.namespace, escape(&queue.name))
 }
 
+/// Subject of priority level `level` of a queue: level 0 (the lowest, and the only one of a
+/// queue without priorities) is [`queue_subject`], level `l` >= 1 is `<queue subject>.p<l>`.
+///
+/// ```
+/// use sluice_broker::{ResourceRef, names};
+/// let q = ResourceRef::new("shop", "emails").unwrap();
+/// assert_eq!(names::queue_level_subject(&q, 0), "sluice.q.shop.emails");
+/// assert_eq!(names::queue_level_subject(&q, 2), "sluice.q.shop.emails.p2");
+/// ```
+pub fn queue_level_subject(queue: &ResourceRef, level: u32) -> String {
+    if level == 0 {
+        queue_subject(queue)
+    } else {
+        format!("{}.p{level}", queue_subject(queue))
+    }
+}
+
+/// Subject holding one delayed message (a JetStream `@at` schedule) for level `level` of a
+/// queue; `id` must be one subject token (see [`schedule_id`]). Each delayed message needs its
+/// own subject: the server keeps one schedule per subject.
+pub fn queue_schedule_subject(queue: &ResourceRef, level: u32, id: &str) -> String {
+    format!("{}.sched.{level}.{id}", queue_subject(queue))
+}
+
+/// Wildcard over the delayed messages of one level (`Some`) or of every level (`None`).
+pub fn queue_schedule_filter(queue: &ResourceRef, level: Option<u32>) -> String {
+    match level {
+        Some(level) => format!("{}.sched.{level}.*", queue_subject(queue)),
+        None => format!("{}.sched.>", queue_subject(queue)),
+    }
+}
+
+/// A subject token identifying a delayed message: the hex FNV-1a hash of its message id, so
+/// re-sending the same id replaces the schedule instead of adding a second one.
+pub fn schedule_id(message_id: &str) -> String {
+    format!("{:016x}", fnv1a64(message_id.as_bytes()))
+}
+
 /// Stream of a dead-letter queue.
 pub fn dlq_stream(dlq: &ResourceRef) -> String {
     bounded(format!(
@@ -183,6 +224,16 @@ pub fn dlq_subject(dlq: &ResourceRef) -> String {
 /// Durable consumer name of a group (on each partition stream, or the queue stream).
 pub fn group_consumer(group: &ResourceRef) -> String {
     bounded(format!("G__{}", escape(&group.name)))
+}
+
+/// Durable consumer of a group on priority level `level` of its queue (level 0 is
+/// [`group_consumer`], so a queue without priorities keeps its one consumer).
+pub fn group_level_consumer(group: &ResourceRef, level: u32) -> String {
+    if level == 0 {
+        group_consumer(group)
+    } else {
+        bounded(format!("G__{}__p{level}", escape(&group.name)))
+    }
 }
 
 /// Durable consumer through which a queue's fan-out relay reads one partition of a source topic
@@ -280,6 +331,7 @@ mod tests {
             queue_stream(r),
             dlq_stream(r),
             group_consumer(r),
+            group_level_consumer(r, 3),
             idempotency_bucket(r),
         ]
     }
@@ -291,7 +343,13 @@ mod tests {
             for n in all_names(&r, p) {
                 prop_assert!(is_valid_nats_name(&n), "{n}");
             }
-            for s in [topic_subject(&r, p), queue_subject(&r), dlq_subject(&r)] {
+            for s in [
+                topic_subject(&r, p),
+                queue_subject(&r),
+                dlq_subject(&r),
+                queue_level_subject(&r, p % 10),
+                queue_schedule_subject(&r, p % 10, &schedule_id("x")),
+            ] {
                 prop_assert!(is_valid_subject(&s), "{s}");
             }
         }
@@ -328,7 +386,7 @@ mod tests {
     fn kinds_never_share_a_stream_name() {
         let r = ResourceRef::new("default", "orders").unwrap();
         let names: HashSet<_> = all_names(&r, 0).into_iter().collect();
-        assert_eq!(names.len(), 5);
+        assert_eq!(names.len(), 6);
         assert_eq!(topic_stream(&r, 3), "SLUICE_T__default__orders__3");
         assert_eq!(topic_subject(&r, 3), "sluice.t.default.orders.3");
         assert_eq!(group_config_key(&r), "default.orders");

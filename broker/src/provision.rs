@@ -10,7 +10,7 @@ use tracing::{info, instrument};
 
 use crate::client::Broker;
 use crate::config::{
-    DlqSettings, QueueSettings, QueueSource, Retention, StorageKind, TopicSettings,
+    DlqSettings, MAX_PRIORITIES, QueueSettings, QueueSource, Retention, StorageKind, TopicSettings,
 };
 use crate::error::{Error, ErrorKind, Result, broker_err};
 use crate::names::{self, ResourceRef};
@@ -104,12 +104,52 @@ pub fn topic_stream_config(
 /// (what the CLI shows without reading Kubernetes).
 pub const META_SOURCES: &str = "sluice.dev/sources";
 
+/// Metadata key on a queue stream with its priority levels (absent: 1), read by producers.
+pub const META_PRIORITIES: &str = "sluice.dev/priorities";
+/// Metadata key on a queue stream with the longest delay a producer may ask for, in
+/// milliseconds (absent: delayed delivery is off), read by producers.
+pub const META_MAX_DELAY_MS: &str = "sluice.dev/max-delay-ms";
+
+/// The subjects of a queue stream: one per priority level and, with delayed delivery, the
+/// wildcard of the delayed messages (JetStream schedules that fire into the level subjects).
+pub fn queue_subjects(queue: &ResourceRef, settings: &QueueSettings) -> Vec<String> {
+    let mut subjects: Vec<String> = (0..settings.priorities.max(1))
+        .map(|level| names::queue_level_subject(queue, level))
+        .collect();
+    if settings.delay.is_some() {
+        subjects.push(names::queue_schedule_filter(queue, None));
+    }
+    subjects
+}
+
+fn validate_queue(queue: &ResourceRef, settings: &QueueSettings) -> Result<()> {
+    if settings.priorities == 0 || settings.priorities > MAX_PRIORITIES {
+        return Err(Error::new(
+            ErrorKind::InvalidSpec,
+            format!(
+                "{queue}: priorities must be between 1 and {MAX_PRIORITIES}, got {}",
+                settings.priorities
+            ),
+        ));
+    }
+    if settings.delay.is_some_and(|d| d.max_delay_ms == 0) {
+        return Err(Error::new(
+            ErrorKind::InvalidSpec,
+            format!("{queue}: delay.maxDelay must be longer than 0"),
+        ));
+    }
+    Ok(())
+}
+
 /// The work-queue stream of a queue. Its sources' messages are copied in by the fan-out relay
-/// ([`crate::fanout`]), not by JetStream stream sourcing (which can skip messages).
+/// ([`crate::fanout`]), not by JetStream stream sourcing (which can skip messages). With
+/// delayed delivery the stream allows message schedules; delayed messages wait on their own
+/// subjects (see [`names::queue_schedule_subject`]), which the group's consumers never read.
 pub fn queue_stream_config(
     queue: &ResourceRef,
     settings: &QueueSettings,
 ) -> Result<stream::Config> {
+    validate_queue(queue, settings)?;
     for source in &settings.sources {
         queue.sibling(source.topic.clone())?;
     }
@@ -117,9 +157,19 @@ pub fn queue_stream_config(
     if !settings.sources.is_empty() {
         meta.insert(META_SOURCES.to_string(), encode_sources(&settings.sources));
     }
+    if settings.priorities > 1 {
+        meta.insert(META_PRIORITIES.to_string(), settings.priorities.to_string());
+    }
+    if let Some(delay) = settings.delay {
+        meta.insert(
+            META_MAX_DELAY_MS.to_string(),
+            delay.max_delay_ms.to_string(),
+        );
+    }
     Ok(stream::Config {
         name: names::queue_stream(queue),
-        subjects: vec![names::queue_subject(queue)],
+        subjects: queue_subjects(queue, settings),
+        allow_message_schedules: settings.delay.is_some(),
         retention: RetentionPolicy::WorkQueue,
         discard: DiscardPolicy::Old,
         storage: storage_type(settings.storage),
@@ -206,8 +256,14 @@ fn drift(current: &stream::Config, desired: &stream::Config) -> Vec<&'static str
     if source_names(current) != source_names(desired) {
         fields.push("sources");
     }
-    if current.metadata.get(META_SOURCES) != desired.metadata.get(META_SOURCES) {
+    if [META_SOURCES, META_PRIORITIES, META_MAX_DELAY_MS]
+        .iter()
+        .any(|k| current.metadata.get(*k) != desired.metadata.get(*k))
+    {
         fields.push("metadata");
+    }
+    if desired.allow_message_schedules && !current.allow_message_schedules {
+        fields.push("allowMsgSchedules");
     }
     fields
 }
@@ -351,7 +407,31 @@ impl Broker {
         queue: &ResourceRef,
         settings: &QueueSettings,
     ) -> Result<Changes> {
-        let desired = queue_stream_config(queue, settings)?;
+        let mut desired = queue_stream_config(queue, settings)?;
+        if let Some(current) = self.stream_config(&desired.name).await? {
+            let levels = current
+                .metadata
+                .get(META_PRIORITIES)
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(1);
+            if settings.priorities < levels {
+                return Err(Error::new(
+                    ErrorKind::NotSupported,
+                    format!(
+                        "{queue}: has {levels} priority levels and they can only grow, not shrink to {} (messages waiting on the higher levels would never be handled): set priorities back to {levels} or more, or create a new queue",
+                        settings.priorities
+                    ),
+                ));
+            }
+            // JetStream cannot switch schedules off again; with delay off the producer refuses
+            // delayed sends and the schedules already stored still fire.
+            desired.allow_message_schedules |= current.allow_message_schedules;
+            if current.allow_message_schedules && settings.delay.is_none() {
+                desired
+                    .subjects
+                    .push(names::queue_schedule_filter(queue, None));
+            }
+        }
         let plan = self.plan_stream(&desired, queue).await?;
         let mut changes = Changes::default();
         self.apply_stream(desired, plan, &mut changes).await?;

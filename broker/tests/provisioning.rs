@@ -513,3 +513,83 @@ async fn dead_letters_are_listed_read_and_removed() {
     );
     assert!(broker.dead_letters(&dlq).await.unwrap().letters.is_empty());
 }
+
+#[tokio::test]
+async fn queues_with_delay_and_priorities_get_level_subjects_consumers_and_schedules() {
+    let Harness {
+        server: _server,
+        broker,
+    } = Harness::start().await;
+    let q = ResourceRef::new("shop", "render").unwrap();
+    let plain = QueueSettings::default();
+    broker.ensure_queue(&q, &plain).await.unwrap();
+    let leveled = QueueSettings {
+        priorities: 3,
+        delay: Some(sluice_broker::config::DelaySettings {
+            max_delay_ms: 60_000,
+        }),
+        ..Default::default()
+    };
+    // Turning both on is an in-place update.
+    let changes = broker.ensure_queue(&q, &leveled).await.unwrap();
+    assert_eq!(changes.updated.len(), 1, "{changes:?}");
+    assert!(broker.ensure_queue(&q, &leveled).await.unwrap().is_noop());
+    let mut stream = broker
+        .jetstream()
+        .get_stream(names::queue_stream(&q))
+        .await
+        .unwrap();
+    let config = stream.info().await.unwrap().config.clone();
+    assert!(config.allow_message_schedules);
+    assert_eq!(
+        config.subjects,
+        vec![
+            "sluice.q.shop.render",
+            "sluice.q.shop.render.p1",
+            "sluice.q.shop.render.p2",
+            "sluice.q.shop.render.sched.>"
+        ]
+    );
+    let features = broker.queue_features(&q).await.unwrap();
+    assert_eq!(features.priorities, 3);
+    assert_eq!(features.max_delay, Some(Duration::from_secs(60)));
+    // Levels only grow.
+    let err = broker.ensure_queue(&q, &plain).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotSupported);
+    assert!(err.to_string().contains("only grow"), "{err}");
+    // Delay off: the stream keeps schedules (JetStream cannot switch them off), producers learn
+    // that delays are off.
+    let no_delay = QueueSettings {
+        priorities: 3,
+        ..Default::default()
+    };
+    broker.ensure_queue(&q, &no_delay).await.unwrap();
+    let config = stream.info().await.unwrap().config.clone();
+    assert!(config.allow_message_schedules);
+    assert_eq!(broker.queue_features(&q).await.unwrap().max_delay, None);
+
+    // One filtered consumer per level.
+    let mut cfg = GroupConfig::new(
+        "shop",
+        "renderers",
+        SourceRef {
+            kind: SourceKind::Queue,
+            name: "render".into(),
+            partitions: 1,
+        },
+    );
+    cfg.priorities = 3;
+    broker.ensure_group(&cfg).await.unwrap();
+    for (level, durable) in [(0, "G__renderers"), (2, "G__renderers__p2")] {
+        let info = stream.consumer_info(durable).await.unwrap();
+        assert_eq!(
+            info.config.filter_subject,
+            names::queue_level_subject(&q, level)
+        );
+    }
+    let lag = broker.group_lag(&cfg).await.unwrap();
+    assert_eq!(lag.partitions.len(), 3);
+    let levels = broker.queue_levels(&q).await.unwrap();
+    assert_eq!(levels.len(), 3);
+    assert!(levels.iter().all(|l| l.due == 0 && l.scheduled == 0));
+}

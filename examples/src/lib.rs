@@ -22,6 +22,17 @@ pub struct Upload {
     pub corrupt: bool,
 }
 
+/// A render job of the render-jobs example.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RenderJob {
+    /// Job id, also the message id.
+    pub job_id: String,
+    /// A premium customer's job (priority 1).
+    pub premium: bool,
+    /// The render slot is busy on the first try: the worker re-queues it with a delay.
+    pub busy_first: bool,
+}
+
 /// An order event.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Order {

@@ -322,3 +322,32 @@ async fn video_pipeline_fans_out_every_upload_to_every_stage_run_after_run_under
         eprintln!("run {run}: every stage handled every upload");
     }
 }
+
+#[tokio::test]
+async fn render_jobs_use_priorities_and_delays_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let s1 = tmp.path().join("s1.json");
+    let stdout = dev_until_idle(&example("render-jobs"), &data, Some(&s1), &[]);
+    // 40 jobs, 5 of them re-queued with a delay by the worker (their slot was busy): 45
+    // deliveries, none lost, none dead-lettered.
+    assert!(
+        stdout.contains("published=45 processed=45 dead-lettered=0 lost=0"),
+        "{stdout}"
+    );
+    let s = summary(&s1);
+    assert_eq!(group(&s, "renderers")["lost"], 0);
+    let keys = bucket_keys(&data, "RENDER_RESULTS").await;
+    let duplicates: Vec<_> = keys
+        .iter()
+        .filter(|k| k.starts_with("duplicate."))
+        .collect();
+    assert!(duplicates.is_empty(), "handled twice: {duplicates:?}");
+    assert_eq!(handled_by(&keys, "render"), 40, "{keys:?}");
+    assert_eq!(handled_by(&keys, "premium"), 10, "{keys:?}");
+    let queues = run_ok(&["queues", "--dev", data.to_str().unwrap()]);
+    assert!(
+        queues.contains("priority 1") && queues.contains("scheduled=0"),
+        "{queues}"
+    );
+}

@@ -59,6 +59,8 @@ fn pipeline_fixture_converts_to_broker_shapes() {
             broker: "main".into(),
             partitions: 3,
             visibility_timeout_ms: None,
+            priorities: 1,
+            low_priority_share: 10,
         },
     )
     .unwrap();
@@ -83,6 +85,8 @@ fn pipeline_fixture_converts_to_broker_shapes() {
             broker: "main".into(),
             partitions: 1,
             visibility_timeout_ms: Some(visibility_timeout_ms(&queues[0].spec).unwrap()),
+            priorities: 1,
+            low_priority_share: 10,
         },
     )
     .unwrap();
@@ -101,6 +105,8 @@ fn invalid_fixture_is_reported_field_by_field() {
         broker: "main".into(),
         partitions: 1,
         visibility_timeout_ms: None,
+        priorities: 1,
+        low_priority_share: 10,
     };
     let err = group_config("ns", "broken", spec, &queue).unwrap_err();
     assert_eq!(err.field, "ordering");

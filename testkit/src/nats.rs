@@ -83,11 +83,15 @@ impl Harness {
 
     /// Provisions the group's queue, its DLQ (if any) and the group.
     pub async fn provision_queue(&self, cfg: &GroupConfig) {
+        self.provision_queue_with(cfg, &QueueSettings::default())
+            .await;
+    }
+
+    /// Provisions the group's queue with `settings` (delay, priorities; the group's
+    /// `priorities` must match), its DLQ (if any) and the group.
+    pub async fn provision_queue_with(&self, cfg: &GroupConfig, settings: &QueueSettings) {
         let queue = object(&cfg.source.name);
-        self.broker
-            .ensure_queue(&queue, &QueueSettings::default())
-            .await
-            .unwrap();
+        self.broker.ensure_queue(&queue, settings).await.unwrap();
         self.provision_dlq_and_group(cfg).await;
     }
 

@@ -160,6 +160,8 @@ mod message;
 pub mod metrics;
 mod outputs;
 mod partition;
+mod priority;
+mod priority_queue;
 mod process;
 pub mod producer;
 mod pull;

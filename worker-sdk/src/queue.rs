@@ -3,7 +3,8 @@
 //! kept alive with progress acks while a handler runs; retries by NAK with delay; the same
 //! attempt limit and dead-lettering as topics. A redelivery of a message this member is still
 //! handling (its visibility timeout lapsed, e.g. the process stalled) is ignored: the running
-//! handling acknowledges it.
+//! handling acknowledges it. A queue with priority levels is consumed by
+//! [`crate::priority_queue`] instead.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -24,13 +25,58 @@ use crate::process::{
 };
 
 /// Consumes the group's queue until `shutdown`, then finishes running handlers; calls
-/// `joined` once it consumes.
+/// `joined` once it consumes. When the queue's priority levels change (the group config says
+/// so), finishes the running handlers and consumes again with the new levels.
 pub(crate) async fn run_queue_member(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     drain_timeout: Duration,
     joined: impl FnOnce(),
 ) -> Result<()> {
+    let mut joined = Some(joined);
+    let mut join = || {
+        if let Some(f) = joined.take() {
+            f();
+        }
+    };
+    loop {
+        let levels = shared.config.borrow().priorities;
+        let relevel = if levels > 1 {
+            crate::priority_queue::run_priority_queue_member(
+                shared.clone(),
+                shutdown.clone(),
+                drain_timeout,
+                &mut join,
+            )
+            .await?
+        } else {
+            run_single_level(shared.clone(), shutdown.clone(), drain_timeout, &mut join).await?
+        };
+        if !relevel || shutdown.is_cancelled() {
+            return Ok(());
+        }
+        info!(
+            from = levels,
+            to = shared.config.borrow().priorities,
+            "queue priority levels changed: consuming with the new levels"
+        );
+    }
+}
+
+/// Whether the group config now gives the queue another number of priority levels than
+/// `levels` (the member must re-open its consumers).
+pub(crate) fn levels_changed(shared: &Shared, levels: u32) -> bool {
+    shared.config.borrow().priorities != levels
+}
+
+/// Consumes a queue without priority levels (one consumer, a pull stream) until `shutdown`
+/// (`Ok(false)`) or until the levels change (`Ok(true)`), then finishes running handlers.
+async fn run_single_level(
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    drain_timeout: Duration,
+    joined: impl FnOnce(),
+) -> Result<bool> {
     let cfg = shared.config.borrow().clone();
     let stream_name = names::queue_stream(&cfg.source_ref()?);
     let durable = names::group_consumer(&cfg.group_ref()?);
@@ -72,11 +118,21 @@ pub(crate) async fn run_queue_member(
     let stream_name: Arc<str> = stream_name.into();
     let mut inflight: FuturesUnordered<BoxFuture<'static, u64>> = FuturesUnordered::new();
     let mut running: HashSet<u64> = HashSet::new();
+    let mut relevel = false;
+    let mut check = tokio::time::interval(Duration::from_secs(1));
     async {
         loop {
             let max = shared.config.borrow().max_concurrency.max(1) as usize;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = check.tick() => {
+                    if levels_changed(&shared, cfg.priorities) {
+                        // Messages the pull stream prefetched are redelivered after the
+                        // visibility timeout.
+                        relevel = true;
+                        break;
+                    }
+                }
                 Some(seq) = inflight.next(), if !inflight.is_empty() => {
                     running.remove(&seq);
                 }
@@ -138,5 +194,5 @@ pub(crate) async fn run_queue_member(
     }
     .instrument(span)
     .await;
-    Ok(())
+    Ok(relevel)
 }

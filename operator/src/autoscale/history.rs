@@ -96,6 +96,7 @@ mod tests {
             retrying,
             acked_offset: acked,
             delivered_offset: acked + ack_pending,
+            acked_deliveries: acked,
         }
     }
 

@@ -62,6 +62,38 @@ pub struct QueueSpec {
     /// the stream on the broker, `Delete` removes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
+    /// Delayed delivery: producers may send a message that workers see only later
+    /// (`send_after`, `send_at`), like SQS DelaySeconds. Off by default. Needs nats-server
+    /// 2.12 or newer (message schedules); once on, the stream keeps schedules allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<QueueDelay>,
+    /// Priority levels (1 to 10, default 1 = none): producers pick a level from 0 (lowest) to
+    /// `priorities - 1`, workers take higher levels first. Can only grow (messages waiting on a
+    /// removed level would never be handled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10))]
+    #[x_kube(validation = Rule::new("self >= oldSelf").message("priorities can only grow: messages waiting on a removed level would never be handled; create a new Queue"))]
+    pub priorities: Option<u32>,
+    /// Percent (0 to 100, default 10) of each worker's handling reserved for the levels below
+    /// the highest while it has work, so low-priority messages are never starved. 0 = strict
+    /// priority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100))]
+    pub low_priority_share: Option<u32>,
+}
+
+/// Delayed delivery on a queue.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueDelay {
+    /// Whether producers may delay messages (default false).
+    #[serde(default)]
+    pub enabled: bool,
+    /// The longest delay a producer may ask for (default `7d`); a longer one is refused
+    /// when sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('[1-9]')").message("must be longer than 0s"))]
+    pub max_delay: Option<DurationString>,
 }
 
 /// Retention of a queue.

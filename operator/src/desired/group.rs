@@ -23,6 +23,10 @@ pub struct ResolvedSource {
     pub partitions: u32,
     /// The queue's visibility timeout, used as the default ack wait.
     pub visibility_timeout_ms: Option<u64>,
+    /// The queue's priority levels (1 for a topic).
+    pub priorities: u32,
+    /// The queue's starvation guard, percent of handling reserved for lower levels.
+    pub low_priority_share: u32,
 }
 
 /// The source named by a spec: its kind and name, or an error if not exactly one is set.
@@ -101,6 +105,8 @@ pub fn group_config(
     cfg.retry = retry(spec)?;
     cfg.dead_letter = spec.dead_letter.as_ref().map(|d| d.queue.clone());
     cfg.ack_wait_ms = ack_wait_ms(spec, source)?;
+    cfg.priorities = source.priorities;
+    cfg.low_priority_share = source.low_priority_share;
     if let Some(c) = spec.max_concurrency {
         if c == 0 {
             return Err(InvalidField::new("maxConcurrency", "must be at least 1"));
@@ -245,6 +251,8 @@ mod tests {
             broker: "main".into(),
             partitions: 6,
             visibility_timeout_ms: None,
+            priorities: 1,
+            low_priority_share: 10,
         }
     }
 
@@ -255,6 +263,8 @@ mod tests {
             broker: "main".into(),
             partitions: 1,
             visibility_timeout_ms: Some(120_000),
+            priorities: 1,
+            low_priority_share: 10,
         }
     }
 

@@ -1,6 +1,8 @@
 //! Queue spec -> [`QueueSettings`].
 
-use sluice_broker::config::{QueueSettings, QueueSource};
+use sluice_broker::config::{
+    DEFAULT_LOW_PRIORITY_SHARE, DelaySettings, MAX_PRIORITIES, QueueSettings, QueueSource,
+};
 
 use crate::crd::{InvalidField, QueueSpec};
 
@@ -26,6 +28,7 @@ pub fn queue_settings(
 ) -> Result<QueueSettings, InvalidField> {
     let replicas = super::replicas(spec.replicas, "replicas")?;
     visibility_timeout_ms(spec)?;
+    low_priority_share(spec)?;
     let max_age_ms = spec
         .retention
         .as_ref()
@@ -82,7 +85,54 @@ pub fn queue_settings(
         }),
         sources,
         storage: spec.storage.unwrap_or_default().into(),
+        delay: delay(spec)?,
+        priorities: priorities(spec)?,
     })
+}
+
+/// Default longest delay of a queue with delayed delivery.
+pub const DEFAULT_MAX_DELAY_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// The delayed-delivery settings of a Queue (`None`: off).
+pub fn delay(spec: &QueueSpec) -> Result<Option<DelaySettings>, InvalidField> {
+    let Some(d) = spec.delay.as_ref().filter(|d| d.enabled) else {
+        return Ok(None);
+    };
+    let max_delay_ms = match &d.max_delay {
+        None => DEFAULT_MAX_DELAY_MS,
+        Some(m) => m.parse_ms("delay.maxDelay")?,
+    };
+    if max_delay_ms == 0 {
+        return Err(InvalidField::new(
+            "delay.maxDelay",
+            "must be longer than 0s; set delay.enabled: false to refuse delayed messages",
+        ));
+    }
+    Ok(Some(DelaySettings { max_delay_ms }))
+}
+
+/// The priority levels of a Queue (1 to [`MAX_PRIORITIES`], default 1).
+pub fn priorities(spec: &QueueSpec) -> Result<u32, InvalidField> {
+    match spec.priorities {
+        None => Ok(1),
+        Some(n) if (1..=MAX_PRIORITIES).contains(&n) => Ok(n),
+        Some(n) => Err(InvalidField::new(
+            "priorities",
+            format!("{n} is out of range: use 1 (no priorities) to {MAX_PRIORITIES}"),
+        )),
+    }
+}
+
+/// The starvation guard of a Queue: percent of handling reserved for lower levels.
+pub fn low_priority_share(spec: &QueueSpec) -> Result<u32, InvalidField> {
+    match spec.low_priority_share {
+        None => Ok(DEFAULT_LOW_PRIORITY_SHARE),
+        Some(n) if n <= 100 => Ok(n),
+        Some(n) => Err(InvalidField::new(
+            "lowPriorityShare",
+            format!("{n} is not a percentage: use 0 (strict priority) to 100"),
+        )),
+    }
 }
 
 /// The visibility timeout of a queue in milliseconds (default 30s, at least 1s).
@@ -140,6 +190,43 @@ mod tests {
             visibility_timeout_ms(&spec("broker: main\n")).unwrap(),
             30_000
         );
+    }
+
+    #[test]
+    fn delay_and_priorities_map_to_the_broker_settings() {
+        let plain = queue_settings(&spec("broker: main\n"), &[]).unwrap();
+        assert_eq!((plain.delay, plain.priorities), (None, 1));
+        let s = queue_settings(
+            &spec("broker: main\ndelay: {enabled: true, maxDelay: 2d}\npriorities: 3\nlowPriorityShare: 20\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.delay.unwrap().max_delay_ms, 2 * 24 * 3_600_000);
+        assert_eq!(s.priorities, 3);
+        let default_max =
+            queue_settings(&spec("broker: main\ndelay: {enabled: true}\n"), &[]).unwrap();
+        assert_eq!(
+            default_max.delay.unwrap().max_delay_ms,
+            DEFAULT_MAX_DELAY_MS
+        );
+        let off = queue_settings(
+            &spec("broker: main\ndelay: {enabled: false, maxDelay: 1h}\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(off.delay, None);
+        for (yaml, field) in [
+            ("broker: main\npriorities: 11\n", "priorities"),
+            ("broker: main\npriorities: 0\n", "priorities"),
+            ("broker: main\nlowPriorityShare: 101\n", "lowPriorityShare"),
+            (
+                "broker: main\ndelay: {enabled: true, maxDelay: 0s}\n",
+                "delay.maxDelay",
+            ),
+        ] {
+            let err = queue_settings(&spec(yaml), &[]).unwrap_err();
+            assert!(err.to_string().contains(field), "{yaml}: {err}");
+        }
     }
 
     #[test]

@@ -10,6 +10,12 @@
 //!   successfully handled or terminated after dead-lettering);
 //! - dead-lettered: messages in the group's DLQ whose `Sluice-Group` header names the group;
 //! - processed = acknowledged - dead-lettered; lost = expected - acknowledged.
+//!
+//! A queue with priority levels or delayed delivery has one consumer per level, whose offsets
+//! interleave (and a delayed message takes a second offset, its schedule's), so there:
+//! acknowledged = the level consumers' acknowledged deliveries (exact unless messages were
+//! retried: each retry counts as one more), lost = messages still waiting on a level plus
+//! delayed messages not due yet, expected = acknowledged + lost.
 
 use std::collections::BTreeMap;
 
@@ -84,6 +90,17 @@ pub async fn compute(
                     .get(sluice_broker::provision::META_SOURCES)
                     .map(|v| sluice_broker::provision::decode_sources(v))
                     .unwrap_or_default();
+                if cfg.priorities > 1 || info.config.allow_message_schedules {
+                    let g = leveled_queue(broker, cfg, &source, &dead).await?;
+                    if sources.is_empty() {
+                        summary.totals.published += g.expected;
+                    }
+                    summary.totals.processed += g.processed;
+                    summary.totals.dead_lettered += g.dead_lettered;
+                    summary.totals.lost += g.lost;
+                    summary.groups.push(g);
+                    continue;
+                }
                 if sources.is_empty() {
                     summary.totals.published += info.state.last_sequence;
                 }
@@ -121,6 +138,41 @@ pub async fn compute(
         summary.groups.push(g);
     }
     Ok(summary)
+}
+
+/// The accounting of a group on a queue with priority levels or delayed delivery (see the
+/// module docs).
+async fn leveled_queue(
+    broker: &Broker,
+    cfg: &GroupConfig,
+    queue: &ResourceRef,
+    dead: &BTreeMap<(String, String), u64>,
+) -> anyhow::Result<GroupSummary> {
+    let acked: u64 = broker
+        .group_lag(cfg)
+        .await?
+        .partitions
+        .iter()
+        .map(|p| p.acked_deliveries)
+        .sum();
+    let waiting: u64 = broker
+        .queue_levels(queue)
+        .await?
+        .iter()
+        .map(|l| l.due + l.scheduled)
+        .sum();
+    let dead_lettered = dead
+        .get(&(cfg.namespace.clone(), cfg.group.clone()))
+        .copied()
+        .unwrap_or(0);
+    Ok(GroupSummary {
+        group: format!("{}/{}", cfg.namespace, cfg.group),
+        expected: acked + waiting,
+        processed: acked.saturating_sub(dead_lettered),
+        dead_lettered,
+        lost: waiting,
+        scaling: Default::default(),
+    })
 }
 
 /// Counts DLQ messages per `(namespace, group)`.

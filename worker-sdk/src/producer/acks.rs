@@ -24,7 +24,7 @@ use super::record::Published;
 /// Resolves to where the message was stored once the broker acknowledges it.
 ///
 /// Dropping a receipt does not cancel the publish; a failure is then reported by
-/// [`Producer::flush`].
+/// [`Producer::flush`](super::Producer::flush).
 #[derive(Debug)]
 #[must_use = "await the receipt, or call Producer::flush, to learn whether the publish succeeded"]
 pub struct PublishReceipt {

@@ -11,6 +11,7 @@ use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::{self, message::PublishMessage};
 use sluice_broker::dlq::headers;
 use sluice_broker::partitioner::KeylessSpreader;
+use sluice_broker::schedule::QueueFeatures;
 use sluice_broker::{Broker, ConnectOptions, ResourceRef, names};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::{debug, instrument};
@@ -225,8 +226,8 @@ impl Producer {
         let queue = ResourceRef::new(namespace, name)?;
         let stream = names::queue_stream(&queue);
         let not_found = not_found_message("queue", &queue);
-        match self.inner.broker.jetstream().get_stream(&stream).await {
-            Ok(_) => {}
+        let features = match self.inner.broker.jetstream().get_stream(&stream).await {
+            Ok(s) => QueueFeatures::from_metadata(&s.cached_info().config.metadata),
             Err(e) => {
                 let missing = matches!(e.kind(), GetStreamErrorKind::JetStream(ref j)
                     if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND);
@@ -240,12 +241,12 @@ impl Producer {
                     )
                 });
             }
-        }
+        };
         Ok(QueueHandle {
             producer: self.clone(),
-            subject: Subject::from(names::queue_subject(&queue)),
             not_found: Arc::from(not_found),
             queue,
+            features: Arc::new(RwLock::new(features)),
         })
     }
 
@@ -328,6 +329,7 @@ impl Producer {
             key,
             id,
             mut headers,
+            ..
         } = record;
         if let Some(key) = &key {
             headers.insert(headers::KEY, key.as_str());

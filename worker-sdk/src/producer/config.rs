@@ -10,7 +10,7 @@ pub struct ProducerConfig {
     /// How long to wait for one acknowledgement.
     pub ack_timeout: Duration,
     /// How often a topic handle re-reads the partition count in the background
-    /// (`None`: only on [`TopicHandle::refresh`]).
+    /// (`None`: only on [`TopicHandle::refresh`](super::TopicHandle::refresh)).
     pub partition_refresh: Option<Duration>,
 }
 

@@ -15,6 +15,11 @@
 //!   offset once the broker acknowledges it. At most [`ProducerConfig::max_in_flight`]
 //!   acknowledgements are outstanding; `send` waits for a slot beyond that (backpressure).
 //!   [`Producer::flush`] waits for every outstanding acknowledgement.
+//! - **Priorities and delays** (queues only): [`Record::priority`] picks a priority level,
+//!   [`QueueHandle::send_after`] / [`QueueHandle::send_at`] (or [`Record::deliver_after`])
+//!   delay delivery; a record the queue does not accept (level out of range, delay off or
+//!   longer than the queue's `maxDelay`) is refused with `InvalidMessage` before anything is
+//!   sent. Topics refuse both (a log has no priorities, and its offsets are its order).
 //! - **No silent loss**: a failed acknowledgement resolves its receipt with the error; if the
 //!   receipt was dropped, the failure is reported by the next [`Producer::flush`].
 //!
@@ -46,6 +51,7 @@ mod config;
 mod error;
 mod queue;
 mod record;
+mod route;
 mod topic;
 
 pub use acks::PublishReceipt;

@@ -1,5 +1,7 @@
 //! What is published ([`Record`]) and where it was stored ([`Published`]).
 
+use std::time::{Duration, SystemTime};
+
 use async_nats::HeaderMap;
 use bytes::Bytes;
 
@@ -12,6 +14,17 @@ pub struct Record {
     pub(super) key: Option<String>,
     pub(super) id: Option<String>,
     pub(super) headers: HeaderMap,
+    pub(super) priority: u32,
+    pub(super) due: Option<Due>,
+}
+
+/// When a delayed record is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Due {
+    /// This long after it is sent.
+    After(Duration),
+    /// At this time.
+    At(SystemTime),
 }
 
 impl Record {
@@ -65,6 +78,63 @@ impl Record {
     ) -> Self {
         self.headers.append(name, value);
         self
+    }
+
+    /// Sets the priority level (queues only): 0, the default, is the lowest; a queue with
+    /// `priorities: N` takes levels 0 to N-1 and hands higher levels to workers first.
+    ///
+    /// ```
+    /// let urgent = sluice_worker::producer::Record::new("x").priority(2);
+    /// assert_eq!(urgent.priority_level(), 2);
+    /// ```
+    pub fn priority(mut self, level: u32) -> Self {
+        self.priority = level;
+        self
+    }
+
+    /// Delays delivery (queues with `delay.enabled` only): workers see the record `delay`
+    /// after it is sent, not before. See [`QueueHandle::send_after`](super::QueueHandle::send_after).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let later = sluice_worker::producer::Record::new("x").deliver_after(Duration::from_secs(60));
+    /// assert!(later.is_delayed());
+    /// ```
+    pub fn deliver_after(mut self, delay: Duration) -> Self {
+        self.due = Some(Due::After(delay));
+        self
+    }
+
+    /// Delays delivery until `at` (queues with `delay.enabled` only); a time in the past
+    /// delivers at once.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// let at = SystemTime::now() + Duration::from_secs(3600);
+    /// let later = sluice_worker::producer::Record::new("x").deliver_at(at);
+    /// assert!(later.is_delayed());
+    /// ```
+    pub fn deliver_at(mut self, at: SystemTime) -> Self {
+        self.due = Some(Due::At(at));
+        self
+    }
+
+    /// The priority level (0 unless set).
+    ///
+    /// ```
+    /// assert_eq!(sluice_worker::producer::Record::new("x").priority_level(), 0);
+    /// ```
+    pub fn priority_level(&self) -> u32 {
+        self.priority
+    }
+
+    /// Whether a delivery time was set.
+    ///
+    /// ```
+    /// assert!(!sluice_worker::producer::Record::new("x").is_delayed());
+    /// ```
+    pub fn is_delayed(&self) -> bool {
+        self.due.is_some()
     }
 
     /// The payload.

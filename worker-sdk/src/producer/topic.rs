@@ -162,11 +162,21 @@ impl TopicHandle {
     /// ```
     ///
     /// # Errors
-    /// [`ProducerErrorKind::InvalidMessage`] for a key or id with a line break (or an empty id);
+    /// [`ProducerErrorKind::InvalidMessage`] for a key or id with a line break (or an empty id),
+    /// or a record with a priority or delay (queues only);
     /// [`ProducerErrorKind::NotFound`] when the topic has no partitions; `Unavailable` or `Broker`
     /// when the message could not be handed to the connection; [`ProducerErrorKind::Closed`] when
     /// the acknowledgement task is gone. Failures of the acknowledgement itself resolve the receipt.
     pub async fn send(&self, record: Record) -> Result<PublishReceipt, ProducerError> {
+        if record.is_delayed() || record.priority_level() > 0 {
+            return Err(ProducerError::new(
+                ProducerErrorKind::InvalidMessage,
+                format!(
+                    "topic {} cannot take a priority or a delay: a topic is a log read in offset order; send delayed or prioritized work to a Queue",
+                    self.state.topic
+                ),
+            ));
+        }
         self.maybe_refresh();
         let subjects = self.subjects();
         let count = u32::try_from(subjects.len()).unwrap_or(u32::MAX);

@@ -2,14 +2,14 @@
 //! Broker it runs on and its dead-letter queue — read through the [`ReconcileContext`]'s
 //! lookup. Missing objects are [`Failure::Missing`]; nothing is checked for consistency yet.
 
-use sluice_broker::config::SourceKind;
+use sluice_broker::config::{DEFAULT_LOW_PRIORITY_SHARE, SourceKind};
 
 use crate::controller::Failure;
 use crate::controller::context::ReconcileContext;
 use crate::controller::dereference::broker_of;
 use crate::crd::{Broker, ConsumerGroup, DeadLetterQueue, InvalidField, Queue, Topic};
 use crate::desired::group::{ResolvedSource, group_broker, source_of};
-use crate::desired::queue::visibility_timeout_ms;
+use crate::desired::queue::{low_priority_share, priorities, visibility_timeout_ms};
 
 /// What a group points to, as read.
 #[derive(Debug, Clone)]
@@ -82,6 +82,8 @@ pub async fn resolve_source(
                 broker: t.spec.broker,
                 partitions: t.spec.partitions,
                 visibility_timeout_ms: None,
+                priorities: 1,
+                low_priority_share: DEFAULT_LOW_PRIORITY_SHARE,
             })
         }
         SourceKind::Queue => {
@@ -90,15 +92,20 @@ pub async fn resolve_source(
                 .get::<Queue>(namespace, name)
                 .await?
                 .ok_or_else(|| missing("Queue"))?;
-            let visibility = visibility_timeout_ms(&q.spec).map_err(|e| {
+            let invalid = |e: InvalidField| {
                 InvalidField::new("source.queue", format!("Queue {name} is invalid: {e}"))
-            })?;
+            };
+            let visibility = visibility_timeout_ms(&q.spec).map_err(invalid)?;
+            let levels = priorities(&q.spec).map_err(invalid)?;
+            let share = low_priority_share(&q.spec).map_err(invalid)?;
             Ok(ResolvedSource {
                 kind,
                 name: name.into(),
                 broker: q.spec.broker,
                 partitions: 1,
                 visibility_timeout_ms: Some(visibility),
+                priorities: levels,
+                low_priority_share: share,
             })
         }
     }

@@ -1,5 +1,5 @@
-//! What keeps a run from being idle (`--until-idle`): running Jobs, groups with lag, and
-//! queues that have not received all of their source topics.
+//! What keeps a run from being idle (`--until-idle`): running Jobs, groups with lag, delayed
+//! messages not due yet, and queues that have not received all of their source topics.
 
 use sluice_broker::ResourceRef;
 
@@ -38,6 +38,22 @@ impl DevSession {
             }
         }
         for queue in &self.manifests.queues {
+            if queue.spec.delay.as_ref().is_some_and(|d| d.enabled) {
+                let (ns, name) = ns_name(queue);
+                let r = ResourceRef::new(ns.clone(), name.clone())?;
+                let scheduled: u64 = self
+                    .broker
+                    .queue_levels(&r)
+                    .await?
+                    .iter()
+                    .map(|l| l.scheduled)
+                    .sum();
+                if scheduled > 0 {
+                    waiting.push(format!(
+                        "queue {ns}/{name} has {scheduled} delayed messages not due yet"
+                    ));
+                }
+            }
             let sources = self.queue_sources(queue);
             if sources.is_empty() {
                 continue;
