@@ -151,7 +151,11 @@ impl DevSession {
             .and_then(|s| s.template.spec.as_ref())
             .and_then(|s| s.containers.first())
             .ok_or_else(|| format!("ConsumerGroup {} has no worker container", label(key)))?;
-        let (argv, env) = manifest::container_argv(container)?;
+        let (argv, mut env) = manifest::container_argv(container)?;
+        // Local workers share one host: a fixed metrics port (the one the cluster's worker
+        // Deployment gets) would let only the first of them start. `sluice dev` reads lag from
+        // the broker, not from the workers' metrics.
+        env.remove(crate::desired::worker::METRICS_ADDR_ENV);
         let grace = Duration::from_millis(config.ack_wait_ms)
             .max(self.options.grace)
             .min(Duration::from_secs(120));
