@@ -737,8 +737,25 @@ async fn idle_objects_cause_no_writes() {
     for _ in 0..3 {
         reconcile_all(&fake, &ctx).await;
     }
+    // Until its workers are available the group is not Ready.
+    let group = fake.get(&sluice_path("consumergroups", "billing")).unwrap();
+    assert_eq!(condition(&group, "Ready").0, "False", "{group}");
+    assert_eq!(
+        condition(&group, "Ready").1,
+        "WorkersUnavailable",
+        "{group}"
+    );
+    // The Deployment controller reports them available (the fake has none).
+    let deployment = apps_path("deployments", "billing-workers");
+    let mut d = fake.get(&deployment).expect("worker Deployment");
+    d["status"] = json!({"replicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+        "conditions": [{"type": "Available", "status": "True",
+            "reason": "MinimumReplicasAvailable", "message": "Deployment has minimum availability."}]});
+    fake.put(&deployment, d);
+    reconcile_all(&fake, &ctx).await;
     let group = fake.get(&sluice_path("consumergroups", "billing")).unwrap();
     assert_eq!(condition(&group, "Ready").0, "True", "{group}");
+    assert_eq!(condition(&group, "WorkersAvailable").0, "True", "{group}");
     assert!(
         group["status"]["autoscaling"]["lastScaleTime"].is_string(),
         "{group}"

@@ -164,18 +164,26 @@ async fn k8s_idle_order_events_cause_no_writes() {
         }
     })
     .await;
-    wait_until(SETTLE_DEADLINE, "every group Ready with a decision", || {
-        let groups = groups.clone();
-        async move {
-            let list = groups.list(&ListParams::default()).await.unwrap();
-            list.items.len() == 3
-                && list.iter().all(|g| {
-                    g.status.as_ref().is_some_and(|s| {
-                        conditions::is_true(&s.conditions, READY) && s.autoscaling.is_some()
+    // Provisioned: Ready, or (on a cluster without nodes, where worker pods never start)
+    // not Ready only because its workers are unavailable.
+    wait_until(
+        SETTLE_DEADLINE,
+        "every group provisioned with a decision",
+        || {
+            let groups = groups.clone();
+            async move {
+                let list = groups.list(&ListParams::default()).await.unwrap();
+                list.items.len() == 3
+                    && list.iter().all(|g| {
+                        g.status.as_ref().is_some_and(|s| {
+                            conditions::get(&s.conditions, READY).is_some_and(|c| {
+                                c.reason == "Provisioned" || c.reason == "WorkersUnavailable"
+                            }) && s.autoscaling.is_some()
+                        })
                     })
-                })
-        }
-    })
+            }
+        },
+    )
     .await;
     // Retain objects carry no finalizer (deleting the namespace never waits for the
     // operator); groups carry one (their consumers are removed).

@@ -153,7 +153,7 @@ pub async fn scale_and_apply(
     let (Some(policy), Some(measured)) = (policy, result.measured) else {
         if let Some(t) = &target {
             let applied = t.apply_unchanged().await?;
-            set_worker_counts(&mut outcome.status, &applied);
+            set_worker_counts(&mut outcome.status, &applied, group);
         }
         return Ok(outcome);
     };
@@ -183,7 +183,7 @@ pub async fn scale_and_apply(
         applied = Some(t.apply_unchanged().await?);
     }
     if let Some(d) = &applied {
-        set_worker_counts(&mut outcome.status, d);
+        set_worker_counts(&mut outcome.status, d, group);
     }
     if let Some(step) = step {
         let labels = GroupLabels {
@@ -234,14 +234,26 @@ fn report_decision(
                 "ScaledDown"
             },
             message: format!("{} -> {} workers: {d}", d.current, d.desired),
+            action: Some(format!("Scale {}->{}", d.current, d.desired)),
         });
     }
 }
 
 /// The group's worker counts from its Deployment as stored after this reconcile's apply:
 /// `replicas` is what it runs (`spec.replicas`, the autoscaler's "current"), `readyReplicas`
-/// how many of those are ready.
-fn set_worker_counts(status: &mut ConsumerGroupStatus, d: &Deployment) {
+/// how many of those are ready; and the `WorkersAvailable` condition (see
+/// [`conditions::workers`]).
+fn set_worker_counts(status: &mut ConsumerGroupStatus, d: &Deployment, group: &ConsumerGroup) {
+    let stored_ready = group
+        .status
+        .as_ref()
+        .and_then(|s| conditions::get(&s.conditions, conditions::READY));
+    conditions::workers(
+        &mut status.conditions,
+        d,
+        group.metadata.generation,
+        stored_ready,
+    );
     status.replicas = Some(d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0));
     status.ready_replicas = Some(
         d.status

@@ -142,6 +142,7 @@ pub async fn reconcile(
                     warning: false,
                     reason: "CredentialsCreated",
                     message: format!("generated Secret {secret} with the broker's credentials"),
+                    action: None,
                 }),
                 SecretWrite::RouteKeysAdded => events.push(ObjectEvent {
                     warning: false,
@@ -149,6 +150,7 @@ pub async fn reconcile(
                     message: format!(
                         "added route-user and route-password to Secret {secret}; the servers restart to authenticate their routes"
                     ),
+                    action: None,
                 }),
             }
             status.ready_replicas = Some(applied.ready_replicas);
@@ -193,6 +195,7 @@ pub async fn reconcile(
                     warning: true,
                     reason: "ScaleDownRefused",
                     message: failure.to_string(),
+                    action: None,
                 });
             }
             Outcome {

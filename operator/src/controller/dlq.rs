@@ -48,6 +48,7 @@ pub async fn reconcile(
                         warning: true,
                         reason: "AlertThresholdExceeded",
                         message: message.clone(),
+                        action: None,
                     });
                 }
                 conditions::set(

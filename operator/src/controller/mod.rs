@@ -222,6 +222,10 @@ pub struct ObjectEvent {
     pub reason: &'static str,
     /// Text for `kubectl describe`.
     pub message: String,
+    /// The Event's action, `Reconcile` when `None`. The recorder folds Events with the same
+    /// reason and action into one series (a count on the first message), so an Event that
+    /// reports a distinct decision names its own action (each scaling decision: `Scale 1->4`).
+    pub action: Option<String>,
 }
 
 /// The result of one reconcile: the new status, the next requeue, and Events to publish.

@@ -120,6 +120,7 @@ fn sourcing_condition(
             warning: true,
             reason: "SourcingStalled",
             message: message.clone(),
+            action: None,
         });
     }
     conditions::set(

@@ -40,6 +40,7 @@ use super::watch::fingerprint::as_dependency;
 use super::watch::{ScopeStores, SharedWatch, Triggers, WatchedObjects};
 use super::{
     DEFAULT_RESYNC, FINALIZER, Failure, MANAGER, MISSING_RETRY, ObjectEvent, Outcome, Requeue,
+    conditions,
 };
 use crate::crd::{Broker, ConsumerGroup, DeadLetterQueue, Queue, Topic};
 use crate::desired::worker::GROUP_LABEL;
@@ -331,6 +332,16 @@ async fn reconcile_guarded<K: Reconciled>(
         Err(invalid) => {
             warn!(kind = K::KIND, error = %invalid, "object does not match the CRD schema; waiting for a fix");
             ctx.metrics.failed(K::KIND, "InvalidObject");
+            let event = ObjectEvent {
+                warning: true,
+                reason: "InvalidObject",
+                message: format!(
+                    "does not match the {} schema: {invalid}; fix the manifest",
+                    K::KIND
+                ),
+                action: None,
+            };
+            publish(&ctx, guard.as_ref(), &[event]).await;
             Ok(Action::await_change())
         }
     }
@@ -376,6 +387,19 @@ async fn finish<K: Object + Observe<Status = S>, S: Serialize>(
     let current = serde_json::to_value(obj)
         .ok()
         .and_then(|mut o| o.get_mut("status").map(serde_json::Value::take));
+    let mut events = outcome.events;
+    let conditions_of = |status: Option<&serde_json::Value>| -> Vec<crate::crd::Condition> {
+        status
+            .and_then(|s| s.get("conditions"))
+            .and_then(|c| serde_json::from_value(c.clone()).ok())
+            .unwrap_or_default()
+    };
+    if let Some(e) = conditions::failure_event(
+        &conditions_of(current.as_ref()),
+        &conditions_of(Some(&status)),
+    ) {
+        events.push(e);
+    }
     if current.as_ref() != Some(&status) {
         let patch = serde_json::json!({
             "apiVersion": K::api_version(&()),
@@ -392,7 +416,7 @@ async fn finish<K: Object + Observe<Status = S>, S: Serialize>(
         )
         .await?;
     }
-    publish(ctx, obj, &outcome.events).await;
+    publish(ctx, obj, &events).await;
     let key = format!("{}/{ns}/{name}", K::kind(&()));
     Ok(match outcome.requeue {
         Requeue::After(d) => {
@@ -411,7 +435,11 @@ async fn finish<K: Object + Observe<Status = S>, S: Serialize>(
     })
 }
 
-async fn publish<K: Object>(ctx: &ControllerContext, obj: &K, events: &[ObjectEvent]) {
+async fn publish<K: Resource<DynamicType = ()>>(
+    ctx: &ControllerContext,
+    obj: &K,
+    events: &[ObjectEvent],
+) {
     let reference = obj.object_ref(&());
     for note in events {
         let event = Event {
@@ -422,7 +450,7 @@ async fn publish<K: Object>(ctx: &ControllerContext, obj: &K, events: &[ObjectEv
             },
             reason: note.reason.into(),
             note: Some(note.message.clone()),
-            action: "Reconcile".into(),
+            action: note.action.clone().unwrap_or_else(|| "Reconcile".into()),
             secondary: None,
         };
         let published = tokio::time::timeout(

@@ -34,6 +34,7 @@ pub async fn reconcile(
                     warning: true,
                     reason: "Recreated",
                     message: "partition streams were missing on the broker and have been re-created (their messages are lost)".into(),
+                    action: None,
                 });
             }
             status.messages = Some(parts.iter().map(|p| p.messages).sum());

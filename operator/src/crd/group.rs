@@ -245,7 +245,9 @@ pub struct AutoscalingSpec {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConsumerGroupStatus {
-    /// Ready and friends (InvalidSpec, BrokerUnavailable, NotSupported).
+    /// Ready and friends (InvalidSpec, BrokerUnavailable, NotSupported, and
+    /// WorkersAvailable: the worker Deployment is Available or scaled to zero). Ready holds
+    /// only when the consumers are provisioned and the workers are available.
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` last reconciled.

@@ -2,8 +2,9 @@
 //! [`ObjectMetrics`]. The runtime calls it for every kind right before writing status, so the
 //! metrics show exactly what status shows, without a second read of the broker.
 //!
-//! Readiness is always recorded; the readings only when the object is Ready (a failed
-//! reconcile keeps the previous status, which is not a fresh reading: its series age out).
+//! Readiness is always recorded; the readings only when the object is Ready, or for a group
+//! provisioned whose workers are unavailable (a failed reconcile keeps the previous status,
+//! which is not a fresh reading: its series age out).
 
 use humantime::parse_duration;
 
@@ -11,7 +12,7 @@ use super::objects::{
     BrokerReading, DlqReading, GroupPartitionReading, GroupReading, Kind, ObjectMetrics,
     QueueReading, QueueSourceReading, TopicPartitionReading,
 };
-use crate::controller::conditions::{READY, is_true};
+use crate::controller::conditions::{READY, WORKERS_UNAVAILABLE, get, is_true};
 use crate::controller::ns_name;
 use crate::crd::{
     Broker, BrokerStatus, ConsumerGroup, ConsumerGroupStatus, DeadLetterQueue,
@@ -128,7 +129,11 @@ impl Observe for ConsumerGroup {
         let key = ns_name(self);
         let ready = is_true(&status.conditions, READY);
         metrics.ready(Kind::ConsumerGroup, &key, ready);
-        if ready {
+        // Provisioned but its workers unavailable: the lag was read this reconcile, and it
+        // is the reading that matters most then.
+        let measured = ready
+            || get(&status.conditions, READY).is_some_and(|c| c.reason == WORKERS_UNAVAILABLE);
+        if measured {
             let partitions = status
                 .partitions
                 .iter()
