@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{PullConsumer, pull};
+use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::stream::RawMessageErrorKind;
 use async_nats::jetstream::{self, AckKind};
 use futures::future::BoxFuture;
@@ -40,8 +40,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::error::Result;
 use crate::membership::{Coordination, Lease};
 use crate::process::{
-    Origin, Outcome, Shared, dead_letter_exhausted, max_deliveries_subject, parse_max_deliveries,
-    process,
+    Origin, Outcome, Shared, dead_letter_exhausted, max_deliveries_subject, open_group_consumer,
+    parse_max_deliveries, process,
 };
 use crate::pull::{PinnedPull, Pulled};
 
@@ -180,18 +180,8 @@ impl Runner {
         let source = cfg.source_ref()?;
         let stream_name = names::topic_stream(&source, p);
         let durable = names::group_consumer(&cfg.group_ref()?);
-        let stream = shared.js.get_stream(&stream_name).await.map_err(|e| {
-            crate::error::broker(format!("failed to open partition stream {stream_name}"), e)
-        })?;
-        let consumer: PullConsumer = stream
-            .get_consumer::<pull::Config>(&durable)
-            .await
-            .map_err(|e| {
-                crate::error::broker(
-                    format!("failed to open consumer {stream_name}/{durable} (is the ConsumerGroup provisioned?)"),
-                    e,
-                )
-            })?;
+        let (stream, consumer) =
+            open_group_consumer(&shared, "partition stream", &stream_name, &durable).await?;
         let info = consumer.get_info().await.map_err(|e| {
             crate::error::broker(
                 format!("failed to read consumer {stream_name}/{durable}"),

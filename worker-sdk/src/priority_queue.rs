@@ -28,8 +28,9 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::error::Result;
 use crate::priority::Picker;
 use crate::process::{
-    Origin, Shared, dead_letter_exhausted, max_deliveries_subject, parse_max_deliveries, process,
+    Origin, Shared, dead_letter_exhausted, max_deliveries_subject, parse_max_deliveries,
 };
+use crate::queue::start_handling;
 
 /// First pause after finding every level empty.
 pub(crate) const IDLE_MIN: Duration = Duration::from_millis(10);
@@ -111,22 +112,9 @@ pub(crate) async fn run_priority_queue_member(
                     picker.took(&turn, level, batch.len() as u64);
                     for msg in batch {
                         took += 1;
-                        let Ok(seq) = msg.info().map(|i| i.stream_sequence) else {
-                            warn!("queue message without JetStream metadata: skipped");
-                            continue;
-                        };
-                        if !running.insert(seq) {
-                            debug!(offset = seq, "redelivery of a message still being handled: ignored");
-                            continue;
+                        if let Some(work) = start_handling(&shared, msg, &stream_name, &mut running, &shutdown) {
+                            inflight.push(work);
                         }
-                        let shared = shared.clone();
-                        let stream = stream_name.clone();
-                        let stop = shutdown.clone();
-                        inflight.push(Box::pin(async move {
-                            let origin = Origin { partition: 0, stream: &stream, in_place: false };
-                            process(&shared, &msg, origin, None, &stop).await;
-                            seq
-                        }));
                     }
                     break;
                 }

@@ -43,6 +43,33 @@ pub(crate) struct Shared {
     pub(crate) outputs: Arc<Outputs>,
 }
 
+/// Opens the group's durable consumer `durable` on `stream_name` (`what` names the stream
+/// in errors: "partition stream", "queue stream").
+pub(crate) async fn open_group_consumer(
+    shared: &Shared,
+    what: &str,
+    stream_name: &str,
+    durable: &str,
+) -> crate::error::Result<(jetstream::stream::Stream, jetstream::consumer::PullConsumer)> {
+    let stream = shared
+        .js
+        .get_stream(stream_name)
+        .await
+        .map_err(|e| crate::error::broker(format!("failed to open {what} {stream_name}"), e))?;
+    let consumer = stream
+        .get_consumer::<jetstream::consumer::pull::Config>(durable)
+        .await
+        .map_err(|e| {
+            crate::error::broker(
+                format!(
+                    "failed to open consumer {stream_name}/{durable} (is the ConsumerGroup provisioned?)"
+                ),
+                e,
+            )
+        })?;
+    Ok((stream, consumer))
+}
+
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")

@@ -10,7 +10,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{PullConsumer, pull};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
@@ -21,7 +20,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::error::Result;
 use crate::process::{
-    Origin, Shared, dead_letter_exhausted, max_deliveries_subject, parse_max_deliveries, process,
+    Origin, Shared, dead_letter_exhausted, max_deliveries_subject, open_group_consumer,
+    parse_max_deliveries, process,
 };
 
 /// Consumes the group's queue until `shutdown`, then finishes running handlers; calls
@@ -81,18 +81,8 @@ async fn run_single_level(
     let stream_name = names::queue_stream(&cfg.source_ref()?);
     let durable = names::group_consumer(&cfg.group_ref()?);
     let span = info_span!("sluice.queue", stream = %stream_name);
-    let stream = shared.js.get_stream(&stream_name).await.map_err(|e| {
-        crate::error::broker(format!("failed to open queue stream {stream_name}"), e)
-    })?;
-    let consumer: PullConsumer = stream
-        .get_consumer::<pull::Config>(&durable)
-        .await
-        .map_err(|e| {
-            crate::error::broker(
-                format!("failed to open consumer {stream_name}/{durable} (is the ConsumerGroup provisioned?)"),
-                e,
-            )
-        })?;
+    let (stream, consumer) =
+        open_group_consumer(&shared, "queue stream", &stream_name, &durable).await?;
     let max = cfg.max_concurrency.max(1) as usize;
     let mut messages = consumer
         .stream()
@@ -151,22 +141,9 @@ async fn run_single_level(
                 }
                 m = messages.next(), if inflight.len() < max => match m {
                     Some(Ok(msg)) => {
-                        let Ok(seq) = msg.info().map(|i| i.stream_sequence) else {
-                            warn!("queue message without JetStream metadata: skipped");
-                            continue;
-                        };
-                        if !running.insert(seq) {
-                            debug!(offset = seq, "redelivery of a message still being handled: ignored");
-                            continue;
+                        if let Some(work) = start_handling(&shared, msg, &stream_name, &mut running, &shutdown) {
+                            inflight.push(work);
                         }
-                        let shared = shared.clone();
-                        let stream = stream_name.clone();
-                        let stop = shutdown.clone();
-                        inflight.push(Box::pin(async move {
-                            let origin = Origin { partition: 0, stream: &stream, in_place: false };
-                            process(&shared, &msg, origin, None, &stop).await;
-                            seq
-                        }));
                     }
                     Some(Err(e)) => {
                         debug!(error = %e, "pull error (retrying)");
@@ -195,4 +172,39 @@ async fn run_single_level(
     .instrument(span)
     .await;
     Ok(relevel)
+}
+
+/// Starts handling a queue message: the handling future (which yields the message's offset),
+/// or `None` when the message has no JetStream metadata or is a redelivery of one this member
+/// is still handling (`running` holds the offsets being handled).
+pub(crate) fn start_handling(
+    shared: &Arc<Shared>,
+    msg: async_nats::jetstream::Message,
+    stream_name: &Arc<str>,
+    running: &mut HashSet<u64>,
+    shutdown: &CancellationToken,
+) -> Option<BoxFuture<'static, u64>> {
+    let Ok(seq) = msg.info().map(|i| i.stream_sequence) else {
+        warn!("queue message without JetStream metadata: skipped");
+        return None;
+    };
+    if !running.insert(seq) {
+        debug!(
+            offset = seq,
+            "redelivery of a message still being handled: ignored"
+        );
+        return None;
+    }
+    let shared = shared.clone();
+    let stream = stream_name.clone();
+    let stop = shutdown.clone();
+    Some(Box::pin(async move {
+        let origin = Origin {
+            partition: 0,
+            stream: &stream,
+            in_place: false,
+        };
+        process(&shared, &msg, origin, None, &stop).await;
+        seq
+    }))
 }
