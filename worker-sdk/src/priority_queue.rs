@@ -21,7 +21,6 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, SelectAll};
 use sluice_broker::group::group_consumers;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -30,7 +29,7 @@ use crate::priority::Picker;
 use crate::process::{
     Origin, Shared, dead_letter_exhausted, max_deliveries_subject, parse_max_deliveries,
 };
-use crate::queue::start_handling;
+use crate::queue::{drain_handlers, start_handling};
 
 /// First pause after finding every level empty.
 pub(crate) const IDLE_MIN: Duration = Duration::from_millis(10);
@@ -148,17 +147,7 @@ pub(crate) async fn run_priority_queue_member(
                 }
             }
         }
-        let deadline = Instant::now() + drain_timeout;
-        while !inflight.is_empty() {
-            tokio::select! {
-                _ = inflight.next() => {}
-                _ = tokio::time::sleep_until(deadline) => {
-                    warn!(running = inflight.len(), "drain timeout: abandoning running handlers (their messages are redelivered)");
-                    break;
-                }
-            }
-        }
-        let _ = shared.client.flush().await;
+        drain_handlers(&shared, &mut inflight, drain_timeout).await;
     }
     .instrument(span)
     .await;

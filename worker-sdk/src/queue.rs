@@ -157,17 +157,7 @@ async fn run_single_level(
             }
         }
         drop(messages);
-        let deadline = Instant::now() + drain_timeout;
-        while !inflight.is_empty() {
-            tokio::select! {
-                _ = inflight.next() => {}
-                _ = tokio::time::sleep_until(deadline) => {
-                    warn!(running = inflight.len(), "drain timeout: abandoning running handlers (their messages are redelivered)");
-                    break;
-                }
-            }
-        }
-        let _ = shared.client.flush().await;
+        drain_handlers(&shared, &mut inflight, drain_timeout).await;
     }
     .instrument(span)
     .await;
@@ -207,4 +197,24 @@ pub(crate) fn start_handling(
         process(&shared, &msg, origin, None, &stop).await;
         seq
     }))
+}
+
+/// Lets the running handlers finish within `drain_timeout` (abandoned ones are redelivered
+/// after their visibility timeout), then flushes the connection.
+pub(crate) async fn drain_handlers(
+    shared: &Shared,
+    inflight: &mut FuturesUnordered<BoxFuture<'static, u64>>,
+    drain_timeout: Duration,
+) {
+    let deadline = Instant::now() + drain_timeout;
+    while !inflight.is_empty() {
+        tokio::select! {
+            _ = inflight.next() => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                warn!(running = inflight.len(), "drain timeout: abandoning running handlers (their messages are redelivered)");
+                break;
+            }
+        }
+    }
+    let _ = shared.client.flush().await;
 }
