@@ -22,14 +22,12 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, SelectAll};
 use sluice_broker::group::group_consumers;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span};
 
 use crate::error::Result;
 use crate::priority::Picker;
-use crate::process::{
-    Origin, Shared, dead_letter_exhausted, max_deliveries_subject, parse_max_deliveries,
-};
-use crate::queue::{drain_handlers, start_handling};
+use crate::process::{Shared, max_deliveries_subject};
+use crate::queue::{dead_letter_unfinished, drain_handlers, start_handling};
 
 /// First pause after finding every level empty.
 pub(crate) const IDLE_MIN: Duration = Duration::from_millis(10);
@@ -129,16 +127,9 @@ pub(crate) async fn run_priority_queue_member(
                     running.remove(&seq);
                 }
                 Some(advisory) = advisories.next() => {
-                    let Some((seq, deliveries)) = parse_max_deliveries(&advisory.payload) else {
-                        continue;
-                    };
-                    warn!(offset = seq, deliveries, "last delivery of a message was never finished: dead-lettering it");
-                    let (shared, stream, stream_name) = (shared.clone(), stream.clone(), stream_name.clone());
-                    inflight.push(Box::pin(async move {
-                        let origin = Origin { partition: 0, stream: &stream_name, in_place: false };
-                        dead_letter_exhausted(&shared, &stream, origin, seq, deliveries).await;
-                        seq
-                    }));
+                    if let Some(work) = dead_letter_unfinished(&shared, &stream, &stream_name, &advisory.payload) {
+                        inflight.push(work);
+                    }
                 }
                 _ = tokio::time::sleep(pause) => {
                     if free > 0 {

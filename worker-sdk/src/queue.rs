@@ -127,17 +127,9 @@ async fn run_single_level(
                     running.remove(&seq);
                 }
                 Some(advisory) = advisories.next() => {
-                    let Some((seq, deliveries)) = parse_max_deliveries(&advisory.payload) else {
-                        continue;
-                    };
-                    warn!(offset = seq, deliveries, "last delivery of a message was never finished: dead-lettering it");
-                    let (shared, stream, stream_name) = (shared.clone(), stream.clone(), stream_name.clone());
-                    let work: BoxFuture<'static, u64> = Box::pin(async move {
-                        let origin = Origin { partition: 0, stream: &stream_name, in_place: false };
-                        dead_letter_exhausted(&shared, &stream, origin, seq, deliveries).await;
-                        seq
-                    });
-                    inflight.push(work);
+                    if let Some(work) = dead_letter_unfinished(&shared, &stream, &stream_name, &advisory.payload) {
+                        inflight.push(work);
+                    }
                 }
                 m = messages.next(), if inflight.len() < max => match m {
                     Some(Ok(msg)) => {
@@ -217,4 +209,29 @@ pub(crate) async fn drain_handlers(
         }
     }
     let _ = shared.client.flush().await;
+}
+
+/// Dead-letters the message a max-deliveries advisory names (its last delivery was never
+/// finished): the future yields its offset; `None` for an advisory that cannot be read.
+pub(crate) fn dead_letter_unfinished(
+    shared: &Arc<Shared>,
+    stream: &async_nats::jetstream::stream::Stream,
+    stream_name: &Arc<str>,
+    advisory: &[u8],
+) -> Option<BoxFuture<'static, u64>> {
+    let (seq, deliveries) = parse_max_deliveries(advisory)?;
+    warn!(
+        offset = seq,
+        deliveries, "last delivery of a message was never finished: dead-lettering it"
+    );
+    let (shared, stream, stream_name) = (shared.clone(), stream.clone(), stream_name.clone());
+    Some(Box::pin(async move {
+        let origin = Origin {
+            partition: 0,
+            stream: &stream_name,
+            in_place: false,
+        };
+        dead_letter_exhausted(&shared, &stream, origin, seq, deliveries).await;
+        seq
+    }))
 }
