@@ -8,8 +8,12 @@ use tracing::instrument;
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// How to reach a broker.
-#[derive(Debug, Clone)]
+/// Environment variable that overrides the inbox prefix of a connection (see
+/// [`ConnectOptions::inbox_prefix`]).
+pub const INBOX_PREFIX_ENV: &str = "SLUICE_BROKER_INBOX_PREFIX";
+
+/// How to reach a broker. Its `Debug` output never shows the password.
+#[derive(Clone)]
 pub struct ConnectOptions {
     /// One or more `nats://host:port` URLs.
     pub urls: Vec<String>,
@@ -26,6 +30,25 @@ pub struct ConnectOptions {
     /// Only ever use `urls`, not the server addresses a cluster advertises (for a broker
     /// reached through a port-forward, whose advertised pod IPs are unreachable).
     pub ignore_discovered_servers: bool,
+    /// Prefix of this connection's inboxes (replies, pull deliveries). A scoped broker
+    /// identity may only subscribe below its own prefix ([`crate::names::inbox_prefix`]);
+    /// `None` uses the NATS default `_INBOX`.
+    pub inbox_prefix: Option<String>,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("urls", &self.urls)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("name", &self.name)
+            .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("ignore_discovered_servers", &self.ignore_discovered_servers)
+            .field("inbox_prefix", &self.inbox_prefix)
+            .finish()
+    }
 }
 
 impl Default for ConnectOptions {
@@ -38,6 +61,7 @@ impl Default for ConnectOptions {
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             ignore_discovered_servers: false,
+            inbox_prefix: None,
         }
     }
 }
@@ -49,6 +73,32 @@ impl ConnectOptions {
             urls: parse_url_list(list),
             ..Default::default()
         }
+    }
+
+    /// Sets the user and password and the inbox prefix that goes with them: `inbox_prefix`
+    /// when given (`SLUICE_BROKER_INBOX_PREFIX`), else the prefix of a Sluice identity
+    /// (`g__...` for a group, `p__...` for a producer, see [`crate::identity`]), else the
+    /// default.
+    ///
+    /// ```
+    /// let mut o = sluice_broker::ConnectOptions::default();
+    /// o.set_credentials(Some("g__shop__billing".into()), Some("pw".into()), None);
+    /// assert_eq!(o.inbox_prefix.as_deref(), Some("_INBOX_g__shop__billing"));
+    /// assert!(!format!("{o:?}").contains("pw\""));
+    /// ```
+    pub fn set_credentials(
+        &mut self,
+        user: Option<String>,
+        password: Option<String>,
+        inbox_prefix: Option<String>,
+    ) {
+        let derived = user
+            .as_deref()
+            .filter(|u| u.starts_with("g__") || u.starts_with("p__"))
+            .map(crate::names::inbox_prefix);
+        self.inbox_prefix = inbox_prefix.filter(|p| !p.is_empty()).or(derived);
+        self.user = user;
+        self.password = password;
     }
 
     /// Builds the async-nats options (credentials, name, timeouts, unlimited reconnects).
@@ -63,6 +113,9 @@ impl ConnectOptions {
         }
         if self.ignore_discovered_servers {
             opts = opts.ignore_discovered_servers();
+        }
+        if let Some(prefix) = &self.inbox_prefix {
+            opts = opts.custom_inbox_prefix(prefix.clone());
         }
         opts
     }

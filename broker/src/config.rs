@@ -270,6 +270,23 @@ pub struct GroupConfig {
     /// ones have work: the starvation guard.
     #[serde(default = "default_low_priority_share")]
     pub low_priority_share: u32,
+    /// The Topics and Queues (same namespace) the group's handlers publish to through
+    /// `ctx.topic()` / `ctx.queue()`: the group's broker identity may publish there and
+    /// nowhere else (see [`crate::identity`]).
+    #[serde(default)]
+    pub outputs: GroupOutputs,
+}
+
+/// The outputs a group declares (`spec.outputs` of the ConsumerGroup).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupOutputs {
+    /// Topic names the handlers publish to.
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// Queue names the handlers publish to.
+    #[serde(default)]
+    pub queues: Vec<String>,
 }
 
 /// Default [`GroupConfig::low_priority_share`]: one message in ten.
@@ -309,6 +326,7 @@ impl GroupConfig {
             pin_timeout_ms: default_pin_timeout_ms(),
             priorities: 1,
             low_priority_share: DEFAULT_LOW_PRIORITY_SHARE,
+            outputs: GroupOutputs::default(),
         }
     }
 

@@ -47,8 +47,8 @@ pub struct ClusterOptions {
     pub route_ports: Vec<u16>,
 }
 
-/// Options of one server.
-#[derive(Debug, Clone)]
+/// Options of one server. Its `Debug` output never shows the password.
+#[derive(Clone)]
 pub struct ServerOptions {
     /// Server name (must be unique in a cluster).
     pub name: String,
@@ -60,8 +60,14 @@ pub struct ServerOptions {
     pub dir: Option<PathBuf>,
     /// Cluster membership, for multi-node setups.
     pub cluster: Option<ClusterOptions>,
-    /// Require this user and password from clients.
+    /// Require this user and password from clients (with `authorization` set: the user the
+    /// readiness probe logs in with).
     pub credentials: Option<(String, String)>,
+    /// The body of the `authorization` block (e.g. `include "users.conf"`), used instead of
+    /// `credentials` when set; see [`NatsServer::reload`] to apply a changed included file.
+    pub authorization: Option<String>,
+    /// Extra top-level configuration (e.g. an `accounts` block and `system_account`).
+    pub extra_config: Option<String>,
     /// JetStream file store limit, in bytes.
     pub max_file_store: u64,
     /// JetStream memory store limit, in bytes.
@@ -79,10 +85,33 @@ impl Default for ServerOptions {
             dir: None,
             cluster: None,
             credentials: None,
+            authorization: None,
+            extra_config: None,
             max_file_store: 4 << 30,
             max_memory_store: 512 << 20,
             start_timeout: DEFAULT_START_TIMEOUT,
         }
+    }
+}
+
+impl std::fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field("name", &self.name)
+            .field("port", &self.port)
+            .field("monitor_port", &self.monitor_port)
+            .field("dir", &self.dir)
+            .field("cluster", &self.cluster)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|(u, _)| (u, "<redacted>")),
+            )
+            .field("authorization", &self.authorization.is_some())
+            .field("extra_config", &self.extra_config.is_some())
+            .field("max_file_store", &self.max_file_store)
+            .field("max_memory_store", &self.max_memory_store)
+            .field("start_timeout", &self.start_timeout)
+            .finish()
     }
 }
 
@@ -236,6 +265,37 @@ impl NatsServer {
         Ok(())
     }
 
+    /// Makes the server re-read its configuration (SIGHUP, as `nats-server --signal reload`
+    /// does): users and permissions in an included file change without a restart and without
+    /// dropping connections.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Process`] when the server is not running or the signal cannot be sent.
+    pub fn reload(&self) -> Result<()> {
+        let pid = self.child.as_ref().and_then(|c| c.id()).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Process,
+                "nats-server is not running: nothing to reload",
+            )
+        })?;
+        let status = std::process::Command::new("kill")
+            .arg("-HUP")
+            .arg(pid.to_string())
+            .status()
+            .map_err(|e| {
+                Error::with_source(ErrorKind::Process, "failed to signal nats-server", e)
+            })?;
+        if status.success() {
+            info!(port = self.port, "nats-server reloading its configuration");
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::Process,
+                format!("kill -HUP {pid} failed ({status}): is nats-server still running?"),
+            ))
+        }
+    }
+
     /// Starts the process again with the same port, config and store.
     pub async fn restart(&mut self) -> Result<()> {
         self.kill().await?;
@@ -273,10 +333,16 @@ impl NatsServer {
                 routes.join(", ")
             ));
         }
-        if let Some((user, password)) = &o.credentials {
+        if let Some(body) = &o.authorization {
+            conf.push_str(&format!("authorization {{\n{body}\n}}\n"));
+        } else if let Some((user, password)) = &o.credentials {
             conf.push_str(&format!(
                 "authorization {{\n  users: [{{ user: {user:?}, password: {password:?} }}]\n}}\n"
             ));
+        }
+        if let Some(extra) = &o.extra_config {
+            conf.push_str(extra);
+            conf.push('\n');
         }
         conf
     }

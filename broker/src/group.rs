@@ -71,6 +71,67 @@ pub fn consumer_config(cfg: &GroupConfig) -> Result<consumer::pull::Config> {
     Ok(config)
 }
 
+/// The membership KV bucket ([`names::MEMBERS_BUCKET`]): per-key TTL, one value per key.
+pub fn members_bucket() -> kv::Config {
+    ttl_bucket(
+        names::MEMBERS_BUCKET,
+        "Sluice consumer-group members (heartbeats with per-key TTL)",
+    )
+}
+
+/// The partition-lease KV bucket ([`names::LEASES_BUCKET`]): per-key TTL, compare-and-set.
+pub fn leases_bucket() -> kv::Config {
+    ttl_bucket(
+        names::LEASES_BUCKET,
+        "Sluice partition leases (per-key TTL, compare-and-set)",
+    )
+}
+
+fn ttl_bucket(bucket: &str, description: &str) -> kv::Config {
+    kv::Config {
+        bucket: bucket.to_string(),
+        description: description.to_string(),
+        history: 1,
+        limit_markers: Some(Duration::from_secs(5)),
+        ..Default::default()
+    }
+}
+
+/// The idempotency-store KV bucket of an exactly-once group (entries live
+/// `idempotencyTtl`).
+///
+/// # Errors
+/// [`ErrorKind::InvalidSpec`] when the group name is not a Kubernetes name.
+pub fn idempotency_bucket(cfg: &GroupConfig) -> Result<kv::Config> {
+    Ok(kv::Config {
+        bucket: names::idempotency_bucket(&cfg.group_ref()?),
+        description: format!(
+            "Sluice idempotency keys of group {}/{}",
+            cfg.namespace, cfg.group
+        ),
+        history: 1,
+        max_age: Duration::from_millis(cfg.idempotency_ttl_ms),
+        ..Default::default()
+    })
+}
+
+/// The KV buckets a group's workers use: membership and leases for a topic group, the
+/// idempotency store for an exactly-once group.
+///
+/// # Errors
+/// [`ErrorKind::InvalidSpec`] when the group name is not a Kubernetes name.
+pub fn group_state_buckets(cfg: &GroupConfig) -> Result<Vec<kv::Config>> {
+    let mut buckets = Vec::new();
+    if cfg.source.kind == SourceKind::Topic {
+        buckets.push(members_bucket());
+        buckets.push(leases_bucket());
+    }
+    if cfg.delivery == crate::config::Delivery::ExactlyOnce {
+        buckets.push(idempotency_bucket(cfg)?);
+    }
+    Ok(buckets)
+}
+
 /// The streams a group consumes: every partition stream of a topic, or the queue stream.
 pub fn group_streams(cfg: &GroupConfig) -> Result<Vec<String>> {
     let source = cfg.source_ref()?;
@@ -241,8 +302,19 @@ impl Broker {
                 }
             }
         }
+        self.ensure_group_state(cfg).await?;
         changes.merge(self.publish_group_config(cfg).await?);
         Ok(changes)
+    }
+
+    /// Creates the KV buckets a group's workers keep their state in ([`group_state_buckets`]),
+    /// so a worker's scoped identity never needs to create one (it may only read and write its
+    /// own keys, see [`crate::identity`]).
+    pub async fn ensure_group_state(&self, cfg: &GroupConfig) -> Result<()> {
+        for bucket in group_state_buckets(cfg)? {
+            crate::ha::ensure_bucket(self.jetstream(), bucket).await?;
+        }
+        Ok(())
     }
 
     /// Checks that a topic has no partitions beyond the count the group's config gives (a group

@@ -38,6 +38,7 @@ pub mod error;
 pub mod fanout;
 pub mod group;
 pub mod ha;
+pub mod identity;
 pub mod inspect;
 pub mod names;
 pub mod partitioner;

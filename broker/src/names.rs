@@ -20,6 +20,8 @@
 //! | membership KV bucket / key | `SLUICE_MEMBERS` / `<ns>.<group>.<member>` |
 //! | partition lease KV bucket / key | `SLUICE_LEASES` / `<ns>.<group>.<partition>` |
 //! | idempotency KV bucket | `SLUICE_IDEM__<ns>__<group>` |
+//! | broker user of a group / of a producer | `g__<ns>__<group>` / `p__<ns>__<producer>` |
+//! | inbox prefix of a user (replies, pull deliveries) | `_INBOX_<user>` |
 //!
 //! In names and subjects a dot of the resource name becomes `_`. Names longer than
 //! [`MAX_NAME_LEN`] are shortened with a hash suffix so they stay valid and distinct.
@@ -290,6 +292,37 @@ pub fn idempotency_bucket(group: &ResourceRef) -> String {
     ))
 }
 
+/// Broker user name of a ConsumerGroup's workers (see [`crate::identity`]).
+///
+/// ```
+/// use sluice_broker::{ResourceRef, names};
+/// let g = ResourceRef::new("shop", "billing").unwrap();
+/// assert_eq!(names::group_user(&g), "g__shop__billing");
+/// ```
+pub fn group_user(group: &ResourceRef) -> String {
+    bounded(format!("g__{}__{}", group.namespace, escape(&group.name)))
+}
+
+/// Broker user name of a producer identity (a Producer resource).
+pub fn producer_user(producer: &ResourceRef) -> String {
+    bounded(format!(
+        "p__{}__{}",
+        producer.namespace,
+        escape(&producer.name)
+    ))
+}
+
+/// The inbox prefix a client logged in as `user` must use (one subject token): its
+/// permissions let it subscribe to `<prefix>.>` only, so no client can read the replies and
+/// pull deliveries addressed to another.
+///
+/// ```
+/// assert_eq!(sluice_broker::names::inbox_prefix("g__shop__billing"), "_INBOX_g__shop__billing");
+/// ```
+pub fn inbox_prefix(user: &str) -> String {
+    format!("_INBOX_{user}")
+}
+
 /// Whether `name` is acceptable to JetStream as a stream, consumer or KV bucket name
 /// (the strictest of the three rules: `[A-Za-z0-9_-]`).
 pub fn is_valid_nats_name(name: &str) -> bool {
@@ -333,6 +366,8 @@ mod tests {
             group_consumer(r),
             group_level_consumer(r, 3),
             idempotency_bucket(r),
+            group_user(r),
+            producer_user(r),
         ]
     }
 
@@ -386,7 +421,7 @@ mod tests {
     fn kinds_never_share_a_stream_name() {
         let r = ResourceRef::new("default", "orders").unwrap();
         let names: HashSet<_> = all_names(&r, 0).into_iter().collect();
-        assert_eq!(names.len(), 6);
+        assert_eq!(names.len(), 8);
         assert_eq!(topic_stream(&r, 3), "SLUICE_T__default__orders__3");
         assert_eq!(topic_subject(&r, 3), "sluice.t.default.orders.3");
         assert_eq!(group_config_key(&r), "default.orders");

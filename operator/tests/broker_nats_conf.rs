@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer::pull, kv, stream};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::EnvVar;
+use sluice_operator::broker_cluster::users::{base_users_from_env, users_conf};
 use sluice_operator::broker_cluster::{
     BrokerCluster, BrokerClusterParams, SyncPolicy, credentials_secret, nats_conf, stateful_set,
 };
@@ -35,12 +36,30 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The users file the operator renders before any group or producer exists, written next to
+/// a local nats.conf (which then includes it as `users.conf`).
+fn write_base_users(dir: &Path) {
+    std::fs::write(
+        dir.join("users.conf"),
+        users_conf(&base_users_from_env(), &[]).unwrap(),
+    )
+    .unwrap();
+}
+
+/// Moves the in-pod include of the users Secret next to the local config.
+fn local_users(conf: &str) -> String {
+    let moved = conf.replace("../../etc/nats-users/users.conf", "users.conf");
+    assert!(moved.contains("include \"users.conf\""), "{moved}");
+    moved
+}
+
 /// nats.conf for `replicas` servers with the in-pod paths and ports moved into `dir`.
 fn local_conf(replicas: u8, dir: &Path, port: u16, http: u16) -> String {
+    write_base_users(dir);
     let mut p = BrokerClusterParams::new("test", "main", replicas);
     p.sync_interval = SyncPolicy::Always;
     p.max_memory_store = Some(64 << 20);
-    let conf = nats_conf(&BrokerCluster::new(p).unwrap());
+    let conf = local_users(&nats_conf(&BrokerCluster::new(p).unwrap()));
     let conf = conf
         .replace("port: 4222", &format!("port: {port}"))
         .replace("http_port: 8222", &format!("http_port: {http}"))
@@ -335,6 +354,8 @@ async fn three_servers_form_routes_with_credentials_and_refuse_others() {
                 &format!("{:?}", dir.join("nats.pid")),
             );
         assert!(local.contains(&format!("port: {cluster_port}")), "{local}");
+        let local = local_users(&local);
+        write_base_users(dir);
         let path = dir.join("nats.conf");
         std::fs::write(&path, local).unwrap();
         let mut cmd = Command::new("nats-server");

@@ -2,14 +2,12 @@
 //! (`names::idempotency_bucket`) whose entries live `idempotencyTtl` and record "this input's
 //! handling completed". It is opened lazily, the first time an exactly-once group needs it.
 
-use std::time::Duration;
-
 use async_nats::jetstream::{self, kv};
 use sluice_broker::GroupConfig;
 use sluice_broker::names;
 use tokio::sync::OnceCell;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Lazily opened idempotency bucket of one group.
 #[derive(Debug)]
@@ -29,22 +27,8 @@ impl IdempotencyStore {
     async fn store(&self, cfg: &GroupConfig) -> Result<&kv::Store> {
         self.store
             .get_or_try_init(|| async {
-                let bucket = names::idempotency_bucket(&cfg.group_ref()?);
-                sluice_broker::ha::ensure_bucket(
-                    &self.js,
-                    kv::Config {
-                        bucket: bucket.clone(),
-                        description: format!(
-                            "Sluice idempotency keys of group {}/{}",
-                            cfg.namespace, cfg.group
-                        ),
-                        history: 1,
-                        max_age: Duration::from_millis(cfg.idempotency_ttl_ms),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map_err(Error::from)
+                crate::kv::open_bucket(&self.js, sluice_broker::group::idempotency_bucket(cfg)?)
+                    .await
             })
             .await
     }

@@ -11,25 +11,13 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 
-/// Opens a bucket, creating it with per-key TTL support when it does not exist, replicated
-/// like the broker (see [`sluice_broker::ha`]).
-pub(crate) async fn open_ttl_bucket(
-    js: &jetstream::Context,
-    bucket: &str,
-    description: &str,
-) -> Result<kv::Store> {
-    sluice_broker::ha::ensure_bucket(
-        js,
-        kv::Config {
-            bucket: bucket.to_string(),
-            description: description.to_string(),
-            history: 1,
-            limit_markers: Some(Duration::from_secs(5)),
-            ..Default::default()
-        },
-    )
-    .await
-    .map_err(Error::from)
+/// Opens a bucket the operator provisions with the group (`Broker::ensure_group_state`);
+/// creates it only when it is missing and the identity may (a worker on the broker's shared
+/// user, as in tests that provision nothing else).
+pub(crate) async fn open_bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store> {
+    sluice_broker::ha::ensure_bucket(js, config)
+        .await
+        .map_err(Error::from)
 }
 
 /// Whole seconds for a per-key TTL (the server's unit), at least one.

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::error::Result;
-use crate::kv::{create_ttl, lost_race, open_ttl_bucket, put_ttl};
+use crate::kv::{create_ttl, lost_race, open_bucket, put_ttl};
 
 /// What a member publishes about itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -64,18 +64,8 @@ impl Coordination {
         member_id: &str,
         ttl: Duration,
     ) -> Result<Self> {
-        let members = open_ttl_bucket(
-            js,
-            names::MEMBERS_BUCKET,
-            "Sluice consumer-group members (heartbeats with per-key TTL)",
-        )
-        .await?;
-        let leases = open_ttl_bucket(
-            js,
-            names::LEASES_BUCKET,
-            "Sluice partition leases (per-key TTL, compare-and-set)",
-        )
-        .await?;
+        let members = open_bucket(js, sluice_broker::group::members_bucket()).await?;
+        let leases = open_bucket(js, sluice_broker::group::leases_bucket()).await?;
         Ok(Self {
             js: js.clone(),
             members,

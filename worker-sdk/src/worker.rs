@@ -157,8 +157,11 @@ impl WorkerOptions {
                 format!("{host}-{}", std::process::id())
             });
         let mut options = Self::new(&urls, namespace, group, member_id);
-        options.connect.user = get("SLUICE_BROKER_USER").filter(|v| !v.is_empty());
-        options.connect.password = get("SLUICE_BROKER_PASSWORD");
+        options.connect.set_credentials(
+            get("SLUICE_BROKER_USER").filter(|v| !v.is_empty()),
+            get("SLUICE_BROKER_PASSWORD"),
+            get(sluice_broker::client::INBOX_PREFIX_ENV),
+        );
         options.connect.name = format!("sluice-worker {}", options.member_id);
         options.default_logging = true;
         options.metrics_addr = match get(METRICS_ADDR_ENV).filter(|v| !v.trim().is_empty()) {

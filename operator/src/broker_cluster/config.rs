@@ -65,28 +65,6 @@ pub(super) fn route_url_env(cluster: &BrokerCluster) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Subjects workers may publish to:
-/// - `sluice.>`: topic partitions, queues, dead-letter queues;
-/// - `$JS.API.>`: JetStream API requests (stream/consumer info, pull `MSG.NEXT`, direct get);
-/// - `$JS.ACK.>`: acknowledgements (ack, nak, in-progress, term) of delivered messages;
-/// - `$JS.FC.>`: flow-control replies of push consumers (KV watchers use them);
-/// - `$KV.>`: KV puts and deletes (membership, idempotency, group config reads);
-/// - `_INBOX.>`: replies to requests.
-const WORKER_PUBLISH_ALLOW: [&str; 6] = [
-    "sluice.>",
-    "$JS.API.>",
-    "$JS.ACK.>",
-    "$JS.FC.>",
-    "$KV.>",
-    "_INBOX.>",
-];
-/// JetStream API calls workers never need and must not make: destroying or emptying
-/// streams (KV buckets are streams too) is the operator's job.
-const WORKER_PUBLISH_DENY: [&str; 2] = ["$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>"];
-/// Subjects workers may subscribe to: replies and deliveries come in on inboxes; `sluice.>`
-/// lets a producer observe its own topics with core subscriptions.
-const WORKER_SUBSCRIBE_ALLOW: [&str; 2] = ["_INBOX.>", "sluice.>"];
-
 /// Renders nats.conf for `cluster`. Deterministic: the same input gives the same text,
 /// so its hash can drive rolling restarts.
 pub fn nats_conf(cluster: &BrokerCluster) -> String {
@@ -148,37 +126,15 @@ pub fn nats_conf(cluster: &BrokerCluster) -> String {
     }
 
     c.push('\n');
-    c.push_str("# No anonymous access: every client must log in as one of these users.\n");
+    c.push_str("# No anonymous access: every client must log in as one of the users of the\n");
+    c.push_str("# users Secret (operator, groups, producers; see docs/security.md).\n");
     c.push_str("authorization {\n");
-    c.push_str("  users: [\n");
-    let _ = writeln!(
-        c,
-        "    {{ user: ${ENV_OPERATOR_USER}, password: ${ENV_OPERATOR_PASSWORD} }}"
-    );
-    let _ = writeln!(
-        c,
-        "    {{ user: ${ENV_WORKER_USER}, password: ${ENV_WORKER_PASSWORD}, permissions: {{"
-    );
-    let _ = writeln!(
-        c,
-        "      publish: {{ allow: {}, deny: {} }}",
-        list(&WORKER_PUBLISH_ALLOW),
-        list(&WORKER_PUBLISH_DENY)
-    );
-    let _ = writeln!(
-        c,
-        "      subscribe: {{ allow: {} }}",
-        list(&WORKER_SUBSCRIBE_ALLOW)
-    );
-    c.push_str("    } }\n");
-    c.push_str("  ]\n");
+    let _ = writeln!(c, "{}", super::users::authorization_include(CONFIG_DIR));
     c.push_str("}\n");
+    c.push_str(&super::users::system_account(&format!(
+        "${ENV_OPERATOR_PASSWORD}"
+    )));
     c
-}
-
-fn list(subjects: &[&str]) -> String {
-    let quoted: Vec<String> = subjects.iter().map(|s| format!("\"{s}\"")).collect();
-    format!("[{}]", quoted.join(", "))
 }
 
 /// A duration as Go's `time.ParseDuration` reads it (`2m`, `30s`, `1500ms`).
@@ -248,10 +204,9 @@ mod tests {
             "$SLUICE_ROUTE_URL_0",
             "$SLUICE_ROUTE_URL_1",
             "$SLUICE_ROUTE_URL_2",
-            "{ user: $SLUICE_OPERATOR_USER, password: $SLUICE_OPERATOR_PASSWORD }",
-            "{ user: $SLUICE_WORKER_USER, password: $SLUICE_WORKER_PASSWORD, permissions: {",
-            "publish: { allow: [\"sluice.>\", \"$JS.API.>\", \"$JS.ACK.>\", \"$JS.FC.>\", \"$KV.>\", \"_INBOX.>\"], deny: [\"$JS.API.STREAM.DELETE.>\", \"$JS.API.STREAM.PURGE.>\"] }",
-            "subscribe: { allow: [\"_INBOX.>\", \"sluice.>\"] }",
+            "include \"../../etc/nats-users/users.conf\"",
+            "SYS: { users: [ { user: \"sluice-system\", password: $SLUICE_OPERATOR_PASSWORD } ] }",
+            "system_account: SYS",
         ] {
             assert!(
                 l.contains(&expected),

@@ -11,6 +11,7 @@
 //!   -> statefulset::stateful_set   StatefulSet <name>              (pods <name>-<i>, PVCs)
 //!   -> statefulset::pod_disruption_budget  PDB <name>              (maxUnavailable: 1)
 //!   -> credentials::credentials_secret     Secret <name>-credentials (built once, never regenerated)
+//!   -> users::users_secret                 Secret <name>-users       (users.conf: groups, producers)
 //! ```
 //!
 //! # Durability: what `sync_interval` trades
@@ -44,6 +45,7 @@ mod quantity;
 mod scale;
 mod service;
 mod statefulset;
+pub mod users;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -286,6 +288,11 @@ impl BrokerCluster {
     /// Name of the client Service.
     pub fn client_service_name(&self) -> String {
         format!("{}-client", self.params.name)
+    }
+
+    /// Name of the Secret holding the servers' users file (`<name>-users`, see [`users`]).
+    pub fn users_secret_name(&self) -> String {
+        format!("{}-users", self.params.name)
     }
 
     /// Name of the credentials Secret the servers read: the user's existing Secret, else the

@@ -147,6 +147,7 @@ fn pod_template(cluster: &BrokerCluster) -> PodTemplateSpec {
                     empty_dir: Some(EmptyDirVolumeSource::default()),
                     ..Volume::default()
                 },
+                super::users::users_volume(cluster),
             ]),
             ..PodSpec::default()
         }),
@@ -230,6 +231,7 @@ fn nats_container(cluster: &BrokerCluster) -> Container {
                 mount_path: STORE_DIR.to_string(),
                 ..VolumeMount::default()
             },
+            super::users::users_volume_mount(),
         ]),
         ..Container::default()
     }

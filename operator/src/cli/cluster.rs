@@ -124,12 +124,21 @@ impl ClusterError {
 }
 
 /// A broker reached through a port-forward, and the credentials to log in with.
-#[derive(Debug)]
 pub struct ClusterBroker {
     /// The local forward to the broker pod's client port.
     pub forward: PortForward,
     /// User and password from the Broker's credentials Secret.
     pub credentials: (String, String),
+}
+
+impl std::fmt::Debug for ClusterBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterBroker")
+            .field("forward", &self.forward)
+            .field("user", &self.credentials.0)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Finds the Broker (`requested`, or the only one in `namespace`), forwards a local port to a

@@ -15,7 +15,7 @@ use super::port_forward::PortForward;
 use crate::dev::session::{start_broker, url_file};
 
 /// Broker selection shared by the operations commands.
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct BrokerArgs {
     /// Broker URL(s), comma-separated.
     #[arg(long, env = "SLUICE_BROKER_URL")]
@@ -36,6 +36,19 @@ pub struct BrokerArgs {
     /// Namespace of the resources.
     #[arg(long, short = 'n', env = "SLUICE_NAMESPACE", default_value = "default")]
     pub namespace: String,
+}
+
+impl std::fmt::Debug for BrokerArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerArgs")
+            .field("broker_url", &self.broker_url)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("dev", &self.dev)
+            .field("broker_name", &self.broker_name)
+            .field("namespace", &self.namespace)
+            .finish()
+    }
 }
 
 /// A connection, plus the embedded server it needed (kept alive while the command runs).

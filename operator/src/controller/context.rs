@@ -206,10 +206,22 @@ pub struct BrokerPool {
     connections: Mutex<HashMap<(String, String), Cached>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Cached {
     options: (String, Option<(String, String)>),
     broker: sluice_broker::Broker,
+}
+
+impl std::fmt::Debug for Cached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (url, creds) = &self.options;
+        f.debug_struct("Cached")
+            .field("url", url)
+            .field("user", &creds.as_ref().map(|c| &c.0))
+            .field("password", &creds.as_ref().map(|_| "<redacted>"))
+            .field("broker", &self.broker)
+            .finish()
+    }
 }
 
 /// How long connecting to a broker may take before it counts as unavailable.

@@ -145,10 +145,13 @@ impl Producer {
         })?;
         let mut options = ConnectOptions::from_url_list(&urls);
         options.name = "sluice-producer".into();
-        options.user = std::env::var(BROKER_USER_ENV)
-            .ok()
-            .filter(|u| !u.is_empty());
-        options.password = std::env::var(BROKER_PASSWORD_ENV).ok();
+        options.set_credentials(
+            std::env::var(BROKER_USER_ENV)
+                .ok()
+                .filter(|u| !u.is_empty()),
+            std::env::var(BROKER_PASSWORD_ENV).ok(),
+            std::env::var(sluice_broker::client::INBOX_PREFIX_ENV).ok(),
+        );
         let broker = Broker::connect(&options).await?;
         Self::new(broker, config)
     }
