@@ -40,7 +40,7 @@ use crate::group::group_consumers;
 use crate::names::{self, ResourceRef};
 
 /// The permissions of one broker user, as nats-server's `permissions` block reads them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Permissions {
     /// Subjects the user may publish to (exact or with `*`/`>` wildcards).
     pub publish: Vec<String>,

@@ -95,6 +95,8 @@ pub fn build(
 struct Applied {
     ready_replicas: i32,
     secret_write: SecretWrite,
+    /// The users file changed recently: the servers are asked to reload it.
+    users_pending: bool,
 }
 
 /// What a reconcile wrote to the credentials Secret.
@@ -154,6 +156,9 @@ pub async fn reconcile(
                 }),
             }
             status.ready_replicas = Some(applied.ready_replicas);
+            if applied.users_pending && applied.ready_replicas > 0 {
+                super::broker_users::reload(client, ctx, &cluster).await;
+            }
             if applied.ready_replicas > 0 {
                 let meta = read_meta_group(&cluster, applied.ready_replicas).await;
                 status.meta_leader = meta.leader;
@@ -177,6 +182,14 @@ pub async fn reconcile(
                     generation,
                 );
                 Requeue::After(PROGRESS_RETRY.min(resync))
+            };
+            let requeue = match requeue {
+                // Keep asking the servers to reload until the kubelet has surely synced the
+                // mounted users file.
+                Requeue::After(d) if applied.users_pending => {
+                    Requeue::After(d.min(super::broker_users::RELOAD_RETRY))
+                }
+                other => other,
             };
             Outcome {
                 status,
@@ -271,6 +284,8 @@ async fn apply(
             "scale-down fits every stream"
         );
     }
+    // users (before the servers: their pods mount the users Secret)
+    applied.users_pending = super::broker_users::apply_users(client, &cluster).await?;
     // apply
     kube_api::apply(client, &objects.config_map).await?;
     kube_api::apply(client, &objects.headless_service).await?;

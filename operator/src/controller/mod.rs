@@ -25,11 +25,13 @@
 pub mod autoscaling;
 pub mod broker;
 pub mod broker_resource;
+pub mod broker_users;
 pub mod conditions;
 pub mod context;
 pub mod dereference;
 pub mod dlq;
 pub mod group;
+pub mod group_identity;
 pub mod in_process;
 pub mod kube_api;
 pub mod metrics;

@@ -541,7 +541,8 @@ impl Reconciled for ConsumerGroup {
         obj: Arc<Self>,
     ) -> BoxFuture<'static, Result<Action, Failure>> {
         async move {
-            let result = super::group::reconcile(&ctx.reconcile, &obj, ctx.resync).await;
+            let mut result = super::group::reconcile(&ctx.reconcile, &obj, ctx.resync).await;
+            super::group_identity::ensure(&ctx.client, &obj, &mut result).await?;
             let outcome =
                 scale_and_apply(&ctx.client, &ctx.scalers, &ctx.metrics, &obj, result).await?;
             finish(&ctx, obj.as_ref(), outcome).await

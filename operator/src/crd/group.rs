@@ -75,6 +75,11 @@ pub struct ConsumerGroupSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000))]
     pub max_concurrency: Option<u32>,
+    /// The Topics and Queues (same namespace) the handlers publish to with `ctx.topic()` and
+    /// `ctx.queue()`. The group's broker identity may publish there and nowhere else: an
+    /// output not listed here is refused by the broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<GroupOutputsSpec>,
     /// Scaling of the worker Deployment from the group's lag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingSpec>,
@@ -82,6 +87,18 @@ pub struct ConsumerGroupSpec {
     /// environment. Unset: no Deployment is created (workers run elsewhere).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<PodTemplate>,
+}
+
+/// Where a group's handlers publish (`spec.outputs`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupOutputsSpec {
+    /// Topic names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topics: Vec<String>,
+    /// Queue names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<String>,
 }
 
 /// The topic or queue a group reads.

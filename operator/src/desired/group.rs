@@ -104,6 +104,28 @@ pub fn group_config(
     cfg.start_from = start_from(spec)?;
     cfg.retry = retry(spec)?;
     cfg.dead_letter = spec.dead_letter.as_ref().map(|d| d.queue.clone());
+    if let Some(outputs) = &spec.outputs {
+        for (field, names) in [
+            ("outputs.topics", &outputs.topics),
+            ("outputs.queues", &outputs.queues),
+        ] {
+            if let Some(bad) = names
+                .iter()
+                .find(|n| sluice_broker::names::validate_subdomain(n, "name").is_err())
+            {
+                return Err(InvalidField::new(
+                    field,
+                    format!(
+                        "{bad:?} is not a resource name (lowercase letters, digits, '-' and '.')"
+                    ),
+                ));
+            }
+        }
+        cfg.outputs = sluice_broker::config::GroupOutputs {
+            topics: outputs.topics.clone(),
+            queues: outputs.queues.clone(),
+        };
+    }
     cfg.ack_wait_ms = ack_wait_ms(spec, source)?;
     cfg.priorities = source.priorities;
     cfg.low_priority_share = source.low_priority_share;
@@ -266,6 +288,27 @@ mod tests {
             priorities: 1,
             low_priority_share: 10,
         }
+    }
+
+    #[test]
+    fn outputs_reach_the_config_and_bad_names_are_refused() {
+        let cfg = group_config(
+            "ns",
+            "billing",
+            &spec("source: {topic: orders}\noutputs: {topics: [invoices], queues: [emails]}\n"),
+            &topic(),
+        )
+        .unwrap();
+        assert_eq!(cfg.outputs.topics, ["invoices"]);
+        assert_eq!(cfg.outputs.queues, ["emails"]);
+        let err = group_config(
+            "ns",
+            "billing",
+            &spec("source: {topic: orders}\noutputs: {queues: [Bad_Name]}\n"),
+            &topic(),
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "outputs.queues");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod broker;
 pub mod dlq;
 pub mod group;
+pub mod identity;
 pub mod queue;
 pub mod topic;
 pub mod worker;

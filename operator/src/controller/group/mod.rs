@@ -42,6 +42,8 @@ pub struct GroupOutcome {
     pub deployment: Option<Deployment>,
     /// What the autoscaler needs, when the broker answered.
     pub measured: Option<Measured>,
+    /// The published config and the Broker's name, for the group's broker identity.
+    pub identity: Option<(GroupConfig, String)>,
 }
 
 /// Reconciles one ConsumerGroup against its broker.
@@ -58,8 +60,8 @@ pub async fn reconcile(
         status.source = Some(source_label(kind, name));
     }
     match provision(ctx, group, &status).await {
-        Ok((measured, deployment, broker_name)) => {
-            status.broker = Some(broker_name);
+        Ok((measured, deployment, broker_name, config)) => {
+            status.broker = Some(broker_name.clone());
             let lag = &measured.lag;
             status.lag = Some(lag.total());
             status.partitions = lag
@@ -85,6 +87,7 @@ pub async fn reconcile(
                 },
                 deployment,
                 measured: Some(measured),
+                identity: Some((config, broker_name)),
             }
         }
         Err(failure) => {
@@ -98,6 +101,7 @@ pub async fn reconcile(
                 },
                 deployment: None,
                 measured: None,
+                identity: None,
             }
         }
     }
@@ -109,7 +113,7 @@ async fn provision(
     ctx: &ReconcileContext,
     group: &ConsumerGroup,
     status: &ConsumerGroupStatus,
-) -> Result<(Measured, Option<Deployment>, String), Failure> {
+) -> Result<(Measured, Option<Deployment>, String, GroupConfig), Failure> {
     let (ns, name) = ns_name(group);
     let refs = dereference(ctx, &ns, group).await?;
     let valid = validate(&ns, &name, group, refs)?;
@@ -137,6 +141,7 @@ async fn provision(
         measured,
         desired.deployment,
         valid.refs().broker_name.clone(),
+        desired.config,
     ))
 }
 
