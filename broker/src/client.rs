@@ -7,6 +7,7 @@ use async_nats::jetstream;
 use tracing::instrument;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::tls::TrustedCa;
 
 /// How to reach a broker.
 #[derive(Debug, Clone)]
@@ -26,6 +27,10 @@ pub struct ConnectOptions {
     /// Only ever use `urls`, not the server addresses a cluster advertises (for a broker
     /// reached through a port-forward, whose advertised pod IPs are unreachable).
     pub ignore_discovered_servers: bool,
+    /// The broker's CA: when set, every connection uses TLS and the server certificate must
+    /// chain to it and name the host of the URL (see [`crate::tls`]). `None`: TLS only for
+    /// `tls://` URLs, verified against the system roots.
+    pub ca: Option<TrustedCa>,
 }
 
 impl Default for ConnectOptions {
@@ -38,6 +43,7 @@ impl Default for ConnectOptions {
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             ignore_discovered_servers: false,
+            ca: None,
         }
     }
 }
@@ -51,8 +57,11 @@ impl ConnectOptions {
         }
     }
 
-    /// Builds the async-nats options (credentials, name, timeouts, unlimited reconnects).
-    pub fn to_nats_options(&self) -> async_nats::ConnectOptions {
+    /// Builds the async-nats options (credentials, name, timeouts, unlimited reconnects, TLS).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] when the CA cannot be turned into a TLS configuration.
+    pub fn to_nats_options(&self) -> Result<async_nats::ConnectOptions> {
         let mut opts = async_nats::ConnectOptions::new()
             .name(&self.name)
             .connection_timeout(self.connect_timeout)
@@ -64,7 +73,12 @@ impl ConnectOptions {
         if self.ignore_discovered_servers {
             opts = opts.ignore_discovered_servers();
         }
-        opts
+        if let Some(ca) = &self.ca {
+            opts = opts
+                .tls_client_config(ca.client_config()?)
+                .require_tls(true);
+        }
+        Ok(opts)
     }
 }
 
@@ -105,7 +119,7 @@ impl Broker {
             })?;
             addrs.push(addr);
         }
-        let connect = options.to_nats_options().connect(addrs);
+        let connect = options.to_nats_options()?.connect(addrs);
         // retry_on_initial_connect returns at once; JetStream's first answer proves reachability.
         let client = connect.await.map_err(|e| {
             Error::with_source(

@@ -18,7 +18,8 @@ use async_nats::jetstream::{self, consumer::pull, kv, stream};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::EnvVar;
 use sluice_operator::broker_cluster::{
-    BrokerCluster, BrokerClusterParams, SyncPolicy, credentials_secret, nats_conf, stateful_set,
+    BrokerCluster, BrokerClusterParams, SyncPolicy, TlsMode, credentials_secret, nats_conf,
+    stateful_set,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -38,6 +39,7 @@ fn free_port() -> u16 {
 /// nats.conf for `replicas` servers with the in-pod paths and ports moved into `dir`.
 fn local_conf(replicas: u8, dir: &Path, port: u16, http: u16) -> String {
     let mut p = BrokerClusterParams::new("test", "main", replicas);
+    p.tls = TlsMode::Disabled; // TLS is tested in broker_tls.rs
     p.sync_interval = SyncPolicy::Always;
     p.max_memory_store = Some(64 << 20);
     let conf = nats_conf(&BrokerCluster::new(p).unwrap());
@@ -242,6 +244,7 @@ async fn running_server_enforces_auth_and_worker_permissions() {
 fn test_cluster(replicas: u8) -> BrokerCluster {
     let mut p = BrokerClusterParams::new("test", "main", replicas);
     p.max_memory_store = Some(64 << 20);
+    p.tls = TlsMode::Disabled; // TLS is tested in broker_tls.rs
     BrokerCluster::new(p).unwrap()
 }
 

@@ -16,13 +16,16 @@
 //!    guarded by the resourceVersion it read), every existing key keeps its value. A
 //!    user-named Secret without them is reported (`CredentialsUnusable`) for its owner to
 //!    extend.
-//! 3. **scale-down guard** — when the StatefulSet runs more servers than asked for, the
+//! 3. **TLS** — [`super::broker_tls`]: the CA and server certificate (generated, or a
+//!    cert-manager `Certificate`), renewed before expiry; a hash of the servers' `<name>-tls`
+//!    Secret on the pod template rolls the servers when it changes.
+//! 4. **scale-down guard** — when the StatefulSet runs more servers than asked for, the
 //!    operator connects to the broker (operator credentials, through [`context::BrokerPool`]),
 //!    reads the highest replica count of any stream and refuses (`NotSupported`, nothing
 //!    applied) a size below it ([`validate_scale_down`]). Without a broker connection a
 //!    scale-down waits: it is never done blind.
-//! 4. **apply** — server-side apply, field manager [`super::MANAGER`], of the five objects.
-//! 5. **status** — ready servers (from the StatefulSet), the JetStream meta leader and peers
+//! 5. **apply** — server-side apply, field manager [`super::MANAGER`], of the five objects.
+//! 6. **status** — ready servers (from the StatefulSet), the JetStream meta leader and peers
 //!    (from a ready server's `/jsz`, see [`super::monitor`]), `Ready` once every server is
 //!    ready.
 
@@ -35,6 +38,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::{Client, ResourceExt};
 use tracing::{info, instrument, warn};
 
+use super::broker_tls::{TLS_HASH_ANNOTATION, TlsOutcome, ensure_tls};
 use super::context::ReconcileContext;
 use super::monitor::{MetaGroup, meta_group};
 use super::{Failure, ObjectEvent, Outcome, Requeue, conditions, kube_api, ns_name};
@@ -95,6 +99,7 @@ pub fn build(
 struct Applied {
     ready_replicas: i32,
     secret_write: SecretWrite,
+    tls: TlsOutcome,
 }
 
 /// What a reconcile wrote to the credentials Secret.
@@ -152,6 +157,28 @@ pub async fn reconcile(
                     ),
                     action: None,
                 }),
+            }
+            if applied.tls.ca_issued {
+                events.push(ObjectEvent {
+                    warning: false,
+                    reason: "CertificateAuthorityCreated",
+                    message: format!(
+                        "generated the CA of the broker's TLS in Secret {}",
+                        crate::broker_cluster::ca_secret_name(cluster.name())
+                    ),
+                    action: None,
+                });
+            }
+            if applied.tls.server_issued {
+                events.push(ObjectEvent {
+                    warning: false,
+                    reason: "CertificateIssued",
+                    message: format!(
+                        "issued the servers' TLS certificate in Secret {}; the servers restart one at a time to load it",
+                        crate::broker_cluster::tls_secret_name(cluster.name())
+                    ),
+                    action: None,
+                });
             }
             status.ready_replicas = Some(applied.ready_replicas);
             if applied.ready_replicas > 0 {
@@ -249,6 +276,21 @@ async fn apply(
                 .get_or_insert_with(Default::default)
                 .insert(CREDENTIALS_HASH_ANNOTATION.to_string(), hash);
         }
+    }
+    // TLS: the certificates (issued or renewed when due) roll the servers the same way
+    applied.tls = ensure_tls(client, &cluster, time::OffsetDateTime::now_utc()).await?;
+    if let Some(hash) = &applied.tls.hash
+        && let Some(template) = objects
+            .stateful_set
+            .spec
+            .as_mut()
+            .map(|s| &mut s.template.metadata)
+    {
+        template
+            .get_or_insert_with(Default::default)
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(TLS_HASH_ANNOTATION.to_string(), hash.clone());
     }
     // scale-down guard
     let running: Option<StatefulSet> = kube_api::get_opt(client, &ns, cluster.name()).await?;

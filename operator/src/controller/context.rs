@@ -185,6 +185,31 @@ impl Lookup {
     }
 }
 
+impl Lookup {
+    /// The CA bundle (`ca.crt`) of Broker `namespace/broker`'s `<broker>-tls` Secret; `None`
+    /// when the Secret or the key does not exist (and always for in-memory lookups).
+    pub async fn broker_ca(
+        &self,
+        namespace: &str,
+        broker: &str,
+    ) -> Result<Option<Vec<u8>>, Failure> {
+        match self {
+            Lookup::Kube(client) | Lookup::Watched { client, .. } => {
+                let name = crate::broker_cluster::tls_secret_name(broker);
+                let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+                let secret = api.get_opt(&name).await.map_err(|e| {
+                    Failure::kube(format!("failed to read Secret {namespace}/{name}"), e)
+                })?;
+                Ok(secret
+                    .and_then(|s| s.data)
+                    .and_then(|mut d| d.remove(crate::broker_cluster::CA_CERT_KEY))
+                    .map(|b| b.0))
+            }
+            Lookup::Memory(_) => Ok(None),
+        }
+    }
+}
+
 /// Reads one object from the Kubernetes API; `None` when it does not exist.
 async fn read<K>(client: &kube::Client, namespace: &str, name: &str) -> Result<Option<K>, Failure>
 where
@@ -208,7 +233,7 @@ pub struct BrokerPool {
 
 #[derive(Debug, Clone)]
 struct Cached {
-    options: (String, Option<(String, String)>),
+    options: (String, Option<(String, String)>, Option<Vec<u8>>),
     broker: sluice_broker::Broker,
 }
 
@@ -242,7 +267,20 @@ impl BrokerPool {
             .map(|c| c.broker.clone())
     }
 
-    /// A connection to `broker`, reusing the cached one while URL and credentials are unchanged.
+    /// Whether connections to `broker` use TLS: with an override URL only when it says
+    /// `tls://` (a test or `sluice dev` server on loopback is plain), else whenever the
+    /// Broker's TLS is not disabled.
+    pub fn uses_tls(&self, broker: &Broker) -> bool {
+        let name = kube::ResourceExt::name_any(broker);
+        match self.overrides.get(&name) {
+            Some(url) => url.trim_start().starts_with("tls://"),
+            None => broker.tls_enabled(),
+        }
+    }
+
+    /// A connection to `broker`, reusing the cached one while URL, credentials and CA are
+    /// unchanged. With TLS (see [`BrokerPool::uses_tls`]) the server must present a
+    /// certificate of the Broker's CA (`ca.crt` of `<broker>-tls`).
     pub async fn get(
         &self,
         lookup: &Lookup,
@@ -253,8 +291,27 @@ impl BrokerPool {
         let url = self.url(namespace, &name);
         let secret = broker.credentials_secret();
         let creds = lookup.credentials(namespace, &secret).await?;
+        let ca_pem = if self.uses_tls(broker) {
+            let Some(pem) = lookup.broker_ca(namespace, &name).await? else {
+                return Err(Failure::Missing {
+                    reason: "CertificatePending",
+                    message: format!(
+                        "Broker {name} serves TLS but Secret {} with its ca.crt does not exist yet",
+                        crate::broker_cluster::tls_secret_name(&name)
+                    ),
+                });
+            };
+            Some(pem)
+        } else {
+            None
+        };
+        let ca = ca_pem
+            .as_deref()
+            .map(sluice_broker::tls::TrustedCa::from_pem)
+            .transpose()
+            .map_err(|e| Failure::broker_refused(format!("Broker {name}: {e}"), e))?;
         let key = (namespace.to_string(), name.clone());
-        let options = (url.clone(), creds.clone());
+        let options = (url.clone(), creds.clone(), ca_pem);
         if let Some(c) = self
             .connections
             .lock()
@@ -269,6 +326,7 @@ impl BrokerPool {
             user: creds.as_ref().map(|c| c.0.clone()),
             password: creds.as_ref().map(|c| c.1.clone()),
             name: "sluice-operator".into(),
+            ca,
             ..Default::default()
         };
         let no_secret = if creds.is_none() {

@@ -25,6 +25,7 @@
 pub mod autoscaling;
 pub mod broker;
 pub mod broker_resource;
+pub mod broker_tls;
 pub mod conditions;
 pub mod context;
 pub mod dereference;
