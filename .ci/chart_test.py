@@ -552,6 +552,19 @@ def _() -> None:
     assert egress_ports == [53, 443, 4222, 6443, 8222], egress_ports
 
 
+@check("networkPolicy: the operator builds Broker NetworkPolicies admitting its own pods (env), off without it")
+def _() -> None:
+    dep = of_kind(render(VARIANTS["networkPolicy"]), "Deployment")[0]
+    env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SLUICE_BROKER_NETWORK_POLICY"]["value"] == "true", env
+    assert env["SLUICE_OPERATOR_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    labels = dict(p.split("=", 1) for p in env["SLUICE_OPERATOR_POD_LABELS"]["value"].split(","))
+    assert labels == dep["spec"]["selector"]["matchLabels"], (labels, dep["spec"]["selector"])
+    for values in ({}, {"networkPolicy": {"enabled": True, "brokers": False}}):
+        env = {e["name"] for e in of_kind(render(values), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert "SLUICE_BROKER_NETWORK_POLICY" not in env, values
+
+
 @check("crds: charts/sluice/crds/ equals crds/ when both exist")
 def _() -> None:
     chart_crds, repo_crds = CHART / "crds", ROOT / "crds"

@@ -13,12 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::ApiResource;
 use kube::{Client, Config};
 use serde_json::Value;
 use sluice_broker::embedded::{NatsServer, ServerOptions};
+use sluice_operator::broker_cluster::OperatorPeer;
 use sluice_operator::controller::conditions::{self, READY};
 use sluice_operator::controller::metrics::Metrics;
 use sluice_operator::controller::runtime::{self, ControllerContext, Settings};
@@ -142,6 +144,13 @@ async fn k8s_chart_rbac_suffices_for_the_operator() {
     let settings = Settings {
         namespaces: vec![ns.name.clone()],
         broker_urls: BTreeMap::from([("main".to_string(), server.url())]),
+        broker_network_policy: Some(OperatorPeer {
+            namespace: ns.name.clone(),
+            pod_labels: BTreeMap::from([(
+                "app.kubernetes.io/component".to_string(),
+                "operator".to_string(),
+            )]),
+        }),
         ..Settings::default()
     };
     let ctx = Arc::new(ControllerContext::new(

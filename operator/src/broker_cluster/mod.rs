@@ -11,6 +11,7 @@
 //!   -> statefulset::stateful_set   StatefulSet <name>              (pods <name>-<i>, PVCs)
 //!   -> statefulset::pod_disruption_budget  PDB <name>              (maxUnavailable: 1)
 //!   -> credentials::credentials_secret     Secret <name>-credentials (built once, never regenerated)
+//!   -> network_policy::network_policy     NetworkPolicy <name>        (who may connect; opt-in)
 //!   -> tls::plan                            Secrets <name>-ca, <name>-tls (generated TLS, rotated)
 //!   -> tls::certificate                     Certificate <name>-tls (cert-manager TLS)
 //! ```
@@ -42,6 +43,7 @@
 mod config;
 mod credentials;
 mod labels;
+mod network_policy;
 mod quantity;
 mod scale;
 mod service;
@@ -64,6 +66,7 @@ pub use credentials::{
     credentials_secret, existing_secret_action, generate_password, route_data, validate_password,
 };
 pub use labels::{selector_labels, standard_labels};
+pub use network_policy::{CLIENT_LABEL, GROUP_LABEL_KEY, OperatorPeer, network_policy};
 pub use quantity::parse_bytes;
 pub use scale::validate_scale_down;
 pub use service::{client_service, headless_service};

@@ -24,7 +24,9 @@
 //!    reads the highest replica count of any stream and refuses (`NotSupported`, nothing
 //!    applied) a size below it ([`validate_scale_down`]). Without a broker connection a
 //!    scale-down waits: it is never done blind.
-//! 5. **apply** — server-side apply, field manager [`super::MANAGER`], of the five objects.
+//! 5. **apply** — server-side apply, field manager [`super::MANAGER`], of the five objects,
+//!    and of the Broker's NetworkPolicy when the operator was told where it runs
+//!    ([`crate::broker_cluster::network_policy`]).
 //! 6. **status** — ready servers (from the StatefulSet), the JetStream meta leader and peers
 //!    (from a ready server's `/jsz`, see [`super::monitor`]), `Ready` once every server is
 //!    ready.
@@ -43,9 +45,9 @@ use super::context::ReconcileContext;
 use super::monitor::{MetaGroup, meta_group};
 use super::{Failure, ObjectEvent, Outcome, Requeue, conditions, kube_api, ns_name};
 use crate::broker_cluster::{
-    BrokerCluster, CredentialsSecretAction, MONITOR_PORT, client_service, config_map,
+    BrokerCluster, CredentialsSecretAction, MONITOR_PORT, OperatorPeer, client_service, config_map,
     credentials_secret, existing_secret_action, generate_password, headless_service,
-    pod_disruption_budget, route_data, stateful_set, validate_scale_down,
+    network_policy, pod_disruption_budget, route_data, stateful_set, validate_scale_down,
 };
 use crate::crd::{Broker, BrokerStatus, ConditionStatus};
 
@@ -123,6 +125,7 @@ pub async fn reconcile(
     broker: &Broker,
     resync: Duration,
     cluster_domain: &str,
+    network_policy_peer: Option<&OperatorPeer>,
 ) -> Outcome<BrokerStatus> {
     let generation = broker.metadata.generation;
     let previous = broker.status.clone().unwrap_or_default();
@@ -134,7 +137,15 @@ pub async fn reconcile(
     };
     let mut events = Vec::new();
     let mut observed_max = None;
-    let result = apply(client, ctx, broker, cluster_domain, &mut observed_max).await;
+    let result = apply(
+        client,
+        ctx,
+        broker,
+        cluster_domain,
+        network_policy_peer,
+        &mut observed_max,
+    )
+    .await;
     if observed_max.is_some() {
         status.max_stream_replicas = observed_max;
     }
@@ -240,6 +251,7 @@ async fn apply(
     ctx: &ReconcileContext,
     broker: &Broker,
     cluster_domain: &str,
+    network_policy_peer: Option<&OperatorPeer>,
     observed_max: &mut Option<u32>,
 ) -> Result<(BrokerCluster, Applied), Failure> {
     // validate + build
@@ -319,6 +331,9 @@ async fn apply(
     kube_api::apply(client, &objects.client_service).await?;
     let sts = kube_api::apply(client, &objects.stateful_set).await?;
     kube_api::apply(client, &objects.pod_disruption_budget).await?;
+    if let Some(peer) = network_policy_peer {
+        kube_api::apply(client, &network_policy(&cluster, peer)).await?;
+    }
     applied.ready_replicas = sts
         .status
         .and_then(|s| s.ready_replicas)

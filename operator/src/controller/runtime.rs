@@ -72,6 +72,9 @@ pub struct Settings {
     /// DNS domain of the cluster's Services (route URLs and monitoring reads of the broker
     /// servers); `cluster.local` by default.
     pub cluster_domain: String,
+    /// Where the operator runs, for the NetworkPolicy of each Broker; `None`: no
+    /// NetworkPolicy is built (see [`crate::broker_cluster::network_policy`]).
+    pub broker_network_policy: Option<crate::broker_cluster::OperatorPeer>,
 }
 
 impl Default for Settings {
@@ -82,6 +85,7 @@ impl Default for Settings {
             resync: DEFAULT_RESYNC,
             missing_retry: MISSING_RETRY,
             cluster_domain: crate::broker_cluster::DEFAULT_CLUSTER_DOMAIN.to_string(),
+            broker_network_policy: None,
         }
     }
 }
@@ -94,6 +98,7 @@ pub struct ControllerContext {
     resync: Duration,
     missing_retry: Duration,
     cluster_domain: String,
+    broker_network_policy: Option<crate::broker_cluster::OperatorPeer>,
     failures: Mutex<HashMap<String, u32>>,
     metrics: Arc<Metrics>,
     scalers: GroupScalers,
@@ -131,6 +136,7 @@ impl ControllerContext {
             resync: settings.resync,
             missing_retry: settings.missing_retry,
             cluster_domain: settings.cluster_domain.clone(),
+            broker_network_policy: settings.broker_network_policy.clone(),
             failures: Mutex::default(),
             metrics,
             scalers: GroupScalers::default(),
@@ -516,6 +522,7 @@ impl Reconciled for Broker {
                 &obj,
                 ctx.resync,
                 &ctx.cluster_domain,
+                ctx.broker_network_policy.as_ref(),
             )
             .await;
             finish(&ctx, obj.as_ref(), outcome).await
