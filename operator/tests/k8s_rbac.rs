@@ -180,6 +180,17 @@ async fn k8s_chart_rbac_suffices_for_the_operator() {
             "no Secret {name}"
         );
     }
+    let policies: Api<NetworkPolicy> = Api::namespaced(admin.clone(), &ns.name);
+    let policy = policies
+        .get_opt("main")
+        .await
+        .unwrap()
+        .expect("NetworkPolicy main");
+    assert_eq!(
+        policy.spec.unwrap().ingress.unwrap().len(),
+        3,
+        "clients, routes, monitoring"
+    );
 
     let topics: Api<Topic> = Api::namespaced(admin.clone(), &ns.name);
     topics
