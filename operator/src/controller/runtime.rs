@@ -542,8 +542,25 @@ impl Reconciled for ConsumerGroup {
     ) -> BoxFuture<'static, Result<Action, Failure>> {
         async move {
             let result = super::group::reconcile(&ctx.reconcile, &obj, ctx.resync).await;
+            let reconciled = result.outcome.clone();
             let outcome =
-                scale_and_apply(&ctx.client, &ctx.scalers, &ctx.metrics, &obj, result).await?;
+                match scale_and_apply(&ctx.client, &ctx.scalers, &ctx.metrics, &obj, result).await
+                {
+                    Ok(outcome) => outcome,
+                    // The workers could not be applied (e.g. a Deployment of that name
+                    // belongs to someone else): say so in the status.
+                    Err(failure) => {
+                        let mut outcome = reconciled;
+                        warn!(reason = failure.reason(), error = %failure, "worker Deployment not applied");
+                        conditions::failed(
+                            &mut outcome.status.conditions,
+                            &failure,
+                            obj.metadata.generation,
+                        );
+                        outcome.requeue = failure.requeue();
+                        outcome
+                    }
+                };
             finish(&ctx, obj.as_ref(), outcome).await
         }
         .boxed()
