@@ -308,7 +308,8 @@ def _expected_grants(leader_election: bool) -> set[tuple[str, str, str, str]]:
       status by merge patch; <kind>/finalizers update for blockOwnerDeletion owner references;
     - owned objects: server-side apply (get, then patch; create when the apply creates), watched by
       `.owns()` (list, watch) except NetworkPolicies and Certificates (applied every reconcile);
-      never deleted (garbage collection);
+      deleted by garbage collection, except the worker Deployment of a group whose spec.template
+      was removed (kube_api::delete_controlled in controller/autoscaling.rs): delete on deployments only;
     - Secrets: get by name, create (credentials), patch (route keys, TLS): no list, no watch;
     - pods: list (scale-down choice) and patch (pod-deletion-cost); events.k8s.io events;
     - CRDs: create, and get/patch of Sluice's own names; the leader Lease: get, create, update."""
@@ -320,6 +321,7 @@ def _expected_grants(leader_election: bool) -> set[tuple[str, str, str, str]]:
     for group, res in (("apps", "statefulsets"), ("apps", "deployments"), ("", "services"), ("", "configmaps"),
                        ("policy", "poddisruptionbudgets")):
         g |= {(group, res, "", v) for v in ("get", "list", "watch", "create", "patch")}
+    g.add(("apps", "deployments", "", "delete"))
     g |= {("", "secrets", "", v) for v in ("get", "create", "patch")}
     g |= {("networking.k8s.io", "networkpolicies", "", v) for v in ("get", "create", "patch")}
     g |= {("cert-manager.io", "certificates", "", v) for v in ("create", "patch")}
@@ -344,10 +346,13 @@ def _() -> None:
         extra, missing = sorted(have - want), sorted(want - have)
         assert not extra, f"{name}: grants the code never uses: {extra}"
         assert not missing, f"{name}: lacks grants the code needs: {missing}"
-    # Never: cluster-wide reads of Secrets, deleting anything, updating the custom resources.
+    # Never: cluster-wide reads of Secrets, deleting anything but worker Deployments, updating
+    # the custom resources.
     rules = rbac_rules(render({}))
     assert not _grants(rules, "", "secrets", "list") and not _grants(rules, "", "secrets", "watch"), "Secrets listable"
-    assert not any("delete" in r["verbs"] for w, r in rules if not w.endswith(("-edit", "-view"))), "the operator never deletes"
+    deletes = [r for w, r in rules if not w.endswith(("-edit", "-view")) and "delete" in r["verbs"]]
+    assert all(r["apiGroups"] == ["apps"] and r["resources"] == ["deployments"] for r in deletes), \
+        f"the operator deletes only worker Deployments: {deletes}"
 
 
 @check("rbac: aggregated edit/view ClusterRoles for the five kinds, switchable")

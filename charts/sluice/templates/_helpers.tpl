@@ -76,11 +76,15 @@ Rules for namespaced objects, shared by the ClusterRole (cluster-wide mode) and 
   {{- end }}
   verbs: ["update"]
 # Objects the operator builds: server-side applied (get, then patch; an apply that creates
-# the object also needs create), watched as owned objects (list, watch). Never deleted by
-# the operator: garbage collection follows the owner reference.
+# the object also needs create), watched as owned objects (list, watch). Garbage collection
+# deletes them with their owner; the one delete the operator makes is a group's worker
+# Deployment when its spec.template is removed (guarded by the Deployment's uid).
 - apiGroups: ["apps"]
-  resources: ["statefulsets", "deployments"]
+  resources: ["statefulsets"]
   verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services", "configmaps"]
   verbs: ["get", "list", "watch", "create", "patch"]

@@ -549,8 +549,25 @@ impl Reconciled for ConsumerGroup {
     ) -> BoxFuture<'static, Result<Action, Failure>> {
         async move {
             let result = super::group::reconcile(&ctx.reconcile, &obj, ctx.resync).await;
+            let reconciled = result.outcome.clone();
             let outcome =
-                scale_and_apply(&ctx.client, &ctx.scalers, &ctx.metrics, &obj, result).await?;
+                match scale_and_apply(&ctx.client, &ctx.scalers, &ctx.metrics, &obj, result).await
+                {
+                    Ok(outcome) => outcome,
+                    // The workers could not be applied (e.g. a Deployment of that name
+                    // belongs to someone else): say so in the status.
+                    Err(failure) => {
+                        let mut outcome = reconciled;
+                        warn!(reason = failure.reason(), error = %failure, "worker Deployment not applied");
+                        conditions::failed(
+                            &mut outcome.status.conditions,
+                            &failure,
+                            obj.metadata.generation,
+                        );
+                        outcome.requeue = failure.requeue();
+                        outcome
+                    }
+                };
             finish(&ctx, obj.as_ref(), outcome).await
         }
         .boxed()
@@ -664,6 +681,34 @@ async fn drive<K: Reconciled>(
         .await;
 }
 
+/// How long a deleted Broker's connection is kept: its groups' cleanup (a namespace deletes
+/// everything at once) may still need it.
+const DELETED_BROKER_GRACE: Duration = Duration::from_secs(120);
+
+/// Every `period`, drops the connection of Brokers the watch has not seen for
+/// [`DELETED_BROKER_GRACE`], until `stop`.
+async fn prune_broker_connections(
+    pool: Arc<BrokerPool>,
+    objects: Arc<WatchedObjects>,
+    period: Duration,
+    stop: Stop,
+) {
+    let prune = async {
+        let mut ticks = tokio::time::interval(period.max(Duration::from_secs(1)));
+        loop {
+            ticks.tick().await;
+            let exists = |ns: &str, name: &str| objects.get::<Broker>(ns, name).is_some();
+            for (namespace, broker) in pool.prune(exists, DELETED_BROKER_GRACE, Instant::now()) {
+                info!(%namespace, %broker, "Broker deleted: closed the connection to it");
+            }
+        }
+    };
+    tokio::select! {
+        () = prune => {}
+        () = stop => {}
+    }
+}
+
 /// Runs the Broker, Topic, Queue, DeadLetterQueue and ConsumerGroup controllers until
 /// `shutdown` completes, then lets in-flight reconciles finish.
 ///
@@ -685,8 +730,9 @@ pub async fn run(
     let objects = Arc::new(WatchedObjects::new(
         watches.iter().map(ScopeWatches::stores).collect(),
     ));
-    let ctx =
-        Arc::new(ControllerContext::new(client.clone(), &settings, metrics).reading_from(objects));
+    let ctx = Arc::new(
+        ControllerContext::new(client.clone(), &settings, metrics).reading_from(objects.clone()),
+    );
     let (tx, rx) = tokio::sync::watch::channel(false);
     let signal = move || -> Stop {
         let mut rx = rx.clone();
@@ -786,6 +832,12 @@ pub async fn run(
             signal(),
         )));
     }
+    tasks.push(tokio::spawn(prune_broker_connections(
+        ctx.reconcile.pool.clone(),
+        objects.clone(),
+        settings.resync,
+        signal(),
+    )));
     info!(namespaces = ?settings.namespaces, "controllers running");
     shutdown.await;
     info!("stopping controllers: finishing in-flight reconciles");
