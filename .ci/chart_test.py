@@ -6,7 +6,7 @@ Needs: pip install helm-python-sdk pyyaml. No cluster, no network.
 
 Checks: lint without errors; schema rejects bad values; renders with default values and with
 variants (defaultBroker, serviceMonitor + workers PodMonitor, networkPolicy, watchNamespaces,
-logFormat); RBAC is
+logFormat); RBAC grants the operator exactly what its code calls (every rule listed), aggregated edit/view roles; RBAC is
 least-privilege (no `*`, `<plural>/status` and `<plural>/finalizers` for each Sluice kind);
 every pod spec meets the restricted Pod Security Standard; charts/sluice/crds/ equals crds/.
 Prints "N passed, N failed" and exits non-zero on any failure.
@@ -277,37 +277,104 @@ def _grants(rules: list[tuple[str, dict[str, Any]]], group: str, resource: str, 
     )
 
 
-@check("rbac: sluice.dev kinds incl. /status and /finalizers, owned objects, events, leases, pods, CRDs")
-def _() -> None:
-    for name in ("default", "watchNamespaces"):
-        objects = render(VARIANTS[name])
-        rules = rbac_rules(objects)
-        for plural in PLURALS:
-            for verb in ("get", "list", "watch", "patch"):
-                assert _grants(rules, "sluice.dev", plural, verb), f"{name}: {plural} lacks {verb}"
-            assert _grants(rules, "sluice.dev", f"{plural}/status", "patch"), f"{name}: {plural}/status missing"
-            assert _grants(rules, "sluice.dev", f"{plural}/finalizers", "update"), f"{name}: {plural}/finalizers missing"
-        for group, resource in (
-            ("apps", "statefulsets"),
-            ("apps", "deployments"),
-            ("", "services"),
-            ("", "configmaps"),
-            ("", "secrets"),
-            ("policy", "poddisruptionbudgets"),
+def _operator_grants(objects: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
+    """Every (apiGroup, resource, resourceName or "", verb) the operator's ServiceAccount is
+    granted by the chart's (Cluster)Roles bound to it."""
+    sa = next(o for o in objects if o["kind"] == "ServiceAccount")["metadata"]["name"]
+    bound = set()
+    for b in objects:
+        if b["kind"] in ("RoleBinding", "ClusterRoleBinding") and any(
+            s["kind"] == "ServiceAccount" and s["name"] == sa for s in b["subjects"]
         ):
-            for verb in ("get", "list", "watch", "create", "patch", "delete"):
-                assert _grants(rules, group, resource, verb), f"{name}: {group or 'core'}/{resource} lacks {verb}"
-        for verb in ("get", "list", "patch"):
-            assert _grants(rules, "", "pods", verb), f"{name}: pods lacks {verb}"
-        assert not _grants(rules, "", "pods", "delete"), f"{name}: the operator should not delete pods"
-        assert _grants(rules, "", "events", "create") and _grants(rules, "events.k8s.io", "events", "create"), name
-        for verb in ("get", "create", "update"):
-            assert _grants(rules, "coordination.k8s.io", "leases", verb), f"{name}: leases lacks {verb}"
-        for verb in ("get", "create", "patch"):
-            assert _grants(rules, "apiextensions.k8s.io", "customresourcedefinitions", verb), f"{name}: CRDs lack {verb}"
-        assert not _grants(rules, "apiextensions.k8s.io", "customresourcedefinitions", "delete"), "operator may delete CRDs"
-        crd_patch = [r for _, r in rules if "customresourcedefinitions" in r.get("resources", []) and "patch" in r["verbs"]]
-        assert all(sorted(r.get("resourceNames", [])) == sorted(f"{p}.sluice.dev" for p in PLURALS) for r in crd_patch), crd_patch
+            bound.add((b["roleRef"]["kind"], b["roleRef"]["name"], b["metadata"].get("namespace")))
+    grants = set()
+    for o in objects:
+        if o["kind"] not in ("Role", "ClusterRole"):
+            continue
+        if (o["kind"], o["metadata"]["name"], o["metadata"].get("namespace") if o["kind"] == "Role" else None) not in bound:
+            continue
+        for r in o.get("rules") or []:
+            for g in r.get("apiGroups", []):
+                for res in r.get("resources", []):
+                    for name in r.get("resourceNames") or [""]:
+                        for verb in r["verbs"]:
+                            grants.add((g, res, name, verb))
+    return grants
+
+
+def _expected_grants(leader_election: bool) -> set[tuple[str, str, str, str]]:
+    """What the operator's code calls (operator/src/controller, operator/src/service), nothing more:
+    - sluice.dev kinds: watched (list, watch), read (get), finalizers added/removed by merge patch;
+      status by merge patch; <kind>/finalizers update for blockOwnerDeletion owner references;
+    - owned objects: server-side apply (get, then patch; create when the apply creates), watched by
+      `.owns()` (list, watch) except NetworkPolicies and Certificates (applied every reconcile);
+      deleted by garbage collection, except the worker Deployment of a group whose spec.template
+      was removed (kube_api::delete_controlled in controller/autoscaling.rs): delete on deployments only;
+    - Secrets: get by name, create (credentials), patch (route keys, TLS): no list, no watch;
+    - pods: list (scale-down choice) and patch (pod-deletion-cost); events.k8s.io events;
+    - CRDs: create, and get/patch of Sluice's own names; the leader Lease: get, create, update."""
+    g: set[tuple[str, str, str, str]] = set()
+    for p in PLURALS:
+        g |= {("sluice.dev", p, "", v) for v in ("get", "list", "watch", "patch")}
+        g.add(("sluice.dev", f"{p}/status", "", "patch"))
+        g.add(("sluice.dev", f"{p}/finalizers", "", "update"))
+    for group, res in (("apps", "statefulsets"), ("apps", "deployments"), ("", "services"), ("", "configmaps"),
+                       ("policy", "poddisruptionbudgets")):
+        g |= {(group, res, "", v) for v in ("get", "list", "watch", "create", "patch")}
+    g.add(("apps", "deployments", "", "delete"))
+    g |= {("", "secrets", "", v) for v in ("get", "create", "patch")}
+    g |= {("networking.k8s.io", "networkpolicies", "", v) for v in ("get", "create", "patch")}
+    g |= {("cert-manager.io", "certificates", "", v) for v in ("create", "patch")}
+    g |= {("", "pods", "", v) for v in ("list", "patch")}
+    g |= {("events.k8s.io", "events", "", v) for v in ("create", "patch")}
+    g.add(("apiextensions.k8s.io", "customresourcedefinitions", "", "create"))
+    g |= {("apiextensions.k8s.io", "customresourcedefinitions", f"{p}.sluice.dev", v) for p in PLURALS for v in ("get", "patch")}
+    if leader_election:
+        g |= {("coordination.k8s.io", "leases", "", v) for v in ("get", "create", "update")}
+    return g
+
+
+@check("rbac: the operator is granted exactly what its code calls (every rule listed, none extra)")
+def _() -> None:
+    for name, values, leader in (
+        ("default", {}, True),
+        ("watchNamespaces", VARIANTS["watchNamespaces"], True),
+        ("noLeaderElection", {"leaderElection": {"enabled": False}}, False),
+    ):
+        have = _operator_grants(render(values))
+        want = _expected_grants(leader)
+        extra, missing = sorted(have - want), sorted(want - have)
+        assert not extra, f"{name}: grants the code never uses: {extra}"
+        assert not missing, f"{name}: lacks grants the code needs: {missing}"
+    # Never: cluster-wide reads of Secrets, deleting anything but worker Deployments, updating
+    # the custom resources.
+    rules = rbac_rules(render({}))
+    assert not _grants(rules, "", "secrets", "list") and not _grants(rules, "", "secrets", "watch"), "Secrets listable"
+    deletes = [r for w, r in rules if not w.endswith(("-edit", "-view")) and "delete" in r["verbs"]]
+    assert all(r["apiGroups"] == ["apps"] and r["resources"] == ["deployments"] for r in deletes), \
+        f"the operator deletes only worker Deployments: {deletes}"
+
+
+@check("rbac: aggregated edit/view ClusterRoles for the five kinds, switchable")
+def _() -> None:
+    objects = render({})
+    roles = {r["metadata"]["name"]: r for r in of_kind(objects, "ClusterRole")}
+    edit, view = roles[f"{RELEASE}-edit"], roles[f"{RELEASE}-view"]
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true", edit["metadata"]
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true", view["metadata"]
+    assert "rbac.authorization.k8s.io/aggregate-to-edit" not in view["metadata"]["labels"]
+    edit_kinds = set(edit["rules"][0]["resources"])
+    assert edit_kinds == set(PLURALS), edit_kinds
+    assert {"create", "update", "patch", "delete"} <= set(edit["rules"][0]["verbs"]), edit["rules"]
+    for r in view["rules"]:
+        assert set(r["verbs"]) == {"get", "list", "watch"}, f"view may only read: {r}"
+        assert r["apiGroups"] == ["sluice.dev"], r
+    for r in edit["rules"]:
+        assert r["apiGroups"] == ["sluice.dev"], f"edit grants only Sluice's kinds: {r}"
+    assert not any(b["roleRef"]["name"] in (f"{RELEASE}-edit", f"{RELEASE}-view") for b in of_kind(objects, "ClusterRoleBinding")), \
+        "aggregated roles are picked up by label, never bound by the chart"
+    off = {r["metadata"]["name"] for r in of_kind(render({"rbac": {"aggregateToDefaultRoles": False}}), "ClusterRole")}
+    assert f"{RELEASE}-edit" not in off and f"{RELEASE}-view" not in off, off
 
 
 @check("rbac: cluster-wide mode uses a ClusterRole, watchNamespaces one Role+RoleBinding per namespace")
@@ -319,7 +386,9 @@ def _() -> None:
 
     objects = render(VARIANTS["watchNamespaces"])
     cluster_roles = {r["metadata"]["name"] for r in of_kind(objects, "ClusterRole")}
-    assert cluster_roles == {f"{RELEASE}-crds"}, f"namespaced mode must not grant cluster-wide access: {cluster_roles}"
+    bound = {b["roleRef"]["name"] for b in of_kind(objects, "ClusterRoleBinding")}
+    assert bound == {f"{RELEASE}-crds"}, f"namespaced mode must not grant cluster-wide access: {bound}"
+    assert cluster_roles == {f"{RELEASE}-crds", f"{RELEASE}-edit", f"{RELEASE}-view"}, cluster_roles
     role_ns = sorted(r["metadata"]["namespace"] for r in of_kind(objects, "Role") if r["metadata"]["name"] == RELEASE)
     assert role_ns == ["team-a", "team-b"], role_ns
     for rb in of_kind(objects, "RoleBinding"):
@@ -486,6 +555,19 @@ def _() -> None:
     assert spec["ingress"][0]["from"] == [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
     egress_ports = sorted({p["port"] for r in spec["egress"] for p in r["ports"]})
     assert egress_ports == [53, 443, 4222, 6443, 8222], egress_ports
+
+
+@check("networkPolicy: the operator builds Broker NetworkPolicies admitting its own pods (env), off without it")
+def _() -> None:
+    dep = of_kind(render(VARIANTS["networkPolicy"]), "Deployment")[0]
+    env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SLUICE_BROKER_NETWORK_POLICY"]["value"] == "true", env
+    assert env["SLUICE_OPERATOR_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    labels = dict(p.split("=", 1) for p in env["SLUICE_OPERATOR_POD_LABELS"]["value"].split(","))
+    assert labels == dep["spec"]["selector"]["matchLabels"], (labels, dep["spec"]["selector"])
+    for values in ({}, {"networkPolicy": {"enabled": True, "brokers": False}}):
+        env = {e["name"] for e in of_kind(render(values), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert "SLUICE_BROKER_NETWORK_POLICY" not in env, values
 
 
 @check("crds: charts/sluice/crds/ equals crds/ when both exist")

@@ -7,6 +7,7 @@ use async_nats::jetstream;
 use tracing::instrument;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::tls::TrustedCa;
 
 /// Environment variable that overrides the inbox prefix of a connection (see
 /// [`ConnectOptions::inbox_prefix`]).
@@ -34,6 +35,10 @@ pub struct ConnectOptions {
     /// identity may only subscribe below its own prefix ([`crate::names::inbox_prefix`]);
     /// `None` uses the NATS default `_INBOX`.
     pub inbox_prefix: Option<String>,
+    /// The broker's CA: when set, every connection uses TLS and the server certificate must
+    /// chain to it and name the host of the URL (see [`crate::tls`]). `None`: TLS only for
+    /// `tls://` URLs, verified against the system roots.
+    pub ca: Option<TrustedCa>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -47,6 +52,7 @@ impl std::fmt::Debug for ConnectOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("ignore_discovered_servers", &self.ignore_discovered_servers)
             .field("inbox_prefix", &self.inbox_prefix)
+            .field("ca", &self.ca)
             .finish()
     }
 }
@@ -62,6 +68,7 @@ impl Default for ConnectOptions {
             connect_timeout: Duration::from_secs(5),
             ignore_discovered_servers: false,
             inbox_prefix: None,
+            ca: None,
         }
     }
 }
@@ -101,8 +108,11 @@ impl ConnectOptions {
         self.password = password;
     }
 
-    /// Builds the async-nats options (credentials, name, timeouts, unlimited reconnects).
-    pub fn to_nats_options(&self) -> async_nats::ConnectOptions {
+    /// Builds the async-nats options (credentials, name, timeouts, unlimited reconnects, TLS).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSpec`] when the CA cannot be turned into a TLS configuration.
+    pub fn to_nats_options(&self) -> Result<async_nats::ConnectOptions> {
         let mut opts = async_nats::ConnectOptions::new()
             .name(&self.name)
             .connection_timeout(self.connect_timeout)
@@ -117,7 +127,12 @@ impl ConnectOptions {
         if let Some(prefix) = &self.inbox_prefix {
             opts = opts.custom_inbox_prefix(prefix.clone());
         }
-        opts
+        if let Some(ca) = &self.ca {
+            opts = opts
+                .tls_client_config(ca.client_config()?)
+                .require_tls(true);
+        }
+        Ok(opts)
     }
 }
 
@@ -158,7 +173,7 @@ impl Broker {
             })?;
             addrs.push(addr);
         }
-        let connect = options.to_nats_options().connect(addrs);
+        let connect = options.to_nats_options()?.connect(addrs);
         // retry_on_initial_connect returns at once; JetStream's first answer proves reachability.
         let client = connect.await.map_err(|e| {
             Error::with_source(

@@ -47,6 +47,35 @@ pub struct ClusterOptions {
     pub route_ports: Vec<u16>,
 }
 
+/// TLS files of a server (PEM), for its client port and, in a cluster, its routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    /// The server certificate (chain).
+    pub cert_file: PathBuf,
+    /// The server's private key.
+    pub key_file: PathBuf,
+    /// The CA: routes verify each other's certificates against it.
+    pub ca_file: PathBuf,
+}
+
+impl ServerTls {
+    /// The `tls { ... }` block of nats.conf for these files; `verify` also requires and
+    /// checks the peer's certificate (routes).
+    pub fn conf_block(&self, verify: bool) -> String {
+        let mut block = format!(
+            "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  ca_file: {:?}\n  timeout: 5\n",
+            self.cert_file.display().to_string(),
+            self.key_file.display().to_string(),
+            self.ca_file.display().to_string()
+        );
+        if verify {
+            block.push_str("  verify: true\n");
+        }
+        block.push_str("}\n");
+        block
+    }
+}
+
 /// Options of one server. Its `Debug` output never shows the password.
 #[derive(Clone)]
 pub struct ServerOptions {
@@ -74,6 +103,8 @@ pub struct ServerOptions {
     pub max_memory_store: u64,
     /// How long to wait for readiness.
     pub start_timeout: Duration,
+    /// Serve TLS (clients must use it) and, in a cluster, route over verified TLS.
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for ServerOptions {
@@ -90,6 +121,7 @@ impl Default for ServerOptions {
             max_file_store: 4 << 30,
             max_memory_store: 512 << 20,
             start_timeout: DEFAULT_START_TIMEOUT,
+            tls: None,
         }
     }
 }
@@ -111,6 +143,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("max_file_store", &self.max_file_store)
             .field("max_memory_store", &self.max_memory_store)
             .field("start_timeout", &self.start_timeout)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -320,14 +353,22 @@ impl NatsServer {
             o.max_memory_store,
             store = store.display().to_string(),
         ));
+        if let Some(tls) = &o.tls {
+            conf.push_str(&tls.conf_block(false));
+        }
         if let Some(c) = &o.cluster {
             let routes: Vec<String> = c
                 .route_ports
                 .iter()
                 .map(|p| format!("nats://127.0.0.1:{p}"))
                 .collect();
+            let route_tls = o
+                .tls
+                .as_ref()
+                .map(|t| t.conf_block(true))
+                .unwrap_or_default();
             conf.push_str(&format!(
-                "cluster {{\n  name: {}\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                "cluster {{\n  name: {}\n  listen: 127.0.0.1:{}\n  routes: [{}]\n{route_tls}}}\n",
                 c.name,
                 c.port,
                 routes.join(", ")
@@ -418,6 +459,11 @@ impl NatsServer {
         if let Some((user, password)) = &self.options.credentials {
             opts = opts.user_and_password(user.clone(), password.clone());
         }
+        if let Some(tls) = &self.options.tls {
+            opts = opts
+                .add_root_certificates(tls.ca_file.clone())
+                .require_tls(true);
+        }
         let client = opts.connect(self.url()).await.map_err(|e| e.to_string())?;
         let js = async_nats::jetstream::new(client);
         let result = tokio::time::timeout(Duration::from_secs(3), js.query_account()).await;
@@ -438,6 +484,12 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `size` nodes routed to each other and waits until JetStream has a meta leader.
     pub async fn start(size: usize) -> Result<Self> {
+        Self::start_with_tls(size, None).await
+    }
+
+    /// As [`Cluster::start`]; with `tls`, every node serves clients over TLS and the routes
+    /// between nodes use mutually verified TLS (the certificate must name `127.0.0.1`).
+    pub async fn start_with_tls(size: usize, tls: Option<ServerTls>) -> Result<Self> {
         let name = format!("sluice-test-{}", free_port()?);
         let mut client_ports = Vec::with_capacity(size);
         let mut route_ports = Vec::with_capacity(size);
@@ -456,6 +508,7 @@ impl Cluster {
                     route_ports: route_ports.clone(),
                 }),
                 max_file_store: 1 << 30,
+                tls: tls.clone(),
                 ..Default::default()
             };
             nodes.push(NatsServer::start(options).await?);

@@ -14,6 +14,7 @@
 //! - [`dlq`]: the dead-letter envelope.
 //! - [`schedule`]: delayed delivery (JetStream message schedules) and priority levels of queues.
 //! - [`fanout`]: the relay that copies topics into the queues they feed (lossless fan-out).
+//! - [`tls`]: the CA a client verifies the broker's TLS certificate with.
 //! - [`embedded`]: a real nats-server as a child process (for `sluice dev` and tests).
 //!
 //! ```no_run
@@ -44,6 +45,7 @@ pub mod names;
 pub mod partitioner;
 pub mod provision;
 pub mod schedule;
+pub mod tls;
 
 pub use backoff::Backoff;
 pub use client::{Broker, ConnectOptions};

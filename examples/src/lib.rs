@@ -8,6 +8,8 @@
 
 use async_nats::jetstream::{self, kv};
 use serde::{Deserialize, Serialize};
+use sluice_worker::HandlerError;
+use sluice_worker::producer::{Producer, ProducerConfig, Record};
 
 /// An uploaded video.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -103,4 +105,68 @@ pub async fn record_effect(store: &kv::Store, key: &str, value: &str) -> anyhow:
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Records the effect `key` once in `bucket` from inside a handler: the store is opened (or
+/// created) and the effect written, any broker failure being a retryable handler error. A
+/// first recording is logged as done, a second one as an error (the handler ran twice).
+pub async fn record_handler_effect(
+    js: &jetstream::Context,
+    bucket: &str,
+    key: &str,
+    value: &str,
+    attempt: u32,
+) -> Result<Effect, HandlerError> {
+    let store = effect_store(js, bucket)
+        .await
+        .map_err(|e| HandlerError::retryable(e.to_string()))?;
+    let effect = record_effect(&store, key, value)
+        .await
+        .map_err(|e| HandlerError::retryable(e.to_string()))?;
+    match effect {
+        Effect::New => tracing::info!(%key, attempt, "done"),
+        Effect::Duplicate => tracing::error!(%key, "handled twice"),
+    }
+    Ok(effect)
+}
+
+/// Where an example API publishes.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// A Topic of the namespace, by name.
+    Topic(String),
+    /// A Queue of the namespace, by name.
+    Queue(String),
+}
+
+/// Connects a producer from the environment (`SLUICE_BROKER_URL` and friends), sends every
+/// record to `destination` in the namespace of [`namespace`], waits for every
+/// acknowledgement and flushes. Returns how many records were published.
+pub async fn publish_all(
+    destination: &Destination,
+    records: impl IntoIterator<Item = anyhow::Result<Record>>,
+) -> anyhow::Result<u64> {
+    let producer = Producer::connect_from_env(ProducerConfig::default()).await?;
+    let namespace = namespace();
+    let mut receipts = Vec::new();
+    match destination {
+        Destination::Topic(name) => {
+            let topic = producer.topic(&namespace, name).await?;
+            for record in records {
+                receipts.push(topic.send(record?).await?);
+            }
+        }
+        Destination::Queue(name) => {
+            let queue = producer.queue(&namespace, name).await?;
+            for record in records {
+                receipts.push(queue.send(record?).await?);
+            }
+        }
+    }
+    let published = receipts.len() as u64;
+    for receipt in receipts {
+        receipt.await?;
+    }
+    producer.flush().await?;
+    Ok(published)
 }

@@ -19,7 +19,8 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::EnvVar;
 use sluice_operator::broker_cluster::users::{base_users_from_env, users_conf};
 use sluice_operator::broker_cluster::{
-    BrokerCluster, BrokerClusterParams, SyncPolicy, credentials_secret, nats_conf, stateful_set,
+    BrokerCluster, BrokerClusterParams, SyncPolicy, TlsMode, credentials_secret, nats_conf,
+    stateful_set,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -57,6 +58,7 @@ fn local_users(conf: &str) -> String {
 fn local_conf(replicas: u8, dir: &Path, port: u16, http: u16) -> String {
     write_base_users(dir);
     let mut p = BrokerClusterParams::new("test", "main", replicas);
+    p.tls = TlsMode::Disabled; // TLS is tested in broker_tls.rs
     p.sync_interval = SyncPolicy::Always;
     p.max_memory_store = Some(64 << 20);
     let conf = local_users(&nats_conf(&BrokerCluster::new(p).unwrap()));
@@ -261,6 +263,7 @@ async fn running_server_enforces_auth_and_worker_permissions() {
 fn test_cluster(replicas: u8) -> BrokerCluster {
     let mut p = BrokerClusterParams::new("test", "main", replicas);
     p.max_memory_store = Some(64 << 20);
+    p.tls = TlsMode::Disabled; // TLS is tested in broker_tls.rs
     BrokerCluster::new(p).unwrap()
 }
 

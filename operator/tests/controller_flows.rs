@@ -359,3 +359,71 @@ async fn group_cleanup_does_not_depend_on_deletion_order() {
     );
     group::cleanup(&f.env, &never).await.unwrap();
 }
+
+/// `total_connections` (every client connection the server has accepted) from `/varz`.
+async fn total_connections(monitor_port: u16) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", monitor_port))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /varz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let body = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| &response[i + 4..])
+        .unwrap();
+    let varz: serde_json::Value = serde_json::from_slice(body).unwrap();
+    varz["total_connections"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn reconciles_at_once_share_one_broker_connection() {
+    // An operator restart reconciles every object at once: they must wait for one connect
+    // instead of each opening (and then dropping) a connection of its own.
+    let monitor_port = sluice_broker::embedded::free_port().unwrap();
+    let server = NatsServer::start(ServerOptions {
+        monitor_port: Some(monitor_port),
+        ..ServerOptions::default()
+    })
+    .await
+    .unwrap();
+    let objects = Arc::new(MemoryObjects::default());
+    objects.put::<Broker>(obj("apiVersion: sluice.dev/v1alpha1\nkind: Broker\nmetadata: {name: main}\nspec: {replicas: 1}\n"));
+    let env = ReconcileContext {
+        lookup: Lookup::Memory(objects.clone()),
+        pool: Arc::new(BrokerPool::new(BTreeMap::from([(
+            "main".to_string(),
+            server.url(),
+        )]))),
+        relays: Arc::default(),
+    };
+    let before = total_connections(monitor_port).await;
+    let reconciles = (0..24).map(|i| {
+        let t: Topic = obj(&format!(
+            "apiVersion: sluice.dev/v1alpha1\nkind: Topic\nmetadata: {{name: t{i}}}\nspec: {{broker: main, partitions: 1}}\n"
+        ));
+        let env = env.clone();
+        tokio::spawn(async move { topic::reconcile(&env, &t, RESYNC).await })
+    });
+    for out in futures::future::join_all(reconciles).await {
+        let out = out.unwrap();
+        assert!(
+            conditions::is_true(&out.status.conditions, READY),
+            "{:?}",
+            out.status.conditions
+        );
+    }
+    let after = total_connections(monitor_port).await;
+    assert_eq!(
+        after - before,
+        1,
+        "24 concurrent reconciles opened {} connections",
+        after - before
+    );
+    assert_eq!(env.pool.open_connections().await, 1);
+}

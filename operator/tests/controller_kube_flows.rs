@@ -959,3 +959,146 @@ async fn changed_credentials_roll_the_broker_servers() {
         .unwrap();
     assert_ne!(hash(&fake), first);
 }
+
+/// The Events the operator posted since the last `clear_requests`, as (type, reason).
+fn posted_events(fake: &FakeApi) -> Vec<(String, String)> {
+    fake.requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/events"))
+        .map(|e| {
+            (
+                e.body["type"].as_str().unwrap_or_default().to_string(),
+                e.body["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_worker_deployment_follows_spec_edits_and_never_takes_over_a_users_object() {
+    let server = NatsServer::start(ServerOptions::default()).await.unwrap();
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client, &server.url());
+    provisioned_topic(&fake, &ctx, json!({"broker": "main", "partitions": 4})).await;
+    let path = sluice_path("consumergroups", "billing");
+    let deployment_path = apps_path("deployments", "billing-workers");
+    let template =
+        json!({"spec": {"containers": [{"name": "worker", "image": "example/worker:1"}]}});
+    let reconcile = || async {
+        runtime::reconcile(Arc::new(read::<ConsumerGroup>(&fake, &path)), ctx.clone())
+            .await
+            .unwrap();
+    };
+    // A spec edit keeps the status the operator wrote.
+    let edit_spec = |spec: Value| {
+        let mut stored = fake.get(&path).unwrap();
+        stored["spec"] = spec;
+        stored["metadata"]["generation"] =
+            json!(stored["metadata"]["generation"].as_i64().unwrap() + 1);
+        fake.put(&path, stored);
+    };
+
+    // A user's Deployment already has the name: the operator refuses to take it over.
+    fake.put(
+        &deployment_path,
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "billing-workers", "namespace": NS, "uid": "uid-users"},
+               "spec": {"replicas": 5, "selector": {"matchLabels": {"app": "theirs"}},
+                        "template": {"metadata": {"labels": {"app": "theirs"}},
+                                     "spec": {"containers": [{"name": "c", "image": "theirs:1"}]}}}}),
+    );
+    fake.put(
+        &path,
+        object(
+            "ConsumerGroup",
+            "billing",
+            "uid-group",
+            json!({"source": {"topic": "orders"}, "autoscaling": {"minReplicas": 2, "maxReplicas": 4}, "template": template}),
+        ),
+    );
+    reconcile().await; // finalizer
+    fake.clear_requests();
+    reconcile().await;
+    assert!(
+        fake.writes().iter().all(|r| r.path != deployment_path),
+        "{:#?}",
+        fake.writes()
+    );
+    assert_eq!(
+        fake.get(&deployment_path).unwrap()["spec"]["template"]["spec"]["containers"][0]["image"],
+        "theirs:1"
+    );
+    let group = fake.get(&path).unwrap();
+    assert_eq!(
+        condition(&group, "Ready"),
+        ("False".into(), "NameConflict".into())
+    );
+    let message = group["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("not created by the operator"), "{message}");
+
+    // The user's object is removed: the operator creates its own (autoscaling: 2 workers).
+    fake.remove(&deployment_path).unwrap();
+    reconcile().await;
+    let d = fake.get(&deployment_path).unwrap();
+    assert_eq!(d["metadata"]["ownerReferences"][0]["uid"], "uid-group");
+    assert_eq!(d["spec"]["replicas"], 2);
+    let group = fake.get(&path).unwrap();
+    assert_eq!(group["status"]["replicas"], 2);
+    assert!(
+        group["status"]["selector"]
+            .as_str()
+            .unwrap()
+            .contains("sluice.dev/group=billing"),
+        "{group}"
+    );
+
+    // Someone scales the Deployment by hand: a Warning says autoscaling owns the count.
+    let mut scaled = fake.get(&deployment_path).unwrap();
+    scaled["spec"]["replicas"] = json!(3);
+    fake.put(&deployment_path, scaled);
+    fake.clear_requests();
+    reconcile().await;
+    assert!(
+        posted_events(&fake).contains(&("Warning".into(), "ScaledOutsideOperator".into())),
+        "{:?}",
+        posted_events(&fake)
+    );
+
+    // Autoscaling removed: the workers keep their count (no reset to 1).
+    let running = fake.get(&deployment_path).unwrap()["spec"]["replicas"].clone();
+    edit_spec(json!({"source": {"topic": "orders"}, "template": template}));
+    reconcile().await;
+    assert_eq!(
+        fake.get(&deployment_path).unwrap()["spec"]["replicas"],
+        running
+    );
+
+    // A fixed count (what `kubectl scale consumergroup` sets through the scale subresource).
+    edit_spec(json!({"source": {"topic": "orders"}, "replicas": 6, "template": template}));
+    reconcile().await;
+    assert_eq!(fake.get(&deployment_path).unwrap()["spec"]["replicas"], 6);
+    assert_eq!(fake.get(&path).unwrap()["status"]["replicas"], 6);
+
+    // The template removed: the workers run elsewhere now, the Deployment goes.
+    edit_spec(json!({"source": {"topic": "orders"}}));
+    fake.clear_requests();
+    reconcile().await;
+    assert!(
+        fake.get(&deployment_path).is_none(),
+        "the Deployment is still there"
+    );
+    assert!(
+        posted_events(&fake).contains(&("Normal".into(), "WorkersRemoved".into())),
+        "{:?}",
+        posted_events(&fake)
+    );
+    assert!(fake.get(&path).unwrap()["status"]["replicas"].is_null());
+}

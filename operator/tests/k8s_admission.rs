@@ -161,6 +161,17 @@ async fn k8s_admission_rejects_what_the_operator_would_reject() {
         "retry.backoffDelay must not be longer than retry.backoffMax",
     )
     .await;
+    // A fixed worker count and autoscaling at once.
+    refused(
+        c,
+        ns,
+        "ConsumerGroup",
+        "consumergroups",
+        json!({"source": {"topic": "t"}, "replicas": 2, "autoscaling": {"maxReplicas": 4}}),
+        "spec",
+        "set either replicas",
+    )
+    .await;
     // Negative or malformed quantities.
     for (spec, field) in [
         (
@@ -186,6 +197,18 @@ async fn k8s_admission_rejects_what_the_operator_would_reject() {
     // What is fine is admitted.
     create(c, ns, "Topic", "topics", "ok", json!({"broker": "main", "partitions": 1, "retention": {"maxAge": "0h30m"}, "duplicateWindow": "2m"})).await.unwrap();
     create(c, ns, "ConsumerGroup", "consumergroups", "ok", json!({"source": {"topic": "ok"}, "ackWait": "30s", "retry": {"backoffDelay": "1s", "backoffMax": "1d"}})).await.unwrap();
+    // `kubectl scale consumergroup` goes through the scale subresource to spec.replicas.
+    let groups: Api<DynamicObject> =
+        Api::namespaced_with(c.clone(), ns, &resource("ConsumerGroup", "consumergroups"));
+    groups
+        .patch_scale(
+            "ok",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(groups.get("ok").await.unwrap().data["spec"]["replicas"], 3);
     create(c, ns, "Broker", "brokers", "ok", json!({"replicas": 1, "storage": {"size": "10Gi"}, "jetstream": {"maxMemory": "1Gi"}, "resources": {"limits": {"cpu": "500m", "memory": "1Gi"}}})).await.unwrap();
     create(
         c,

@@ -92,6 +92,7 @@ async fn k8s_cli_reaches_the_only_broker_through_a_port_forward() {
         broker_url: None,
         user: None,
         password: None,
+        ca_file: None,
         dev: None,
         broker_name: None,
         namespace: ns.name.clone(),

@@ -3,26 +3,31 @@
 //! The chart is rendered with the test namespace as release namespace and watched namespace,
 //! its ServiceAccount and (Cluster)Roles are applied, and the operator's work is done through
 //! a client impersonating that ServiceAccount: applying the CRDs, the leader Lease, and
-//! reconciling a Broker, a Topic and an autoscaled ConsumerGroup.
+//! reconciling a Broker (its TLS Secrets included), a Topic and an autoscaled ConsumerGroup,
+//! then the controllers themselves (every watch) reconciling the order-events example.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::ApiResource;
 use kube::{Client, Config};
 use serde_json::Value;
 use sluice_broker::embedded::{NatsServer, ServerOptions};
+use sluice_operator::broker_cluster::OperatorPeer;
 use sluice_operator::controller::conditions::{self, READY};
 use sluice_operator::controller::metrics::Metrics;
 use sluice_operator::controller::runtime::{self, ControllerContext, Settings};
 use sluice_operator::crd::{Broker, ConsumerGroup, Topic};
 use sluice_operator::service::crds::apply_crds;
 use sluice_operator::service::leader::{Elector, LeaderConfig};
-use sluice_testkit::{TempNamespace, client_or_skip};
+use sluice_testkit::{TempNamespace, client_or_skip, wait_until};
 
 const RENDER: &str = r#"
 import json, sys, yaml
@@ -139,6 +144,13 @@ async fn k8s_chart_rbac_suffices_for_the_operator() {
     let settings = Settings {
         namespaces: vec![ns.name.clone()],
         broker_urls: BTreeMap::from([("main".to_string(), server.url())]),
+        broker_network_policy: Some(OperatorPeer {
+            namespace: ns.name.clone(),
+            pod_labels: BTreeMap::from([(
+                "app.kubernetes.io/component".to_string(),
+                "operator".to_string(),
+            )]),
+        }),
         ..Settings::default()
     };
     let ctx = Arc::new(ControllerContext::new(
@@ -155,6 +167,30 @@ async fn k8s_chart_rbac_suffices_for_the_operator() {
     runtime::reconcile(Arc::new(broker), ctx.clone())
         .await
         .expect("Broker reconcile (StatefulSet, Services, ConfigMap, PDB, Secret, status, events)");
+    // A failed write becomes the status, not an error: every step must have succeeded.
+    let b = brokers.get("main").await.unwrap();
+    let ready = conditions::get(&b.status.unwrap().conditions, READY)
+        .cloned()
+        .unwrap();
+    assert_eq!(ready.reason, "ServersStarting", "{ready:?}");
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns.name);
+    for name in ["main-credentials", "main-ca", "main-tls"] {
+        assert!(
+            secrets.get_opt(name).await.unwrap().is_some(),
+            "no Secret {name}"
+        );
+    }
+    let policies: Api<NetworkPolicy> = Api::namespaced(admin.clone(), &ns.name);
+    let policy = policies
+        .get_opt("main")
+        .await
+        .unwrap()
+        .expect("NetworkPolicy main");
+    assert_eq!(
+        policy.spec.unwrap().ingress.unwrap().len(),
+        3,
+        "clients, routes, monitoring"
+    );
 
     let topics: Api<Topic> = Api::namespaced(admin.clone(), &ns.name);
     topics
@@ -197,4 +233,73 @@ async fn k8s_chart_rbac_suffices_for_the_operator() {
     runtime::reconcile(Arc::new(t), ctx.clone())
         .await
         .expect("Topic cleanup");
+
+    // The controllers themselves (watches of the five kinds and of the owned objects) under
+    // the same identity reconcile an example pipeline applied as a user would.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controllers = tokio::spawn(runtime::run(
+        operator.clone(),
+        settings.clone(),
+        Arc::new(Metrics::default()),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/order-events/pipeline.yaml");
+    let mut expected = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&std::fs::read_to_string(example).unwrap()) {
+        let obj: Value = serde_json::to_value(
+            <serde_yaml::Value as serde::Deserialize>::deserialize(doc).unwrap(),
+        )
+        .unwrap();
+        if obj["apiVersion"] != "sluice.dev/v1alpha1" {
+            continue; // the producer Job is not the operator's
+        }
+        let resource = resource_of(&obj);
+        let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+        let api: Api<DynamicObject> = Api::namespaced_with(admin.clone(), &ns.name, &resource);
+        api.patch(
+            &name,
+            &PatchParams::apply("sluice-test").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying {name}: {e}"));
+        expected.push((resource, name));
+    }
+    assert!(expected.len() >= 5, "{expected:?}");
+    for (resource, name) in &expected {
+        let api: Api<DynamicObject> = Api::namespaced_with(admin.clone(), &ns.name, resource);
+        let what = format!("{} {name} reconciled by the controllers", resource.kind);
+        wait_until(Duration::from_secs(120), &what, || {
+            let (api, name, kind) = (api.clone(), name.clone(), resource.kind.clone());
+            async move {
+                let Ok(obj) = api.get(&name).await else {
+                    return false;
+                };
+                let reason = obj.data["status"]["conditions"]
+                    .as_array()
+                    .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+                    .and_then(|c| c["reason"].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                match kind.as_str() {
+                    // Without nodes the servers and workers never start.
+                    "Broker" => reason == "ServersStarting",
+                    "ConsumerGroup" => reason == "Provisioned" || reason == "WorkersUnavailable",
+                    _ => {
+                        reason == "Provisioned"
+                            || reason == "Ready"
+                            || obj.data["status"]["conditions"]
+                                .as_array()
+                                .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+                                .is_some_and(|c| c["status"] == "True")
+                    }
+                }
+            }
+        })
+        .await;
+    }
+    let _ = stop_tx.send(());
+    let _ = controllers.await;
 }

@@ -71,6 +71,11 @@ impl FakeApi {
         s.objects.insert(path.to_string(), obj);
     }
 
+    /// Removes the object at `path` (as someone else deleting it would), returning it.
+    pub fn remove(&self, path: &str) -> Option<Value> {
+        self.state.lock().unwrap().objects.remove(path)
+    }
+
     /// The object stored at `path`.
     pub fn get(&self, path: &str) -> Option<Value> {
         self.state.lock().unwrap().objects.get(path).cloned()

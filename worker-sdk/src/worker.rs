@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use sluice_broker::config::SourceKind;
+use sluice_broker::tls::TrustedCa;
 use sluice_broker::{Broker, ConfigUpdate, ConnectOptions, GroupConfig};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -119,8 +120,10 @@ impl WorkerOptions {
 
     /// Reads `SLUICE_BROKER_URL` (comma-separated), `SLUICE_BROKER_USER`,
     /// `SLUICE_BROKER_PASSWORD`, `SLUICE_NAMESPACE` (default `default`), `SLUICE_GROUP` and
-    /// `SLUICE_MEMBER_ID` (default `<hostname>-<pid>`) and `SLUICE_METRICS_ADDR` (optional,
-    /// `host:port` or `:port`).
+    /// `SLUICE_MEMBER_ID` (default `<hostname>-<pid>`), `SLUICE_METRICS_ADDR` (optional,
+    /// `host:port` or `:port`) and the broker's CA, `SLUICE_BROKER_CA` (PEM) or
+    /// `SLUICE_BROKER_CA_FILE` (a path): with a CA every connection uses TLS and verifies the
+    /// server against it (the operator injects `SLUICE_BROKER_CA` into worker pods).
     ///
     /// ```no_run
     /// # fn f() -> sluice_worker::Result<()> {
@@ -130,8 +133,8 @@ impl WorkerOptions {
     /// ```
     ///
     /// # Errors
-    /// [`ErrorKind::Config`] when `SLUICE_BROKER_URL` or `SLUICE_GROUP` is not set, or
-    /// `SLUICE_METRICS_ADDR` is not a listen address.
+    /// [`ErrorKind::Config`] when `SLUICE_BROKER_URL` or `SLUICE_GROUP` is not set,
+    /// `SLUICE_METRICS_ADDR` is not a listen address, or the CA cannot be read.
     pub fn from_env() -> Result<Self> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
@@ -162,6 +165,17 @@ impl WorkerOptions {
             get("SLUICE_BROKER_PASSWORD"),
             get(sluice_broker::client::INBOX_PREFIX_ENV),
         );
+        options.connect.ca = TrustedCa::from_lookup(&get).map_err(|e| {
+            Error::with_source(
+                ErrorKind::Config,
+                format!(
+                    "bad broker CA in {} or {}",
+                    sluice_broker::tls::BROKER_CA_ENV,
+                    sluice_broker::tls::BROKER_CA_FILE_ENV
+                ),
+                e,
+            )
+        })?;
         options.connect.name = format!("sluice-worker {}", options.member_id);
         options.default_logging = true;
         options.metrics_addr = match get(METRICS_ADDR_ENV).filter(|v| !v.trim().is_empty()) {

@@ -55,40 +55,62 @@ Rules for namespaced objects, shared by the ClusterRole (cluster-wide mode) and 
 */}}
 {{- define "sluice.namespacedRules" -}}
 {{- $plurals := include "sluice.crdPlurals" . | fromJsonArray }}
+# The five kinds: watched (list, watch), read (get), finalizer added and removed (patch).
 - apiGroups: ["sluice.dev"]
   resources:
   {{- range $plurals }}
     - {{ . }}
   {{- end }}
-  verbs: ["get", "list", "watch", "update", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["sluice.dev"]
   resources:
   {{- range $plurals }}
     - {{ . }}/status
   {{- end }}
-  verbs: ["get", "update", "patch"]
+  verbs: ["patch"]
+# Owner references with blockOwnerDeletion on the objects built for a resource.
 - apiGroups: ["sluice.dev"]
   resources:
   {{- range $plurals }}
     - {{ . }}/finalizers
   {{- end }}
-  verbs: ["update", "patch"]
+  verbs: ["update"]
+# Objects the operator builds: server-side applied (get, then patch; an apply that creates
+# the object also needs create), watched as owned objects (list, watch). Garbage collection
+# deletes them with their owner; the one delete the operator makes is a group's worker
+# Deployment when its spec.template is removed (guarded by the Deployment's uid).
 - apiGroups: ["apps"]
-  resources: ["statefulsets", "deployments"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  resources: ["statefulsets"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
-  resources: ["services", "configmaps", "secrets"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  resources: ["services", "configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
-# Worker pods: read for status, patch for controller.kubernetes.io/pod-deletion-cost.
+  verbs: ["get", "list", "watch", "create", "patch"]
+# Secrets: only read by name (the Brokers' credentials and TLS Secrets), created once
+# (credentials), patched (route keys, TLS certificates). No list or watch: the operator
+# never sees Secrets it was not told the name of.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "patch"]
+# The per-Broker NetworkPolicy, server-side applied.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "create", "patch"]
+# cert-manager Certificates of Brokers with tls.mode CertManager, server-side applied.
+- apiGroups: ["cert-manager.io"]
+  resources: ["certificates"]
+  verbs: ["create", "patch"]
+# Worker pods: listed for the scale-down choice, patched with
+# controller.kubernetes.io/pod-deletion-cost.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "patch"]
-- apiGroups: [""]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["list", "patch"]
+# Events (kube-runtime's recorder writes events.k8s.io/v1).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

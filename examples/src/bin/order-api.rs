@@ -1,8 +1,8 @@
 //! The order API of the order-events example: publishes orders keyed by customer id.
 
 use clap::Parser;
-use sluice_examples::{Order, init_logging, namespace};
-use sluice_worker::producer::{Producer, ProducerConfig, Record};
+use sluice_examples::{Destination, Order, init_logging, publish_all};
+use sluice_worker::producer::Record;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -21,26 +21,19 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     init_logging();
     let args = Args::parse();
-    let producer = Producer::connect_from_env(ProducerConfig::default()).await?;
-    let topic = producer.topic(&namespace(), &args.topic).await?;
     let customers = args.customers.max(1);
-    let mut receipts = Vec::new();
-    for i in 0..args.count {
+    let orders = (0..args.count).map(|i| {
         let order = Order {
             order_id: format!("order-{i}"),
             customer: format!("customer-{}", i % customers),
             customer_seq: i / customers + 1,
             amount_cents: 500 + (i * 37) % 10_000,
         };
-        let record = Record::new(serde_json::to_vec(&order)?)
-            .key(order.customer.clone())
-            .id(order.order_id.clone());
-        receipts.push(topic.send(record).await?);
-    }
-    for receipt in receipts {
-        receipt.await?;
-    }
-    producer.flush().await?;
-    println!("published {} orders to {}", args.count, args.topic);
+        Ok(Record::new(serde_json::to_vec(&order)?)
+            .key(order.customer)
+            .id(order.order_id))
+    });
+    let published = publish_all(&Destination::Topic(args.topic.clone()), orders).await?;
+    println!("published {published} orders to {}", args.topic);
     Ok(())
 }

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use clap::Parser;
-use sluice_examples::{RenderJob, init_logging, namespace};
-use sluice_worker::producer::{Producer, ProducerConfig, Record};
+use sluice_examples::{Destination, RenderJob, init_logging, publish_all};
+use sluice_worker::producer::Record;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -21,27 +21,22 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     init_logging();
     let args = Args::parse();
-    let producer = Producer::connect_from_env(ProducerConfig::default()).await?;
-    let queue = producer.queue(&namespace(), &args.queue).await?;
-    let mut receipts = Vec::with_capacity(args.count as usize);
-    for i in 1..=args.count {
+    let jobs = (1..=args.count).map(|i| {
         let job = RenderJob {
             job_id: format!("render-{i}"),
             premium: i % 4 == 0,
             busy_first: i % 7 == 0,
         };
-        let mut record = Record::new(serde_json::to_vec(&job)?)
+        let record = Record::new(serde_json::to_vec(&job)?)
             .id(job.job_id.clone())
             .priority(u32::from(job.premium));
-        if i % 10 == 0 {
-            record = record.deliver_after(Duration::from_secs(2));
-        }
-        receipts.push(queue.send(record).await?);
-    }
-    for receipt in receipts {
-        receipt.await?;
-    }
-    producer.flush().await?;
-    println!("queued {} render jobs on {}", args.count, args.queue);
+        Ok(if i % 10 == 0 {
+            record.deliver_after(Duration::from_secs(2))
+        } else {
+            record
+        })
+    });
+    let published = publish_all(&Destination::Queue(args.queue.clone()), jobs).await?;
+    println!("queued {published} render jobs on {}", args.queue);
     Ok(())
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use sluice_examples::{Effect, RenderJob, effect_store, init_logging, record_effect};
+use sluice_examples::{RenderJob, init_logging, record_handler_effect};
 use sluice_worker::producer::Record;
 use sluice_worker::{HandlerError, Worker};
 
@@ -38,21 +38,13 @@ async fn main() -> anyhow::Result<()> {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
-            let store = effect_store(ctx.jetstream(), RESULTS)
-                .await
-                .map_err(|e| HandlerError::retryable(e.to_string()))?;
             let mut keys = vec![format!("render.{}", job.job_id)];
             if job.premium {
                 keys.push(format!("premium.{}", job.job_id));
             }
             for key in keys {
-                match record_effect(&store, &key, &job.job_id)
-                    .await
-                    .map_err(|e| HandlerError::retryable(e.to_string()))?
-                {
-                    Effect::New => tracing::info!(%key, attempt = msg.attempt, "done"),
-                    Effect::Duplicate => tracing::error!(%key, "handled twice"),
-                }
+                record_handler_effect(ctx.jetstream(), RESULTS, &key, &job.job_id, msg.attempt)
+                    .await?;
             }
             Ok(())
         })

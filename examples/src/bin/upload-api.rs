@@ -2,8 +2,8 @@
 //! keyed and identified by upload id. One of them can be marked corrupt.
 
 use clap::Parser;
-use sluice_examples::{Upload, init_logging, namespace};
-use sluice_worker::producer::{Producer, ProducerConfig, Record};
+use sluice_examples::{Destination, Upload, init_logging, publish_all};
+use sluice_worker::producer::Record;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -22,25 +22,19 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     init_logging();
     let args = Args::parse();
-    let producer = Producer::connect_from_env(ProducerConfig::default()).await?;
-    let topic = producer.topic(&namespace(), &args.topic).await?;
-    let mut receipts = Vec::with_capacity(args.count as usize);
-    for i in 1..=args.count {
+    let uploads = (1..=args.count).map(|i| {
+        let upload_id = format!("upload-{i}");
         let upload = Upload {
-            upload_id: format!("upload-{i}"),
+            corrupt: args.corrupt.as_deref() == Some(upload_id.as_str()),
+            upload_id,
             user: format!("user-{}", i % 7),
             size: 1_000_000 + u64::from(i) * 4_096,
-            corrupt: args.corrupt.as_deref() == Some(format!("upload-{i}").as_str()),
         };
-        let record = Record::new(serde_json::to_vec(&upload)?)
+        Ok(Record::new(serde_json::to_vec(&upload)?)
             .key(upload.upload_id.clone())
-            .id(upload.upload_id.clone());
-        receipts.push(topic.send(record).await?);
-    }
-    for receipt in receipts {
-        receipt.await?;
-    }
-    producer.flush().await?;
-    println!("published {} uploads to {}", args.count, args.topic);
+            .id(upload.upload_id))
+    });
+    let published = publish_all(&Destination::Topic(args.topic.clone()), uploads).await?;
+    println!("published {published} uploads to {}", args.topic);
     Ok(())
 }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use sluice_examples::{Effect, Upload, effect_store, init_logging, record_effect};
+use sluice_examples::{Upload, init_logging, record_handler_effect};
 use sluice_worker::{HandlerError, Worker};
 
 #[derive(Debug, Parser)]
@@ -52,17 +52,15 @@ async fn main() -> anyhow::Result<()> {
                     )));
                 }
                 tokio::time::sleep(work).await;
-                let store = effect_store(ctx.jetstream(), RESULTS)
-                    .await
-                    .map_err(|e| HandlerError::retryable(e.to_string()))?;
                 let key = format!("{stage}.{}", upload.upload_id);
-                match record_effect(&store, &key, ctx.idempotency_key())
-                    .await
-                    .map_err(|e| HandlerError::retryable(e.to_string()))?
-                {
-                    Effect::New => tracing::info!(%key, attempt = msg.attempt, "done"),
-                    Effect::Duplicate => tracing::error!(%key, "handled twice"),
-                }
+                record_handler_effect(
+                    ctx.jetstream(),
+                    RESULTS,
+                    &key,
+                    ctx.idempotency_key(),
+                    msg.attempt,
+                )
+                .await?;
                 Ok(())
             }
         })

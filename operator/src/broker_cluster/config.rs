@@ -102,6 +102,10 @@ pub fn nats_conf(cluster: &BrokerCluster) -> String {
         }
     }
     c.push_str("}\n");
+    if let Some(tls) = super::tls::client_tls_conf(cluster) {
+        c.push_str("\n# Clients must use TLS (certificate from the mounted <name>-tls Secret).\n");
+        c.push_str(&tls);
+    }
 
     let routes = route_url_env(cluster);
     if !routes.is_empty() {
@@ -122,6 +126,9 @@ pub fn nats_conf(cluster: &BrokerCluster) -> String {
             let _ = writeln!(c, "    ${var}");
         }
         c.push_str("  ]\n");
+        if let Some(tls) = super::tls::route_tls_conf(cluster) {
+            c.push_str(&tls);
+        }
         c.push_str("}\n");
     }
 

@@ -12,6 +12,9 @@
 //!   -> statefulset::pod_disruption_budget  PDB <name>              (maxUnavailable: 1)
 //!   -> credentials::credentials_secret     Secret <name>-credentials (built once, never regenerated)
 //!   -> users::users_secret                 Secret <name>-users       (users.conf: groups, producers)
+//!   -> network_policy::network_policy     NetworkPolicy <name>        (who may connect; opt-in)
+//!   -> tls::plan                            Secrets <name>-ca, <name>-tls (generated TLS, rotated)
+//!   -> tls::certificate                     Certificate <name>-tls (cert-manager TLS)
 //! ```
 //!
 //! # Durability: what `sync_interval` trades
@@ -41,11 +44,13 @@
 mod config;
 mod credentials;
 mod labels;
+mod network_policy;
 mod quantity;
 mod scale;
 mod service;
 mod statefulset;
 pub mod users;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -63,10 +68,17 @@ pub use credentials::{
     credentials_secret, existing_secret_action, generate_password, route_data, validate_password,
 };
 pub use labels::{selector_labels, standard_labels};
+pub use network_policy::{CLIENT_LABEL, GROUP_LABEL_KEY, OperatorPeer, network_policy};
 pub use quantity::parse_bytes;
 pub use scale::validate_scale_down;
 pub use service::{client_service, headless_service};
 pub use statefulset::{pod_disruption_budget, stateful_set};
+pub use tls::{
+    CA_CERT_KEY, CA_KEY_KEY, CA_LIFETIME, GeneratedCa, IssuerRef, SERVER_LIFETIME,
+    ServerCertificate, TLS_CERT_KEY, TLS_DIR, TLS_KEY_KEY, TlsMode, TlsWrites, ca_secret_name,
+    certificate, generate_ca, issue_server_certificate, plan as plan_tls, server_names,
+    tls_secret_name,
+};
 
 /// nats-server image repository used when the Broker names none.
 pub const DEFAULT_IMAGE_REPOSITORY: &str = "nats";
@@ -132,6 +144,9 @@ pub struct BrokerClusterParams {
     /// DNS domain of the cluster (`cluster.local` unless the cluster was set up with
     /// another): the servers' route URLs and the client URL are fully qualified with it.
     pub cluster_domain: String,
+    /// Who issues the servers' TLS certificates (see [`TlsMode`]); TLS is on unless
+    /// [`TlsMode::Disabled`].
+    pub tls: TlsMode,
 }
 
 impl BrokerClusterParams {
@@ -153,6 +168,7 @@ impl BrokerClusterParams {
             labels: BTreeMap::new(),
             existing_credentials_secret: None,
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_string(),
+            tls: TlsMode::Generated,
         }
     }
 }

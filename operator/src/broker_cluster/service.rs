@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::labels::{object_meta, selector_labels};
-use super::{BrokerCluster, CLIENT_PORT, CLUSTER_PORT, MONITOR_PORT};
+use super::{BrokerCluster, CLIENT_PORT, CLUSTER_PORT};
 
 fn port(name: &str, number: i32, app_protocol: Option<&str>) -> ServicePort {
     ServicePort {
@@ -20,7 +20,8 @@ fn port(name: &str, number: i32, app_protocol: Option<&str>) -> ServicePort {
 /// Headless Service `<name>-headless`: gives pod `<name>-<i>` the DNS name
 /// `<name>-<i>.<name>-headless.<ns>.svc.cluster.local`. Not-ready addresses are published
 /// so servers can find each other's routes before any of them is ready (a fresh cluster
-/// cannot become ready without its routes).
+/// cannot become ready without its routes). The monitoring port (8222, unauthenticated) is
+/// on no Service: kubelet probes and the operator reach it on the pod.
 pub fn headless_service(cluster: &BrokerCluster) -> Service {
     Service {
         metadata: object_meta(cluster, cluster.headless_service_name()),
@@ -31,7 +32,6 @@ pub fn headless_service(cluster: &BrokerCluster) -> Service {
             ports: Some(vec![
                 port("client", CLIENT_PORT, None),
                 port("cluster", CLUSTER_PORT, None),
-                port("monitor", MONITOR_PORT, Some("http")),
             ]),
             ..ServiceSpec::default()
         }),
@@ -78,7 +78,7 @@ mod tests {
     }
 
     #[test]
-    fn headless_service_publishes_not_ready_pods_on_all_ports() {
+    fn headless_service_publishes_not_ready_pods_without_the_monitoring_port() {
         let svc = headless_service(&cluster(3));
         assert_eq!(svc.metadata.name.as_deref(), Some("main-headless"));
         let spec = svc.spec.as_ref().unwrap();
@@ -93,7 +93,6 @@ mod tests {
             vec![
                 ("client".into(), 4222, "client".into()),
                 ("cluster".into(), 6222, "cluster".into()),
-                ("monitor".into(), 8222, "monitor".into()),
             ]
         );
     }

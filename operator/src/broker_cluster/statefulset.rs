@@ -28,8 +28,8 @@ use k8s_openapi::api::core::v1::{
     EnvVar, EnvVarSource, ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler,
     ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm,
     PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretKeySelector, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -56,6 +56,7 @@ const RUN_AS_ID: i64 = 1000;
 const TERMINATION_GRACE_SECS: i64 = LAME_DUCK_GRACE_SECS + LAME_DUCK_DURATION_SECS + 20;
 const DATA_VOLUME: &str = "data";
 const CONFIG_VOLUME: &str = "config";
+const TLS_VOLUME: &str = "tls";
 const PID_VOLUME: &str = "pid";
 
 /// The StatefulSet `<name>`: `replicas` nats-server pods with one JetStream volume each.
@@ -133,25 +134,42 @@ fn pod_template(cluster: &BrokerCluster) -> PodTemplateSpec {
                 }),
                 ..Affinity::default()
             }),
-            volumes: Some(vec![
-                Volume {
-                    name: CONFIG_VOLUME.to_string(),
-                    config_map: Some(ConfigMapVolumeSource {
-                        name: cluster.config_map_name(),
-                        ..ConfigMapVolumeSource::default()
-                    }),
-                    ..Volume::default()
-                },
-                Volume {
-                    name: PID_VOLUME.to_string(),
-                    empty_dir: Some(EmptyDirVolumeSource::default()),
-                    ..Volume::default()
-                },
-                super::users::users_volume(cluster),
-            ]),
+            volumes: Some(pod_volumes(cluster)),
             ..PodSpec::default()
         }),
     }
+}
+
+/// The config map, the pid directory, the users Secret and, with TLS, the `<name>-tls` Secret.
+fn pod_volumes(cluster: &BrokerCluster) -> Vec<Volume> {
+    let mut volumes = vec![
+        Volume {
+            name: CONFIG_VOLUME.to_string(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: cluster.config_map_name(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: PID_VOLUME.to_string(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+        super::users::users_volume(cluster),
+    ];
+    if cluster.params().tls.enabled() {
+        volumes.push(Volume {
+            name: TLS_VOLUME.to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(super::tls_secret_name(cluster.name())),
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    volumes
 }
 
 fn runtime_default_seccomp() -> SeccompProfile {
@@ -214,27 +232,41 @@ fn nats_container(cluster: &BrokerCluster) -> Container {
             seccomp_profile: Some(runtime_default_seccomp()),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: CONFIG_VOLUME.to_string(),
-                mount_path: CONFIG_DIR.to_string(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: PID_VOLUME.to_string(),
-                mount_path: PID_DIR.to_string(),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: DATA_VOLUME.to_string(),
-                mount_path: STORE_DIR.to_string(),
-                ..VolumeMount::default()
-            },
-            super::users::users_volume_mount(),
-        ]),
+        volume_mounts: Some(container_mounts(cluster)),
         ..Container::default()
     }
+}
+
+/// The config, pid, data and users mounts and, with TLS, the certificates at [`super::TLS_DIR`].
+fn container_mounts(cluster: &BrokerCluster) -> Vec<VolumeMount> {
+    let mut mounts = vec![
+        VolumeMount {
+            name: CONFIG_VOLUME.to_string(),
+            mount_path: CONFIG_DIR.to_string(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: PID_VOLUME.to_string(),
+            mount_path: PID_DIR.to_string(),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: DATA_VOLUME.to_string(),
+            mount_path: STORE_DIR.to_string(),
+            ..VolumeMount::default()
+        },
+        super::users::users_volume_mount(),
+    ];
+    if cluster.params().tls.enabled() {
+        mounts.push(VolumeMount {
+            name: TLS_VOLUME.to_string(),
+            mount_path: super::TLS_DIR.to_string(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    mounts
 }
 
 /// The container's environment: the pod name, the credentials from the Secret, then the

@@ -129,6 +129,8 @@ pub struct ClusterBroker {
     pub forward: PortForward,
     /// User and password from the Broker's credentials Secret.
     pub credentials: (String, String),
+    /// The Broker's CA bundle (`ca.crt` of `<broker>-tls`) when it serves TLS.
+    pub ca: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for ClusterBroker {
@@ -194,6 +196,24 @@ pub async fn reach(
             namespace: namespace.to_string(),
         })?;
     let credentials = credentials(&secret)?;
+    let ca = if broker.tls_enabled() {
+        let tls_name = crate::broker_cluster::tls_secret_name(&name);
+        let tls = secrets
+            .get_opt(&tls_name)
+            .await
+            .map_err(ClusterError::kube(format!(
+                "read Secret {namespace}/{tls_name}"
+            )))?
+            .ok_or_else(|| ClusterError::SecretMissing {
+                name: tls_name.clone(),
+                namespace: namespace.to_string(),
+            })?;
+        tls.data
+            .and_then(|mut d| d.remove(crate::broker_cluster::CA_CERT_KEY))
+            .map(|b| b.0)
+    } else {
+        None
+    };
 
     let port = u16::try_from(CLIENT_PORT).unwrap_or(4222);
     let forward = PortForward::start(pods, pod.clone(), port)
@@ -208,6 +228,7 @@ pub async fn reach(
     Ok(ClusterBroker {
         forward,
         credentials,
+        ca,
     })
 }
 

@@ -9,12 +9,41 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::ArgAction;
 
+use crate::broker_cluster::OperatorPeer;
 use crate::controller::metrics::Metrics;
 use crate::controller::runtime::{self, Settings};
 use crate::service::http::{self, Health};
 use crate::service::leader::{self, Elector, LeaderConfig};
 use crate::service::telemetry::LogFormat;
 use crate::service::{crds, telemetry};
+
+/// Where the operator runs, when Broker NetworkPolicies are wanted.
+fn operator_peer(args: &OperatorArgs) -> anyhow::Result<Option<OperatorPeer>> {
+    if !args.broker_network_policy {
+        return Ok(None);
+    }
+    let (Some(namespace), Some(labels)) = (&args.operator_namespace, &args.operator_pod_labels)
+    else {
+        anyhow::bail!(
+            "--broker-network-policy needs --operator-namespace and --operator-pod-labels (the chart sets both)"
+        );
+    };
+    let mut pod_labels = std::collections::BTreeMap::new();
+    for pair in labels.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((k, v)) = pair.split_once('=') else {
+            anyhow::bail!("--operator-pod-labels: {pair:?} is not key=value");
+        };
+        pod_labels.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    anyhow::ensure!(
+        !pod_labels.is_empty(),
+        "--operator-pod-labels is empty: give the labels of the operator's pods"
+    );
+    Ok(Some(OperatorPeer {
+        namespace: namespace.clone(),
+        pod_labels,
+    }))
+}
 
 /// Flags of `sluice operator`. The Helm chart passes `--namespace` and the `SLUICE_*`
 /// environment variables.
@@ -40,6 +69,17 @@ pub struct OperatorArgs {
     /// `<pod>.<broker>-headless.<namespace>.svc.<domain>`.
     #[arg(long, env = "SLUICE_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// Build a NetworkPolicy per Broker admitting clients only from the namespace's workers,
+    /// pods labelled `sluice.dev/broker-client=true` and the operator (needs
+    /// --operator-namespace and --operator-pod-labels), routes only from its own servers.
+    #[arg(long, env = "SLUICE_BROKER_NETWORK_POLICY", default_value_t = false, action = ArgAction::Set)]
+    pub broker_network_policy: bool,
+    /// Namespace the operator runs in (the chart sets it from the downward API).
+    #[arg(long, env = "SLUICE_OPERATOR_NAMESPACE")]
+    pub operator_namespace: Option<String>,
+    /// Labels selecting the operator's pods, `key=value,key=value`.
+    #[arg(long, env = "SLUICE_OPERATOR_POD_LABELS")]
+    pub operator_pod_labels: Option<String>,
     /// Address of the /healthz, /readyz and /metrics endpoint.
     #[arg(long, env = "SLUICE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -113,6 +153,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         resync: args.resync,
         missing_retry: args.missing_retry,
         cluster_domain: args.cluster_domain.clone(),
+        broker_network_policy: operator_peer(&args)?,
     };
     let metrics = Arc::new(Metrics::with_stale_after(stale_after(args.resync)));
     let health = Arc::new(Health::default());

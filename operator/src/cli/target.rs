@@ -26,6 +26,11 @@ pub struct BrokerArgs {
     /// Broker password.
     #[arg(long, env = "SLUICE_BROKER_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+    /// PEM file with the broker's CA (the `ca.crt` of its `<broker>-tls` Secret): the
+    /// connection uses TLS and verifies the server against it. A Broker reached through the
+    /// kubeconfig needs none: its CA is read from the cluster.
+    #[arg(long, env = "SLUICE_BROKER_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// The data directory of a `sluice dev --data-dir DIR` session.
     #[arg(long, conflicts_with = "broker_url")]
     pub dev: Option<PathBuf>,
@@ -67,7 +72,7 @@ impl BrokerArgs {
     pub async fn connect(&self) -> anyhow::Result<Connected> {
         if let Some(dir) = &self.dev {
             if let Ok(url) = std::fs::read_to_string(url_file(dir))
-                && let Ok(broker) = Broker::connect(&self.options(url.trim())).await
+                && let Ok(broker) = Broker::connect(&self.options(url.trim())?).await
             {
                 return Ok(Connected {
                     broker,
@@ -78,7 +83,7 @@ impl BrokerArgs {
             let server = start_broker(dir, None)
                 .await
                 .with_context(|| format!("failed to start the broker of {}", dir.display()))?;
-            let broker = Broker::connect(&self.options(&server.url())).await?;
+            let broker = Broker::connect(&self.options(&server.url())?).await?;
             return Ok(Connected {
                 broker,
                 server: Some(server),
@@ -88,7 +93,7 @@ impl BrokerArgs {
         let Some(url) = self.broker_url.as_deref() else {
             return self.connect_cluster().await;
         };
-        let broker = Broker::connect(&self.options(url))
+        let broker = Broker::connect(&self.options(url)?)
             .await
             .with_context(|| format!("failed to connect to {url}"))?;
         Ok(Connected {
@@ -103,7 +108,15 @@ impl BrokerArgs {
     async fn connect_cluster(&self) -> anyhow::Result<Connected> {
         let reached = cluster::reach(&self.namespace, self.broker_name.as_deref()).await?;
         let url = reached.forward.url();
-        let mut options = self.options(&url);
+        let mut options = self.options(&url)?;
+        if options.ca.is_none()
+            && let Some(pem) = &reached.ca
+        {
+            options.ca = Some(
+                sluice_broker::tls::TrustedCa::from_pem(pem)
+                    .context("the Broker's ca.crt is not a PEM certificate")?,
+            );
+        }
         // The servers advertise pod IPs, unreachable from here: stay on the forwarded port.
         options.ignore_discovered_servers = true;
         let (user, password) = reached.credentials;
@@ -119,12 +132,15 @@ impl BrokerArgs {
         })
     }
 
-    fn options(&self, url: &str) -> ConnectOptions {
+    fn options(&self, url: &str) -> anyhow::Result<ConnectOptions> {
         let mut options = ConnectOptions::from_url_list(url);
         options.name = "sluice-cli".into();
         options.user = self.user.clone();
         options.password = self.password.clone();
-        options
+        if let Some(path) = &self.ca_file {
+            options.ca = Some(sluice_broker::tls::TrustedCa::from_file(path)?);
+        }
+        Ok(options)
     }
 }
 

@@ -37,7 +37,7 @@ use super::metrics::{GroupDecision, GroupLabels, Metrics};
 use super::{Failure, MANAGER, ObjectEvent, Outcome, Requeue, conditions, kube_api, ns_name};
 use crate::autoscale::{AutoscalePolicy, GroupScaler, ScaleTarget, StepOutcome, autoscale_policy};
 use crate::crd::{ConsumerGroup, ConsumerGroupStatus, InvalidField};
-use crate::desired::worker::GROUP_LABEL;
+use crate::desired::worker::{GROUP_LABEL, deployment_name, selector_labels};
 
 /// Annotation the ReplicaSet controller reads to choose which pods to delete first.
 pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
@@ -136,14 +136,31 @@ pub async fn scale_and_apply(
             if policy.is_none()
                 && let Some(spec) = d.spec.as_mut()
             {
-                // No autoscaling: leave spec.replicas to whoever scales the workers.
-                spec.replicas = None;
+                // No autoscaling: `spec.replicas` of the group, else the count the
+                // Deployment has (whoever scaled it), never a reset to 1.
+                spec.replicas = group.spec.replicas;
             }
             Some(DeploymentTarget::new(client, d).await?)
         }
         None => None,
     };
     let key = ns_name(group);
+    if group.spec.template.is_none() {
+        // The template was removed: the workers run elsewhere now.
+        let name = deployment_name(&key.1);
+        let uid = group.uid().unwrap_or_default();
+        if kube_api::delete_controlled::<Deployment>(client, &key.0, &name, &uid).await? {
+            outcome.events.push(ObjectEvent {
+                warning: false,
+                reason: "WorkersRemoved",
+                message: format!("spec.template was removed: deleted the worker Deployment {name}"),
+                action: Some("Delete".into()),
+            });
+        }
+        outcome.status.replicas = None;
+        outcome.status.ready_replicas = None;
+        outcome.status.selector = None;
+    }
     if policy.is_none() {
         metrics.group_not_autoscaled(&GroupLabels {
             namespace: key.0.clone(),
@@ -152,13 +169,23 @@ pub async fn scale_and_apply(
     }
     let (Some(policy), Some(measured)) = (policy, result.measured) else {
         if let Some(t) = &target {
-            let applied = t.apply_unchanged().await?;
+            let applied = if group.spec.replicas.is_some() {
+                t.apply_built().await?
+            } else {
+                t.apply_unchanged().await?
+            };
             set_worker_counts(&mut outcome.status, &applied, group);
         }
         return Ok(outcome);
     };
     if let Requeue::After(d) = outcome.requeue {
         outcome.requeue = Requeue::After(d.min(policy.poll_interval));
+    }
+    if let Some(event) = target
+        .as_ref()
+        .and_then(|t| scaled_elsewhere(t.existing_replicas, group))
+    {
+        outcome.events.push(event);
     }
     let uid = group.uid().unwrap_or_default();
     let mut scaler = scalers.take(&key, &uid, &policy)?;
@@ -204,6 +231,22 @@ pub async fn scale_and_apply(
         None => previous,
     };
     Ok(outcome)
+}
+
+/// A Warning Event when the worker Deployment runs `existing` replicas although the
+/// autoscaler's last decision (in the group's status) was another count: someone scaled it
+/// by hand or an HPA targets it, and the autoscaler, which owns the count, will undo it.
+fn scaled_elsewhere(existing: Option<i32>, group: &ConsumerGroup) -> Option<ObjectEvent> {
+    let decided = group.status.as_ref()?.desired_replicas?;
+    let existing = existing?;
+    (existing != decided).then(|| ObjectEvent {
+        warning: true,
+        reason: "ScaledOutsideOperator",
+        message: format!(
+            "the worker Deployment was scaled to {existing} outside the operator; autoscaling owns the worker count (last decision: {decided}) and will set it again. To scale by hand, remove spec.autoscaling and set spec.replicas (or kubectl scale consumergroup)"
+        ),
+        action: Some("Scale".into()),
+    })
 }
 
 /// Records a decision in the metrics and the status, and an Event when it scaled.
@@ -255,6 +298,13 @@ fn set_worker_counts(status: &mut ConsumerGroupStatus, d: &Deployment, group: &C
         stored_ready,
     );
     status.replicas = Some(d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0));
+    status.selector = Some(
+        selector_labels(&group.name_any())
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
     status.ready_replicas = Some(
         d.status
             .as_ref()
@@ -305,6 +355,11 @@ impl DeploymentTarget {
             spec.replicas = Some(r);
         }
         self.apply(d).await
+    }
+
+    /// Applies the Deployment as built, replicas included (a fixed `spec.replicas`).
+    pub async fn apply_built(&self) -> Result<Deployment, Failure> {
+        self.apply(self.desired.clone()).await
     }
 
     /// The Deployment as stored by the apply of this reconcile, if it happened.

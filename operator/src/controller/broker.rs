@@ -16,13 +16,18 @@
 //!    guarded by the resourceVersion it read), every existing key keeps its value. A
 //!    user-named Secret without them is reported (`CredentialsUnusable`) for its owner to
 //!    extend.
-//! 3. **scale-down guard** — when the StatefulSet runs more servers than asked for, the
+//! 3. **TLS** — [`super::broker_tls`]: the CA and server certificate (generated, or a
+//!    cert-manager `Certificate`), renewed before expiry; a hash of the servers' `<name>-tls`
+//!    Secret on the pod template rolls the servers when it changes.
+//! 4. **scale-down guard** — when the StatefulSet runs more servers than asked for, the
 //!    operator connects to the broker (operator credentials, through [`context::BrokerPool`]),
 //!    reads the highest replica count of any stream and refuses (`NotSupported`, nothing
 //!    applied) a size below it ([`validate_scale_down`]). Without a broker connection a
 //!    scale-down waits: it is never done blind.
-//! 4. **apply** — server-side apply, field manager [`super::MANAGER`], of the five objects.
-//! 5. **status** — ready servers (from the StatefulSet), the JetStream meta leader and peers
+//! 5. **apply** — server-side apply, field manager [`super::MANAGER`], of the five objects,
+//!    and of the Broker's NetworkPolicy when the operator was told where it runs
+//!    ([`crate::broker_cluster::network_policy`]).
+//! 6. **status** — ready servers (from the StatefulSet), the JetStream meta leader and peers
 //!    (from a ready server's `/jsz`, see [`super::monitor`]), `Ready` once every server is
 //!    ready.
 
@@ -35,13 +40,14 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::{Client, ResourceExt};
 use tracing::{info, instrument, warn};
 
+use super::broker_tls::{TLS_HASH_ANNOTATION, TlsOutcome, ensure_tls};
 use super::context::ReconcileContext;
 use super::monitor::{MetaGroup, meta_group};
 use super::{Failure, ObjectEvent, Outcome, Requeue, conditions, kube_api, ns_name};
 use crate::broker_cluster::{
-    BrokerCluster, CredentialsSecretAction, MONITOR_PORT, client_service, config_map,
+    BrokerCluster, CredentialsSecretAction, MONITOR_PORT, OperatorPeer, client_service, config_map,
     credentials_secret, existing_secret_action, generate_password, headless_service,
-    pod_disruption_budget, route_data, stateful_set, validate_scale_down,
+    network_policy, pod_disruption_budget, route_data, stateful_set, validate_scale_down,
 };
 use crate::crd::{Broker, BrokerStatus, ConditionStatus};
 
@@ -97,6 +103,7 @@ struct Applied {
     secret_write: SecretWrite,
     /// The users file changed recently: the servers are asked to reload it.
     users_pending: bool,
+    tls: TlsOutcome,
 }
 
 /// What a reconcile wrote to the credentials Secret.
@@ -120,6 +127,7 @@ pub async fn reconcile(
     broker: &Broker,
     resync: Duration,
     cluster_domain: &str,
+    network_policy_peer: Option<&OperatorPeer>,
 ) -> Outcome<BrokerStatus> {
     let generation = broker.metadata.generation;
     let previous = broker.status.clone().unwrap_or_default();
@@ -131,7 +139,15 @@ pub async fn reconcile(
     };
     let mut events = Vec::new();
     let mut observed_max = None;
-    let result = apply(client, ctx, broker, cluster_domain, &mut observed_max).await;
+    let result = apply(
+        client,
+        ctx,
+        broker,
+        cluster_domain,
+        network_policy_peer,
+        &mut observed_max,
+    )
+    .await;
     if observed_max.is_some() {
         status.max_stream_replicas = observed_max;
     }
@@ -154,6 +170,28 @@ pub async fn reconcile(
                     ),
                     action: None,
                 }),
+            }
+            if applied.tls.ca_issued {
+                events.push(ObjectEvent {
+                    warning: false,
+                    reason: "CertificateAuthorityCreated",
+                    message: format!(
+                        "generated the CA of the broker's TLS in Secret {}",
+                        crate::broker_cluster::ca_secret_name(cluster.name())
+                    ),
+                    action: None,
+                });
+            }
+            if applied.tls.server_issued {
+                events.push(ObjectEvent {
+                    warning: false,
+                    reason: "CertificateIssued",
+                    message: format!(
+                        "issued the servers' TLS certificate in Secret {}; the servers restart one at a time to load it",
+                        crate::broker_cluster::tls_secret_name(cluster.name())
+                    ),
+                    action: None,
+                });
             }
             status.ready_replicas = Some(applied.ready_replicas);
             if applied.users_pending && applied.ready_replicas > 0 {
@@ -226,6 +264,7 @@ async fn apply(
     ctx: &ReconcileContext,
     broker: &Broker,
     cluster_domain: &str,
+    network_policy_peer: Option<&OperatorPeer>,
     observed_max: &mut Option<u32>,
 ) -> Result<(BrokerCluster, Applied), Failure> {
     // validate + build
@@ -263,6 +302,21 @@ async fn apply(
                 .insert(CREDENTIALS_HASH_ANNOTATION.to_string(), hash);
         }
     }
+    // TLS: the certificates (issued or renewed when due) roll the servers the same way
+    applied.tls = ensure_tls(client, &cluster, time::OffsetDateTime::now_utc()).await?;
+    if let Some(hash) = &applied.tls.hash
+        && let Some(template) = objects
+            .stateful_set
+            .spec
+            .as_mut()
+            .map(|s| &mut s.template.metadata)
+    {
+        template
+            .get_or_insert_with(Default::default)
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(TLS_HASH_ANNOTATION.to_string(), hash.clone());
+    }
     // scale-down guard
     let running: Option<StatefulSet> = kube_api::get_opt(client, &ns, cluster.name()).await?;
     let running_replicas = running
@@ -292,6 +346,9 @@ async fn apply(
     kube_api::apply(client, &objects.client_service).await?;
     let sts = kube_api::apply(client, &objects.stateful_set).await?;
     kube_api::apply(client, &objects.pod_disruption_budget).await?;
+    if let Some(peer) = network_policy_peer {
+        kube_api::apply(client, &network_policy(&cluster, peer)).await?;
+    }
     applied.ready_replicas = sts
         .status
         .and_then(|s| s.ready_replicas)

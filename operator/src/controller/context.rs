@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -185,6 +185,31 @@ impl Lookup {
     }
 }
 
+impl Lookup {
+    /// The CA bundle (`ca.crt`) of Broker `namespace/broker`'s `<broker>-tls` Secret; `None`
+    /// when the Secret or the key does not exist (and always for in-memory lookups).
+    pub async fn broker_ca(
+        &self,
+        namespace: &str,
+        broker: &str,
+    ) -> Result<Option<Vec<u8>>, Failure> {
+        match self {
+            Lookup::Kube(client) | Lookup::Watched { client, .. } => {
+                let name = crate::broker_cluster::tls_secret_name(broker);
+                let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+                let secret = api.get_opt(&name).await.map_err(|e| {
+                    Failure::kube(format!("failed to read Secret {namespace}/{name}"), e)
+                })?;
+                Ok(secret
+                    .and_then(|s| s.data)
+                    .and_then(|mut d| d.remove(crate::broker_cluster::CA_CERT_KEY))
+                    .map(|b| b.0))
+            }
+            Lookup::Memory(_) => Ok(None),
+        }
+    }
+}
+
 /// Reads one object from the Kubernetes API; `None` when it does not exist.
 async fn read<K>(client: &kube::Client, namespace: &str, name: &str) -> Result<Option<K>, Failure>
 where
@@ -199,28 +224,77 @@ where
     })
 }
 
-/// Cached broker connections, with per-broker URL overrides.
+/// Broker connections: one per Broker, shared by every reconcile and reconnecting on its
+/// own, with per-broker URL overrides.
+///
+/// Reconciles that need the same Broker at once (an operator restart reconciles everything
+/// together) wait for one connect instead of each opening a connection of its own. A
+/// connection is replaced only when the Broker's URL or credentials change, and dropped by
+/// [`BrokerPool::prune`] once its Broker has been gone for a while.
 #[derive(Debug, Default)]
 pub struct BrokerPool {
     overrides: BTreeMap<String, String>,
-    connections: Mutex<HashMap<(String, String), Cached>>,
+    slots: Mutex<HashMap<(String, String), Arc<Slot>>>,
 }
+
+/// One Broker's connection; the async lock is held while connecting, so concurrent callers
+/// wait for that connect instead of making their own.
+#[derive(Debug, Default)]
+struct Slot {
+    connection: tokio::sync::Mutex<SlotState>,
+    /// When the Broker was first seen missing by [`BrokerPool::prune`].
+    absent_since: Mutex<Option<Instant>>,
+}
+
+/// A Broker's connection, or why the last attempt failed.
+#[derive(Debug, Default)]
+struct SlotState {
+    open: Option<Cached>,
+    /// The last failed connect: callers that queued behind it get its error instead of
+    /// each waiting out a timeout of their own.
+    failed: Option<FailedConnect>,
+}
+
+struct FailedConnect {
+    at: Instant,
+    options: (String, Option<(String, String)>, Option<Vec<u8>>),
+    message: String,
+}
+
+/// How long a failed connect answers for the same Broker before the next attempt.
+const FAILED_CONNECT_HOLD: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 struct Cached {
-    options: (String, Option<(String, String)>),
+    options: (String, Option<(String, String)>, Option<Vec<u8>>),
     broker: sluice_broker::Broker,
+}
+
+/// What a connection was made with; its `Debug` output never shows the password.
+fn debug_options(
+    f: &mut std::fmt::DebugStruct<'_, '_>,
+    (url, creds, ca): &(String, Option<(String, String)>, Option<Vec<u8>>),
+) {
+    f.field("url", url)
+        .field("user", &creds.as_ref().map(|c| &c.0))
+        .field("password", &creds.as_ref().map(|_| "<redacted>"))
+        .field("ca", &ca.as_ref().map(|c| c.len()));
 }
 
 impl std::fmt::Debug for Cached {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (url, creds) = &self.options;
-        f.debug_struct("Cached")
-            .field("url", url)
-            .field("user", &creds.as_ref().map(|c| &c.0))
-            .field("password", &creds.as_ref().map(|_| "<redacted>"))
-            .field("broker", &self.broker)
-            .finish()
+        let mut d = f.debug_struct("Cached");
+        debug_options(&mut d, &self.options);
+        d.field("broker", &self.broker).finish()
+    }
+}
+
+impl std::fmt::Debug for FailedConnect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("FailedConnect");
+        d.field("at", &self.at);
+        debug_options(&mut d, &self.options);
+        d.field("message", &self.message).finish()
     }
 }
 
@@ -232,7 +306,7 @@ impl BrokerPool {
     pub fn new(overrides: BTreeMap<String, String>) -> Self {
         Self {
             overrides,
-            connections: Mutex::default(),
+            slots: Mutex::default(),
         }
     }
 
@@ -244,17 +318,90 @@ impl BrokerPool {
             .unwrap_or_else(|| client_url(broker, namespace))
     }
 
-    /// The connection already open to Broker `namespace/name`, if any (cleanup after the
-    /// Broker resource was deleted).
-    pub fn cached(&self, namespace: &str, name: &str) -> Option<sluice_broker::Broker> {
-        self.connections
+    fn slot(&self, namespace: &str, name: &str) -> Option<Arc<Slot>> {
+        let mut slots = self.slots.lock().ok()?;
+        Some(
+            slots
+                .entry((namespace.to_string(), name.to_string()))
+                .or_default()
+                .clone(),
+        )
+    }
+
+    /// The open connection to a broker, if there is one (for cleaning up after its Broker
+    /// resource was deleted).
+    pub async fn cached(&self, namespace: &str, name: &str) -> Option<sluice_broker::Broker> {
+        let slot = self
+            .slots
             .lock()
             .ok()?
             .get(&(namespace.to_string(), name.to_string()))
-            .map(|c| c.broker.clone())
+            .cloned()?;
+        let state = slot.connection.lock().await;
+        state.open.as_ref().map(|c| c.broker.clone())
     }
 
-    /// A connection to `broker`, reusing the cached one while URL and credentials are unchanged.
+    /// How many Brokers the pool holds a connection to.
+    pub async fn open_connections(&self) -> usize {
+        let slots: Vec<Arc<Slot>> = match self.slots.lock() {
+            Ok(s) => s.values().cloned().collect(),
+            Err(_) => return 0,
+        };
+        let mut open = 0;
+        for slot in slots {
+            if slot.connection.lock().await.open.is_some() {
+                open += 1;
+            }
+        }
+        open
+    }
+
+    /// Drops the connection of every Broker that `exists` says is gone and has been gone for
+    /// at least `grace` (measured from the first call that found it missing, at `now`): the
+    /// grace lets the cleanup of a deleted namespace's groups still reach the servers.
+    /// Returns the `(namespace, name)` of the connections dropped.
+    pub fn prune(
+        &self,
+        exists: impl Fn(&str, &str) -> bool,
+        grace: Duration,
+        now: Instant,
+    ) -> Vec<(String, String)> {
+        let Ok(mut slots) = self.slots.lock() else {
+            return Vec::new();
+        };
+        let mut dropped = Vec::new();
+        slots.retain(|(namespace, name), slot| {
+            let Ok(mut since) = slot.absent_since.lock() else {
+                return true;
+            };
+            if exists(namespace, name) {
+                *since = None;
+                return true;
+            }
+            let first_missing = *since.get_or_insert(now);
+            if now.saturating_duration_since(first_missing) < grace {
+                return true;
+            }
+            dropped.push((namespace.clone(), name.clone()));
+            false
+        });
+        dropped
+    }
+
+    /// Whether connections to `broker` use TLS: with an override URL only when it says
+    /// `tls://` (a test or `sluice dev` server on loopback is plain), else whenever the
+    /// Broker's TLS is not disabled.
+    pub fn uses_tls(&self, broker: &Broker) -> bool {
+        let name = kube::ResourceExt::name_any(broker);
+        match self.overrides.get(&name) {
+            Some(url) => url.trim_start().starts_with("tls://"),
+            None => broker.tls_enabled(),
+        }
+    }
+
+    /// A connection to `broker`, reusing the cached one while URL, credentials and CA are
+    /// unchanged. With TLS (see [`BrokerPool::uses_tls`]) the server must present a
+    /// certificate of the Broker's CA (`ca.crt` of `<broker>-tls`).
     pub async fn get(
         &self,
         lookup: &Lookup,
@@ -265,22 +412,50 @@ impl BrokerPool {
         let url = self.url(namespace, &name);
         let secret = broker.credentials_secret();
         let creds = lookup.credentials(namespace, &secret).await?;
-        let key = (namespace.to_string(), name.clone());
-        let options = (url.clone(), creds.clone());
-        if let Some(c) = self
-            .connections
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&key).cloned())
+        let ca_pem = if self.uses_tls(broker) {
+            let Some(pem) = lookup.broker_ca(namespace, &name).await? else {
+                return Err(Failure::Missing {
+                    reason: "CertificatePending",
+                    message: format!(
+                        "Broker {name} serves TLS but Secret {} with its ca.crt does not exist yet",
+                        crate::broker_cluster::tls_secret_name(&name)
+                    ),
+                });
+            };
+            Some(pem)
+        } else {
+            None
+        };
+        let ca = ca_pem
+            .as_deref()
+            .map(sluice_broker::tls::TrustedCa::from_pem)
+            .transpose()
+            .map_err(|e| Failure::broker_refused(format!("Broker {name}: {e}"), e))?;
+        let options = (url.clone(), creds.clone(), ca_pem);
+        let Some(slot) = self.slot(namespace, &name) else {
+            return Err(Failure::unavailable(
+                "the operator's broker connection pool is unusable (a thread panicked while holding it); restart the operator".to_string(),
+                None,
+            ));
+        };
+        let mut state = slot.connection.lock().await;
+        if let Some(c) = state.open.as_ref()
             && c.options == options
         {
-            return Ok(c.broker);
+            return Ok(c.broker.clone());
+        }
+        if let Some(f) = state.failed.as_ref()
+            && f.options == options
+            && f.at.elapsed() < FAILED_CONNECT_HOLD
+        {
+            return Err(Failure::unavailable(f.message.clone(), None));
         }
         let connect = ConnectOptions {
             urls: sluice_broker::client::parse_url_list(&url),
             user: creds.as_ref().map(|c| c.0.clone()),
             password: creds.as_ref().map(|c| c.1.clone()),
             name: "sluice-operator".into(),
+            ca,
             ..Default::default()
         };
         let no_secret = if creds.is_none() {
@@ -297,23 +472,30 @@ impl BrokerPool {
                     ),
                     Some(Box::new(e)),
                 )
-            })?
-            .map_err(|e| {
+            })
+            .and_then(|r| r.map_err(|e| {
                 Failure::unavailable(
                     format!("cannot connect to Broker {name} at {url}{no_secret}: {e}"),
                     Some(Box::new(e)),
                 )
-            })?;
-        info!(broker = %name, %namespace, %url, "connected to broker");
-        if let Ok(mut m) = self.connections.lock() {
-            m.insert(
-                key,
-                Cached {
+            }));
+        let connected = match connected {
+            Ok(c) => c,
+            Err(failure) => {
+                state.failed = Some(FailedConnect {
+                    at: Instant::now(),
                     options,
-                    broker: connected.clone(),
-                },
-            );
-        }
+                    message: failure.to_string(),
+                });
+                return Err(failure);
+            }
+        };
+        info!(broker = %name, %namespace, %url, "connected to broker");
+        state.failed = None;
+        state.open = Some(Cached {
+            options,
+            broker: connected.clone(),
+        });
         Ok(connected)
     }
 }
@@ -327,4 +509,46 @@ pub struct ReconcileContext {
     pub pool: Arc<BrokerPool>,
     /// The fan-out relays copying topics into the queues they feed.
     pub relays: Arc<sluice_broker::FanoutRelays>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deleted_brokers_connection_is_dropped_after_the_grace_only() {
+        let pool = BrokerPool::default();
+        assert!(pool.slot("shop", "main").is_some());
+        assert!(pool.slot("shop", "old").is_some());
+        let grace = Duration::from_secs(120);
+        let t0 = Instant::now();
+        let exists = |_: &str, name: &str| name == "main";
+        assert!(
+            pool.prune(exists, grace, t0).is_empty(),
+            "first seen missing"
+        );
+        assert!(pool.prune(exists, grace, t0 + grace / 2).is_empty());
+        assert_eq!(
+            pool.prune(exists, grace, t0 + grace),
+            [("shop".to_string(), "old".to_string())]
+        );
+        assert!(pool.prune(exists, grace, t0 + grace * 10).is_empty());
+        let slots = pool.slots.lock().unwrap();
+        assert!(slots.contains_key(&("shop".to_string(), "main".to_string())));
+    }
+
+    #[test]
+    fn a_broker_that_comes_back_starts_its_grace_anew() {
+        let pool = BrokerPool::default();
+        pool.slot("shop", "main");
+        let grace = Duration::from_secs(120);
+        let t0 = Instant::now();
+        assert!(pool.prune(|_, _| false, grace, t0).is_empty());
+        assert!(pool.prune(|_, _| true, grace, t0 + grace / 2).is_empty());
+        assert!(
+            pool.prune(|_, _| false, grace, t0 + grace).is_empty(),
+            "missing again only since now"
+        );
+        assert_eq!(pool.prune(|_, _| false, grace, t0 + grace * 2).len(), 1);
+    }
 }

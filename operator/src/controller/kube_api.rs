@@ -92,6 +92,9 @@ pub async fn apply<K: Object>(client: &Client, obj: &K) -> Result<K, Failure> {
         api.get_opt(&name),
     )
     .await?;
+    if let Some(stored) = &stored {
+        refuse_foreign(stored, obj)?;
+    }
     if let Some(stored) = stored
         && serde_json::to_value(&stored).is_ok_and(|have| holds(&have, &desired))
     {
@@ -106,6 +109,79 @@ pub async fn apply<K: Object>(client: &Client, obj: &K) -> Result<K, Failure> {
         ),
     )
     .await
+}
+
+/// Fails with [`Failure::NameConflict`] when `desired` names a controller (its owner) and
+/// `stored`, the object of the same name already there, is not controlled by that same
+/// owner: a forced apply would otherwise take over (and rewrite) a user's object.
+pub fn refuse_foreign<K: Object>(stored: &K, desired: &K) -> Result<(), Failure> {
+    let controller_of = |meta: &kube::core::ObjectMeta| {
+        meta.owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true))
+            .cloned()
+    };
+    let Some(owner) = controller_of(desired.meta()) else {
+        return Ok(());
+    };
+    let stored_owner = controller_of(stored.meta());
+    if stored_owner.as_ref().is_some_and(|o| o.uid == owner.uid) {
+        return Ok(());
+    }
+    let namespace = desired.meta().namespace.clone().unwrap_or_default();
+    let name = desired.meta().name.clone().unwrap_or_default();
+    let held_by = match stored_owner {
+        Some(o) => format!("it is controlled by {} {}", o.kind, o.name),
+        None => "it was not created by the operator".to_string(),
+    };
+    Err(Failure::NameConflict(format!(
+        "{} {namespace}/{name} already exists and {held_by}, so {} {} cannot use that name; delete or rename the existing {} (the operator never takes over objects it did not create)",
+        K::kind(&()),
+        owner.kind,
+        owner.name,
+        K::kind(&()),
+    )))
+}
+
+/// Deletes `namespace/name` when it exists and is controlled by the owner with `owner_uid`
+/// (an object of the same name that belongs to someone else is left alone). The delete is
+/// guarded by the object's uid. Returns whether it deleted something.
+pub async fn delete_controlled<K: Object>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    owner_uid: &str,
+) -> Result<bool, Failure> {
+    let Some(stored) = get_opt::<K>(client, namespace, name).await? else {
+        return Ok(false);
+    };
+    let controlled = stored
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && o.uid == owner_uid);
+    if !controlled {
+        return Ok(false);
+    }
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let params = kube::api::DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: stored.meta().uid.clone(),
+            resource_version: None,
+        }),
+        ..kube::api::DeleteParams::background()
+    };
+    match tokio::time::timeout(API_TIMEOUT, api.delete(name, &params)).await {
+        Ok(Ok(_)) => Ok(true),
+        Ok(Err(kube::Error::Api(e))) if e.code == 404 => Ok(false),
+        Ok(Err(e)) => Err(Failure::kube(describe::<K>("delete", namespace, name), e)),
+        Err(_) => Err(Failure::Timeout(format!(
+            "{} timed out after {API_TIMEOUT:?}; the API server is slow or unreachable",
+            describe::<K>("delete", namespace, name)
+        ))),
+    }
 }
 
 /// `obj` as JSON with the [`APPLIED_HASH`] annotation of its content.

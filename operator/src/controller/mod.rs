@@ -26,6 +26,7 @@ pub mod autoscaling;
 pub mod broker;
 pub mod broker_resource;
 pub mod broker_users;
+pub mod broker_tls;
 pub mod conditions;
 pub mod context;
 pub mod dereference;
@@ -101,6 +102,10 @@ pub enum Failure {
         #[source]
         source: Option<Cause>,
     },
+    /// An object the operator would create exists already and belongs to someone else: the
+    /// operator never takes over objects it did not create.
+    #[error("{0}")]
+    NameConflict(String),
     /// A Kubernetes API call did not finish within [`kube_api::API_TIMEOUT`].
     #[error("{0}")]
     Timeout(String),
@@ -177,6 +182,7 @@ impl Failure {
             Failure::NotSupported { .. } => "NotSupported",
             Failure::Unavailable { .. } => "BrokerUnavailable",
             Failure::Broker { .. } => "BrokerError",
+            Failure::NameConflict(_) => "NameConflict",
             Failure::Timeout(_) => "KubernetesTimeout",
             Failure::Kube { .. } => "KubernetesError",
         }
@@ -186,7 +192,8 @@ impl Failure {
     pub fn requeue(&self) -> Requeue {
         match self {
             Failure::InvalidSpec(_) | Failure::NotSupported { .. } => Requeue::AwaitChange,
-            Failure::Missing { .. } => Requeue::Missing,
+            // Retried like a missing reference: the other object may be removed or renamed.
+            Failure::Missing { .. } | Failure::NameConflict(_) => Requeue::Missing,
             Failure::Unavailable { .. }
             | Failure::Broker { .. }
             | Failure::Timeout(_)

@@ -72,6 +72,9 @@ pub struct Settings {
     /// DNS domain of the cluster's Services (route URLs and monitoring reads of the broker
     /// servers); `cluster.local` by default.
     pub cluster_domain: String,
+    /// Where the operator runs, for the NetworkPolicy of each Broker; `None`: no
+    /// NetworkPolicy is built (see [`crate::broker_cluster::network_policy`]).
+    pub broker_network_policy: Option<crate::broker_cluster::OperatorPeer>,
 }
 
 impl Default for Settings {
@@ -82,6 +85,7 @@ impl Default for Settings {
             resync: DEFAULT_RESYNC,
             missing_retry: MISSING_RETRY,
             cluster_domain: crate::broker_cluster::DEFAULT_CLUSTER_DOMAIN.to_string(),
+            broker_network_policy: None,
         }
     }
 }
@@ -94,6 +98,7 @@ pub struct ControllerContext {
     resync: Duration,
     missing_retry: Duration,
     cluster_domain: String,
+    broker_network_policy: Option<crate::broker_cluster::OperatorPeer>,
     failures: Mutex<HashMap<String, u32>>,
     metrics: Arc<Metrics>,
     scalers: GroupScalers,
@@ -131,6 +136,7 @@ impl ControllerContext {
             resync: settings.resync,
             missing_retry: settings.missing_retry,
             cluster_domain: settings.cluster_domain.clone(),
+            broker_network_policy: settings.broker_network_policy.clone(),
             failures: Mutex::default(),
             metrics,
             scalers: GroupScalers::default(),
@@ -516,6 +522,7 @@ impl Reconciled for Broker {
                 &obj,
                 ctx.resync,
                 &ctx.cluster_domain,
+                ctx.broker_network_policy.as_ref(),
             )
             .await;
             finish(&ctx, obj.as_ref(), outcome).await
@@ -543,8 +550,25 @@ impl Reconciled for ConsumerGroup {
         async move {
             let mut result = super::group::reconcile(&ctx.reconcile, &obj, ctx.resync).await;
             super::group_identity::ensure(&ctx.client, &obj, &mut result).await?;
+            let reconciled = result.outcome.clone();
             let outcome =
-                scale_and_apply(&ctx.client, &ctx.scalers, &ctx.metrics, &obj, result).await?;
+                match scale_and_apply(&ctx.client, &ctx.scalers, &ctx.metrics, &obj, result).await
+                {
+                    Ok(outcome) => outcome,
+                    // The workers could not be applied (e.g. a Deployment of that name
+                    // belongs to someone else): say so in the status.
+                    Err(failure) => {
+                        let mut outcome = reconciled;
+                        warn!(reason = failure.reason(), error = %failure, "worker Deployment not applied");
+                        conditions::failed(
+                            &mut outcome.status.conditions,
+                            &failure,
+                            obj.metadata.generation,
+                        );
+                        outcome.requeue = failure.requeue();
+                        outcome
+                    }
+                };
             finish(&ctx, obj.as_ref(), outcome).await
         }
         .boxed()
@@ -658,6 +682,34 @@ async fn drive<K: Reconciled>(
         .await;
 }
 
+/// How long a deleted Broker's connection is kept: its groups' cleanup (a namespace deletes
+/// everything at once) may still need it.
+const DELETED_BROKER_GRACE: Duration = Duration::from_secs(120);
+
+/// Every `period`, drops the connection of Brokers the watch has not seen for
+/// [`DELETED_BROKER_GRACE`], until `stop`.
+async fn prune_broker_connections(
+    pool: Arc<BrokerPool>,
+    objects: Arc<WatchedObjects>,
+    period: Duration,
+    stop: Stop,
+) {
+    let prune = async {
+        let mut ticks = tokio::time::interval(period.max(Duration::from_secs(1)));
+        loop {
+            ticks.tick().await;
+            let exists = |ns: &str, name: &str| objects.get::<Broker>(ns, name).is_some();
+            for (namespace, broker) in pool.prune(exists, DELETED_BROKER_GRACE, Instant::now()) {
+                info!(%namespace, %broker, "Broker deleted: closed the connection to it");
+            }
+        }
+    };
+    tokio::select! {
+        () = prune => {}
+        () = stop => {}
+    }
+}
+
 /// Runs the Broker, Topic, Queue, DeadLetterQueue and ConsumerGroup controllers until
 /// `shutdown` completes, then lets in-flight reconciles finish.
 ///
@@ -679,8 +731,9 @@ pub async fn run(
     let objects = Arc::new(WatchedObjects::new(
         watches.iter().map(ScopeWatches::stores).collect(),
     ));
-    let ctx =
-        Arc::new(ControllerContext::new(client.clone(), &settings, metrics).reading_from(objects));
+    let ctx = Arc::new(
+        ControllerContext::new(client.clone(), &settings, metrics).reading_from(objects.clone()),
+    );
     let (tx, rx) = tokio::sync::watch::channel(false);
     let signal = move || -> Stop {
         let mut rx = rx.clone();
@@ -780,6 +833,12 @@ pub async fn run(
             signal(),
         )));
     }
+    tasks.push(tokio::spawn(prune_broker_connections(
+        ctx.reconcile.pool.clone(),
+        objects.clone(),
+        settings.resync,
+        signal(),
+    )));
     info!(namespaces = ?settings.namespaces, "controllers running");
     shutdown.await;
     info!("stopping controllers: finishing in-flight reconciles");

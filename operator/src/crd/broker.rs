@@ -68,6 +68,10 @@ pub struct BrokerSpec {
     /// Client authentication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<BrokerAuth>,
+    /// TLS of client and route connections. Unset: `mode: Generated` (the operator runs a
+    /// CA for this Broker and rotates the certificates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<BrokerTls>,
 }
 
 impl BrokerSpec {
@@ -81,6 +85,7 @@ impl BrokerSpec {
             jetstream: None,
             durability: None,
             auth: None,
+            tls: None,
         }
     }
 }
@@ -123,6 +128,51 @@ pub struct Durability {
     pub sync_interval: String,
 }
 
+/// TLS of a broker's client (4222) and route (6222) connections.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("(has(self.mode) && self.mode == 'CertManager') == has(self.issuerRef)").message("issuerRef is required with mode CertManager and not allowed otherwise"))]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerTls {
+    /// `Generated` (default): the operator creates a CA (Secret `<broker>-ca`) and the
+    /// servers' certificate (Secret `<broker>-tls`) and re-issues it before expiry.
+    /// `CertManager`: cert-manager issues `<broker>-tls` from `issuerRef` (a `Certificate` is
+    /// created). `Disabled`: plain TCP; passwords cross the network in clear text.
+    #[serde(default)]
+    pub mode: TlsModeSpec,
+    /// The cert-manager Issuer or ClusterIssuer (mode `CertManager` only). Its issued Secret
+    /// must carry `ca.crt` (CA and self-signed issuers do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<CertManagerIssuerRef>,
+}
+
+/// Who issues a broker's certificates.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default, JsonSchema)]
+pub enum TlsModeSpec {
+    /// The operator runs a CA per Broker.
+    #[default]
+    Generated,
+    /// cert-manager issues the certificate.
+    CertManager,
+    /// No TLS.
+    Disabled,
+}
+
+/// A cert-manager issuer.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertManagerIssuerRef {
+    /// Name of the Issuer (in the Broker's namespace) or ClusterIssuer.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// `Issuer` (default) or `ClusterIssuer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(Issuer|ClusterIssuer)$"))]
+    pub kind: Option<String>,
+    /// API group of the issuer. Default: `cert-manager.io`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
 /// Client authentication of a broker.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -138,6 +188,14 @@ pub struct BrokerAuth {
 }
 
 impl Broker {
+    /// Whether the broker's servers serve TLS (every mode but `Disabled`).
+    pub fn tls_enabled(&self) -> bool {
+        self.spec
+            .tls
+            .as_ref()
+            .is_none_or(|t| t.mode != TlsModeSpec::Disabled)
+    }
+
     /// Name of the Secret holding client credentials (keys `user` and `password`).
     pub fn credentials_secret(&self) -> String {
         self.spec

@@ -18,6 +18,11 @@ use super::common::{Condition, DurationString, PodTemplate};
     status = "ConsumerGroupStatus",
     shortname = "cg",
     derive = "PartialEq",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
     doc = "A pool of autoscaled workers consuming a Sluice Topic or Queue.",
     printcolumn(name = "Source", type_ = "string", json_path = ".status.source"),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
@@ -39,6 +44,7 @@ use super::common::{Condition, DurationString, PodTemplate};
     )
 )]
 #[x_kube(validation = Rule::new("has(self.broker) == has(oldSelf.broker) && (!has(self.broker) || self.broker == oldSelf.broker)").message("broker cannot be changed; create a new ConsumerGroup"))]
+#[x_kube(validation = Rule::new("!has(self.replicas) || !has(self.autoscaling)").message("set either replicas (a fixed worker count, also what `kubectl scale` sets) or autoscaling, not both; remove autoscaling to scale by hand"))]
 #[serde(rename_all = "camelCase")]
 pub struct ConsumerGroupSpec {
     /// Name of the Broker (same namespace). Default: the broker of the source. Cannot be changed.
@@ -80,9 +86,16 @@ pub struct ConsumerGroupSpec {
     /// output not listed here is refused by the broker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs: Option<GroupOutputsSpec>,
-    /// Scaling of the worker Deployment from the group's lag.
+    /// Scaling of the worker Deployment from the group's lag. The autoscaler owns the worker
+    /// count: a `kubectl scale` of the Deployment is undone (with a Warning Event).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingSpec>,
+    /// A fixed worker count, without autoscaling (`kubectl scale consumergroup` and an
+    /// HorizontalPodAutoscaler set it through the scale subresource). Unset and without
+    /// autoscaling: the Deployment keeps the count it has (1 when created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub replicas: Option<i32>,
     /// Pod template of the workers (a `PodTemplateSpec`). The operator adds the `SLUICE_*`
     /// environment. Unset: no Deployment is created (workers run elsewhere).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -281,6 +294,9 @@ pub struct ConsumerGroupStatus {
     /// `scalingReason` speaks of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
+    /// Label selector of the worker pods (`key=value,...`), for the scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
     /// Workers that are ready (their pods pass the readiness probe).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,

@@ -14,7 +14,7 @@ pub mod group;
 pub mod queue;
 pub mod topic;
 
-pub use broker::{Broker, BrokerSpec, BrokerStatus};
+pub use broker::{Broker, BrokerSpec, BrokerStatus, BrokerTls, CertManagerIssuerRef, TlsModeSpec};
 pub use common::{Condition, ConditionStatus, DeletionPolicy, DurationString, InvalidField};
 pub use dlq::{DeadLetterQueue, DeadLetterQueueSpec, DeadLetterQueueStatus};
 pub use group::{ConsumerGroup, ConsumerGroupSpec, ConsumerGroupStatus};

@@ -12,15 +12,17 @@
 //! | `spec.jetstream.maxMemory` / `maxFile` | `max_memory_store` / `max_file_store` (bytes) | nats-server's / 90% of the volume |
 //! | `spec.durability.syncInterval` | `sync_interval` (`always` or a duration) | nats-server's |
 //! | `spec.auth.existingSecret` | `existing_credentials_secret` | generated `<name>-credentials` |
+//! | `spec.tls.mode`, `spec.tls.issuerRef` | `tls` ([`TlsMode`]) | `Generated` |
 //! | the Broker itself | `owner_reference` (controller) | |
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::{Resource, ResourceExt};
 
 use crate::broker_cluster::{
-    BrokerCluster, BrokerClusterParams, DEFAULT_VERSION, SyncPolicy, parse_bytes,
+    BrokerCluster, BrokerClusterParams, DEFAULT_VERSION, IssuerRef, SyncPolicy, TlsMode,
+    parse_bytes,
 };
-use crate::crd::{Broker, DurationString, InvalidField};
+use crate::crd::{Broker, BrokerTls, DurationString, InvalidField, TlsModeSpec};
 
 /// Volume size of each server when `storage.size` is unset.
 pub const DEFAULT_STORAGE_SIZE: &str = "10Gi";
@@ -71,8 +73,36 @@ pub fn cluster_params(broker: &Broker) -> Result<BrokerClusterParams, InvalidFie
         p.sync_interval = sync_policy(&d.sync_interval)?;
     }
     p.existing_credentials_secret = spec.auth.as_ref().and_then(|a| a.existing_secret.clone());
+    p.tls = tls_mode(spec.tls.as_ref())?;
     p.owner_reference = broker.controller_owner_ref(&());
     Ok(p)
+}
+
+/// The TLS mode of `spec.tls` (unset: generated).
+fn tls_mode(tls: Option<&BrokerTls>) -> Result<TlsMode, InvalidField> {
+    let Some(tls) = tls else {
+        return Ok(TlsMode::Generated);
+    };
+    match (tls.mode, &tls.issuer_ref) {
+        (TlsModeSpec::Generated, None) => Ok(TlsMode::Generated),
+        (TlsModeSpec::Disabled, None) => Ok(TlsMode::Disabled),
+        (TlsModeSpec::CertManager, Some(issuer)) => Ok(TlsMode::CertManager(IssuerRef {
+            name: issuer.name.clone(),
+            kind: issuer.kind.clone().unwrap_or_else(|| "Issuer".to_string()),
+            group: issuer
+                .group
+                .clone()
+                .unwrap_or_else(|| "cert-manager.io".to_string()),
+        })),
+        (TlsModeSpec::CertManager, None) => Err(InvalidField::new(
+            "tls.issuerRef",
+            "mode CertManager needs the issuer: set tls.issuerRef.name (and kind ClusterIssuer for a cluster-wide issuer)",
+        )),
+        (_, Some(_)) => Err(InvalidField::new(
+            "tls.issuerRef",
+            "only mode CertManager takes an issuer: remove tls.issuerRef or set mode CertManager",
+        )),
+    }
 }
 
 /// The validated cluster of `broker`: [`cluster_params`] checked by [`BrokerCluster::new`].

@@ -48,6 +48,9 @@ pub struct WorkerInputs<'a> {
     pub broker_urls: &'a str,
     /// Secret with `user` and `password`, when the broker requires credentials.
     pub credentials_secret: Option<&'a str>,
+    /// Secret whose `ca.crt` the workers verify the broker's TLS certificate with
+    /// (`<broker>-tls`), when the broker serves TLS: injected as `SLUICE_BROKER_CA`.
+    pub ca_secret: Option<&'a str>,
     /// The group's ack wait, in milliseconds.
     pub ack_wait_ms: u64,
     /// Replicas to run.
@@ -277,6 +280,13 @@ fn worker_env(inputs: &WorkerInputs<'_>) -> Vec<EnvVar> {
         env.push(from_secret("SLUICE_BROKER_USER", secret, "user"));
         env.push(from_secret("SLUICE_BROKER_PASSWORD", secret, "password"));
     }
+    if let Some(secret) = inputs.ca_secret {
+        env.push(from_secret(
+            sluice_broker::tls::BROKER_CA_ENV,
+            secret,
+            crate::broker_cluster::CA_CERT_KEY,
+        ));
+    }
     env
 }
 
@@ -296,6 +306,7 @@ mod tests {
             group: "billing",
             broker_urls: "nats://main-client.shop.svc:4222",
             credentials_secret: Some("main-credentials"),
+            ca_secret: Some("main-tls"),
             ack_wait_ms: 45_000,
             replicas: 2,
             owner: OwnerReference {
@@ -390,6 +401,13 @@ mod tests {
             (user.name.as_str(), user.key.as_str()),
             ("main-credentials", "user")
         );
+        let ca = get("SLUICE_BROKER_CA")[0]
+            .value_from
+            .clone()
+            .unwrap()
+            .secret_key_ref
+            .unwrap();
+        assert_eq!((ca.name.as_str(), ca.key.as_str()), ("main-tls", "ca.crt"));
         let member = get("SLUICE_MEMBER_ID")[0]
             .value_from
             .clone()

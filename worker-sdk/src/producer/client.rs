@@ -123,8 +123,10 @@ impl Producer {
         })
     }
 
-    /// Connects using `SLUICE_BROKER_URL` (required), `SLUICE_BROKER_USER` and
-    /// `SLUICE_BROKER_PASSWORD`.
+    /// Connects using `SLUICE_BROKER_URL` (required), `SLUICE_BROKER_USER`,
+    /// `SLUICE_BROKER_PASSWORD` and the broker's CA, `SLUICE_BROKER_CA` (PEM) or
+    /// `SLUICE_BROKER_CA_FILE` (a path): with a CA the connection uses TLS and verifies the
+    /// server against it.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), sluice_worker::producer::ProducerError> {
@@ -135,7 +137,7 @@ impl Producer {
     ///
     /// # Errors
     /// [`ProducerErrorKind::InvalidConfig`] when `SLUICE_BROKER_URL` is not set or not a list of
-    /// nats:// URLs; [`ProducerErrorKind::Unavailable`] when the broker cannot be reached.
+    /// nats:// URLs, or the CA cannot be read; [`ProducerErrorKind::Unavailable`] when the broker cannot be reached.
     pub async fn connect_from_env(config: ProducerConfig) -> Result<Self, ProducerError> {
         let urls = std::env::var(BROKER_URL_ENV).map_err(|_| {
             ProducerError::new(
@@ -152,6 +154,17 @@ impl Producer {
             std::env::var(BROKER_PASSWORD_ENV).ok(),
             std::env::var(sluice_broker::client::INBOX_PREFIX_ENV).ok(),
         );
+        options.ca = sluice_broker::tls::TrustedCa::from_lookup(|k| std::env::var(k).ok())
+            .map_err(|e| {
+                ProducerError::new(
+                    ProducerErrorKind::InvalidConfig,
+                    format!(
+                        "bad broker CA in {} or {}: {e}",
+                        sluice_broker::tls::BROKER_CA_ENV,
+                        sluice_broker::tls::BROKER_CA_FILE_ENV
+                    ),
+                )
+            })?;
         let broker = Broker::connect(&options).await?;
         Self::new(broker, config)
     }

@@ -29,12 +29,17 @@ pub fn build(
     let config = valid.config().clone();
     let deployment = match valid.workers() {
         Some((template, owner)) => {
-            let secret = valid.refs().broker.credentials_secret();
+            let broker = &valid.refs().broker;
+            let secret = broker.credentials_secret();
+            let ca_secret = broker.tls_enabled().then(|| {
+                crate::broker_cluster::tls_secret_name(&kube::ResourceExt::name_any(broker))
+            });
             Some(worker_deployment(WorkerInputs {
                 namespace,
                 group: name,
                 broker_urls: broker_url,
                 credentials_secret: Some(&secret),
+                ca_secret: ca_secret.as_deref(),
                 ack_wait_ms: config.ack_wait_ms,
                 replicas,
                 owner: owner.clone(),

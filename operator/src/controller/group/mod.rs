@@ -190,7 +190,7 @@ pub async fn cleanup(ctx: &ReconcileContext, group: &ConsumerGroup) -> Result<()
     let broker_gone = live.is_none();
     let broker = match live {
         Some(broker_obj) => connect(ctx, &ns, &broker_obj).await?,
-        None => match ctx.pool.cached(&ns, &broker_name) {
+        None => match ctx.pool.cached(&ns, &broker_name).await {
             Some(open) => open,
             None => {
                 warn!(broker = %broker_name, "Broker is gone and the operator has no connection to it: the group's consumers stay on its servers' storage");
