@@ -92,6 +92,7 @@ async fn login(
     let sink = events.clone();
     let client = options(url, user, password)
         .to_nats_options()
+        .expect("nats options")
         .max_reconnects(Some(0))
         .event_callback(move |event| {
             let sink = sink.clone();

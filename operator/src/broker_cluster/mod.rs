@@ -49,8 +49,8 @@ mod quantity;
 mod scale;
 mod service;
 mod statefulset;
-pub mod users;
 mod tls;
+pub mod users;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

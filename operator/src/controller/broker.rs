@@ -195,7 +195,7 @@ pub async fn reconcile(
             }
             status.ready_replicas = Some(applied.ready_replicas);
             if applied.users_pending && applied.ready_replicas > 0 {
-                super::broker_users::reload(client, ctx, &cluster).await;
+                super::broker_users::reload(client, ctx, broker, &cluster).await;
             }
             if applied.ready_replicas > 0 {
                 let meta = read_meta_group(&cluster, applied.ready_replicas).await;
@@ -339,7 +339,7 @@ async fn apply(
         );
     }
     // users (before the servers: their pods mount the users Secret)
-    applied.users_pending = super::broker_users::apply_users(client, &cluster).await?;
+    applied.users_pending = super::broker_users::apply_users(client, ctx, broker, &cluster).await?;
     // apply
     kube_api::apply(client, &objects.config_map).await?;
     kube_api::apply(client, &objects.headless_service).await?;

@@ -257,7 +257,7 @@ struct SlotState {
 
 struct FailedConnect {
     at: Instant,
-    options: (String, Option<(String, String)>, Option<Vec<u8>>),
+    options: ConnectionOptions,
     message: String,
 }
 
@@ -266,15 +266,15 @@ const FAILED_CONNECT_HOLD: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 struct Cached {
-    options: (String, Option<(String, String)>, Option<Vec<u8>>),
+    options: ConnectionOptions,
     broker: sluice_broker::Broker,
 }
 
+/// What a Broker connection is made with: URL, credentials (user, password) and CA (PEM).
+type ConnectionOptions = (String, Option<(String, String)>, Option<Vec<u8>>);
+
 /// What a connection was made with; its `Debug` output never shows the password.
-fn debug_options(
-    f: &mut std::fmt::DebugStruct<'_, '_>,
-    (url, creds, ca): &(String, Option<(String, String)>, Option<Vec<u8>>),
-) {
+fn debug_options(f: &mut std::fmt::DebugStruct<'_, '_>, (url, creds, ca): &ConnectionOptions) {
     f.field("url", url)
         .field("user", &creds.as_ref().map(|c| &c.0))
         .field("password", &creds.as_ref().map(|_| "<redacted>"))

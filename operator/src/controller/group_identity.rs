@@ -1,8 +1,8 @@
 //! A ConsumerGroup's broker identity on a cluster: the Secret `<group>-broker-identity` (owned
 //! by the group, labelled for its Broker) is created once with a fresh password and its bcrypt
 //! hash, its permissions annotation follows the group's config and outputs, and the worker
-//! Deployment takes its credentials from it. The Broker controller lists these Secrets to
-//! render its users file and reloads the servers. Deleting the Secret rotates the password: it
+//! Deployment takes its credentials from it. The Broker controller reads these Secrets by
+//! name (for each ConsumerGroup on it) to render its users file and reloads the servers. Deleting the Secret rotates the password: it
 //! is created again with a new one and the workers roll (the pod template carries a hash).
 
 use std::collections::BTreeMap;
@@ -89,6 +89,7 @@ pub async fn ensure(
                 password_hash: password_hash.clone(),
                 permissions: &permissions,
                 url: None,
+                ca: None,
             };
             kube_api::create_if_absent(client, &identity_secret(&inputs)).await?;
             info!(secret = %secret_name, "created the group's broker identity");

@@ -25,8 +25,8 @@
 pub mod autoscaling;
 pub mod broker;
 pub mod broker_resource;
-pub mod broker_users;
 pub mod broker_tls;
+pub mod broker_users;
 pub mod conditions;
 pub mod context;
 pub mod dereference;

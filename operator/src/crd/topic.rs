@@ -65,6 +65,14 @@ pub struct TopicSpec {
     /// streams on the broker, `Delete` removes them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
+    /// Applications allowed to publish to this Topic (names, unique in the namespace). For
+    /// each name the operator makes the Secret `<name>-producer-identity` with
+    /// `SLUICE_BROKER_URL`, `SLUICE_BROKER_USER`, `SLUICE_BROKER_PASSWORD`, `SLUICE_BROKER_CA`
+    /// and `SLUICE_NAMESPACE` for `envFrom`: a login that may publish to the Topics and Queues
+    /// naming it and do nothing else. Delete the Secret to rotate its password.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub producers: Vec<String>,
 }
 
 /// Observed state of a Topic.

@@ -8,7 +8,9 @@
 //! | `SLUICE_BROKER_PASSWORD` | the password (generated once; delete the Secret to rotate) |
 //! | `SLUICE_BROKER_PASSWORD_HASH` | its bcrypt hash, the only form the servers see |
 //! | `SLUICE_BROKER_URL` | the broker's client URL (producer Secrets, for `envFrom`) |
-//! | label `sluice.dev/broker-identity: <broker>` | which Broker's users file lists it (the operator only lists Secrets with this label) |
+//! | `SLUICE_BROKER_CA` | the broker's CA certificates, PEM (producer Secrets, when the Broker serves TLS) |
+//! | `SLUICE_NAMESPACE` | the namespace of the Topics and Queues (producer Secrets) |
+//! | label `sluice.dev/broker-identity: <broker>` | which Broker's users file lists it (checked when the Broker reads the Secret by name) |
 //! | annotation `sluice.dev/permissions` | the allow lists, JSON (`sluice_broker::identity::Permissions`) |
 //!
 //! The keys are environment variable names, so an application can take the whole Secret with
@@ -39,6 +41,16 @@ pub const PASSWORD_KEY: &str = "SLUICE_BROKER_PASSWORD";
 pub const HASH_KEY: &str = "SLUICE_BROKER_PASSWORD_HASH";
 /// Secret key of the broker URL.
 pub const URL_KEY: &str = "SLUICE_BROKER_URL";
+/// Secret key of the broker's CA (PEM).
+pub const CA_KEY: &str = sluice_broker::tls::BROKER_CA_ENV;
+/// Secret key of the namespace producers publish in.
+pub const NAMESPACE_KEY: &str = "SLUICE_NAMESPACE";
+
+/// Name of a producer's identity Secret (`<producer>-producer-identity`), made for each name
+/// in the `producers` list of a Topic or Queue.
+pub fn producer_identity_secret_name(producer: &str) -> String {
+    format!("{producer}-producer-identity")
+}
 
 /// Name of a group's identity Secret.
 pub fn group_identity_secret_name(group: &str) -> String {
@@ -64,8 +76,11 @@ pub struct IdentityInputs<'a> {
     pub password_hash: String,
     /// What the identity may do.
     pub permissions: &'a Permissions,
-    /// The broker URL to include (producers), if any.
+    /// The broker URL to include (producers), if any; with it the Secret also carries
+    /// `SLUICE_NAMESPACE`, so an application can take it whole with `envFrom`.
     pub url: Option<&'a str>,
+    /// The broker's CA (PEM) to include (producers of a Broker serving TLS).
+    pub ca: Option<&'a str>,
 }
 
 impl std::fmt::Debug for IdentityInputs<'_> {
@@ -78,6 +93,8 @@ impl std::fmt::Debug for IdentityInputs<'_> {
             .field("password", &"<redacted>")
             .field("password_hash", &"<redacted>")
             .field("permissions", &self.permissions)
+            .field("url", &self.url)
+            .field("ca", &self.ca.is_some())
             .finish()
     }
 }
@@ -91,6 +108,10 @@ pub fn identity_secret(inputs: &IdentityInputs<'_>) -> Secret {
     ]);
     if let Some(url) = inputs.url {
         data.insert(URL_KEY.to_string(), bytes(url));
+        data.insert(NAMESPACE_KEY.to_string(), bytes(inputs.namespace));
+    }
+    if let Some(ca) = inputs.ca {
+        data.insert(CA_KEY.to_string(), bytes(ca));
     }
     Secret {
         metadata: ObjectMeta {
@@ -229,6 +250,7 @@ mod tests {
             password_hash: hash.clone(),
             permissions: &permissions,
             url: Some("nats://main-client.shop.svc:4222"),
+            ca: Some("-----BEGIN CERTIFICATE-----"),
         };
         assert!(!format!("{inputs:?}").contains("pAssword0123456789"));
         let secret = identity_secret(&inputs);
@@ -237,6 +259,8 @@ mod tests {
         let data = secret.data.clone().unwrap();
         assert_eq!(data[URL_KEY].0, b"nats://main-client.shop.svc:4222");
         assert_eq!(data[PASSWORD_KEY].0, b"pAssword0123456789");
+        assert_eq!(data[NAMESPACE_KEY].0, b"shop");
+        assert_eq!(data[CA_KEY].0, b"-----BEGIN CERTIFICATE-----");
         let user = client_user(&secret).unwrap();
         assert_eq!(user.user, "p__shop__order-api");
         assert_eq!(user.password_hash, hash);
