@@ -287,6 +287,10 @@ pub struct GroupOutputs {
     /// Queue names the handlers publish to.
     #[serde(default)]
     pub queues: Vec<String>,
+    /// Application KV buckets the handlers create, read and write (through
+    /// `ctx.jetstream()`), by bucket name. Sluice's own buckets (`SLUICE*`) are refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buckets: Vec<String>,
 }
 
 /// Default [`GroupConfig::low_priority_share`]: one message in ten.

@@ -16,6 +16,7 @@
 //! | publish its declared outputs | `sluice.t.<ns>.<topic>.*`, `sluice.q.<ns>.<queue>` and `.>`, plus the stream lookups the producer makes (`STREAM.INFO` of partitions `0..=n`, of the queue stream) |
 //! | read its group config | `STREAM.INFO` and a KV watch of `SLUICE_GROUP_CONFIG`, direct get of its own key |
 //! | membership and leases (topic groups) | `$KV.SLUICE_MEMBERS.<ns>.<group>.*`, `$KV.SLUICE_LEASES.<ns>.<group>.*`, direct get of its own lease keys, KV watches of both buckets |
+//! | its declared application buckets (`outputs.buckets`) | `$JS.API.STREAM.CREATE.KV_<b>`, `STREAM.INFO`, `STREAM.MSG.GET`, `DIRECT.GET` of `KV_<b>`, `$KV.<b>.>` |
 //! | idempotency store (exactlyOnce) | `$KV.SLUICE_IDEM__<ns>__<group>.>` and reads of that bucket |
 //! | subscribe: replies and deliveries | `_INBOX_<user>.>` (the SDK uses [`names::inbox_prefix`]) |
 //! | subscribe: max-deliveries advisories of its consumers | `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<its durable>` |
@@ -158,6 +159,15 @@ pub fn group_permissions(
     for queue in &cfg.outputs.queues {
         p.produce_queue(&group.sibling(queue.clone())?);
     }
+    for bucket in &cfg.outputs.buckets {
+        validate_app_bucket(bucket)?;
+        p.publish(format!("$JS.API.STREAM.CREATE.KV_{bucket}"));
+        p.publish(format!("$JS.API.STREAM.INFO.KV_{bucket}"));
+        p.publish(format!("$JS.API.STREAM.MSG.GET.KV_{bucket}"));
+        p.publish(format!("$JS.API.DIRECT.GET.KV_{bucket}"));
+        p.publish(format!("$JS.API.DIRECT.GET.KV_{bucket}.>"));
+        p.publish(format!("$KV.{bucket}.>"));
+    }
     p.read_shared_bucket(names::GROUP_CONFIG_BUCKET, &names::group_config_key(&group));
     if cfg.source.kind == SourceKind::Topic {
         let own = format!("{}*", names::members_prefix(&group));
@@ -174,6 +184,36 @@ pub fn group_permissions(
         p.publish(format!("$KV.{bucket}.>"));
     }
     Ok(p)
+}
+
+/// Checks the name of an application bucket a group declares (`outputs.buckets`): a valid
+/// bucket name (`[A-Za-z0-9_-]`) that is not one of Sluice's own (`SLUICE*`, any case).
+///
+/// ```
+/// assert!(sluice_broker::identity::validate_app_bucket("ORDERS_AUDIT").is_ok());
+/// assert!(sluice_broker::identity::validate_app_bucket("SLUICE_LEASES").is_err());
+/// assert!(sluice_broker::identity::validate_app_bucket("a.b").is_err());
+/// ```
+///
+/// # Errors
+/// [`crate::ErrorKind::InvalidSpec`] saying which rule the name breaks.
+pub fn validate_app_bucket(bucket: &str) -> Result<()> {
+    use crate::error::{Error, ErrorKind};
+    if !names::is_valid_nats_name(bucket) {
+        return Err(Error::new(
+            ErrorKind::InvalidSpec,
+            format!("{bucket:?} is not a bucket name: use letters, digits, '_' and '-'"),
+        ));
+    }
+    if bucket.to_ascii_uppercase().starts_with("SLUICE") {
+        return Err(Error::new(
+            ErrorKind::InvalidSpec,
+            format!(
+                "bucket {bucket:?}: names starting with SLUICE belong to Sluice's own state (membership, leases, configs, idempotency); choose another name"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The permissions of a producer that may publish to `topics` (name -> partition count) and
@@ -309,6 +349,7 @@ mod tests {
         cfg.outputs = GroupOutputs {
             topics: vec!["invoices".into()],
             queues: vec!["emails".into()],
+            buckets: vec![],
         };
         cfg
     }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull};
+use async_nats::jetstream::{self, consumer::pull, kv};
 use sluice_broker::config::{Delivery, DlqSettings, GroupOutputs, QueueSettings, TopicSettings};
 use sluice_broker::embedded::{NatsServer, ServerOptions};
 use sluice_broker::identity::{
@@ -165,6 +165,7 @@ async fn provision(admin: &Broker) -> Setup {
     billing.outputs = GroupOutputs {
         topics: vec![],
         queues: vec!["emails".into()],
+        buckets: vec!["BILLING_RESULTS".into()],
     };
     let mut other = topic_group("other", "other", 1);
     other.dead_letter = Some("other-dlq".into());
@@ -300,6 +301,28 @@ async fn scoped_identities_do_their_work_and_nothing_else() {
             .is_some(),
         "billing's heartbeat is in the members bucket"
     );
+
+    // Its declared application bucket (outputs.buckets): created, written and read on its
+    // own login, as the examples' workers record their effects.
+    let (own_client, _) = login(&url, "g__default__billing", billing_pw).await;
+    let own_js = jetstream::new(own_client);
+    let results = own_js
+        .create_key_value(kv::Config {
+            bucket: "BILLING_RESULTS".into(),
+            history: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    results.create("order-1", "done".into()).await.unwrap();
+    let stored = own_js
+        .get_key_value("BILLING_RESULTS")
+        .await
+        .unwrap()
+        .get("order-1")
+        .await
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some(b"done".as_ref()));
 
     // All of that without a single refused subject.
     let log = server.log();
@@ -457,6 +480,17 @@ async fn scoped_identities_do_their_work_and_nothing_else() {
             .await
             .is_err()
     );
+
+    // Create (or write) an application bucket it did not declare.
+    assert!(
+        js.create_key_value(kv::Config {
+            bucket: "OTHER_RESULTS".into(),
+            ..Default::default()
+        })
+        .await
+        .is_err()
+    );
+    violation(&events, "$JS.API.STREAM.CREATE.KV_OTHER_RESULTS").await;
 
     // Read other clients' replies and deliveries.
     let _inbox_sub = attacker.subscribe("_INBOX.>").await.unwrap();

@@ -112,6 +112,11 @@ pub struct GroupOutputsSpec {
     /// Queue names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queues: Vec<String>,
+    /// Application KV buckets (broker-wide names, e.g. a results store) the handlers create,
+    /// read and write through `ctx.jetstream()`. Names starting with `SLUICE` are Sluice's own
+    /// and refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buckets: Vec<String>,
 }
 
 /// The topic or queue a group reads.

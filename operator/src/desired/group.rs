@@ -121,9 +121,21 @@ pub fn group_config(
                 ));
             }
         }
+        if let Some(Err(e)) = outputs
+            .buckets
+            .iter()
+            .map(|b| sluice_broker::identity::validate_app_bucket(b))
+            .find(Result::is_err)
+        {
+            return Err(InvalidField::new(
+                "outputs.buckets",
+                e.message().to_string(),
+            ));
+        }
         cfg.outputs = sluice_broker::config::GroupOutputs {
             topics: outputs.topics.clone(),
             queues: outputs.queues.clone(),
+            buckets: outputs.buckets.clone(),
         };
     }
     cfg.ack_wait_ms = ack_wait_ms(spec, source)?;
@@ -309,6 +321,22 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.field, "outputs.queues");
+        let cfg = group_config(
+            "ns",
+            "billing",
+            &spec("source: {topic: orders}\noutputs: {buckets: [BILLING_RESULTS]}\n"),
+            &topic(),
+        )
+        .unwrap();
+        assert_eq!(cfg.outputs.buckets, ["BILLING_RESULTS"]);
+        let err = group_config(
+            "ns",
+            "billing",
+            &spec("source: {topic: orders}\noutputs: {buckets: [SLUICE_LEASES]}\n"),
+            &topic(),
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "outputs.buckets");
     }
 
     #[test]
