@@ -267,6 +267,10 @@ async fn broker_reconcile_applies_children_and_creates_the_secret_only_once() {
     assert_eq!(
         applied,
         [
+            // TLS (generated CA and server certificate), the users file, then the servers.
+            core_path("secrets", "main-ca"),
+            core_path("secrets", "main-tls"),
+            core_path("secrets", "main-users"),
             core_path("configmaps", "main-config"),
             core_path("services", "main-headless"),
             core_path("services", "main-client"),
@@ -282,6 +286,9 @@ async fn broker_reconcile_applies_children_and_creates_the_secret_only_once() {
         apps_path("statefulsets", "main"),
         format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/main"),
         core_path("secrets", "main-credentials"),
+        core_path("secrets", "main-ca"),
+        core_path("secrets", "main-tls"),
+        core_path("secrets", "main-users"),
     ] {
         owned_by_broker(
             &fake
@@ -1101,4 +1108,158 @@ async fn the_worker_deployment_follows_spec_edits_and_never_takes_over_a_users_o
         posted_events(&fake)
     );
     assert!(fake.get(&path).unwrap()["status"]["replicas"].is_null());
+}
+
+fn secret_value(secret: &Value, key: &str) -> String {
+    let encoded: k8s_openapi::ByteString =
+        serde_json::from_value(secret["data"][key].clone()).unwrap();
+    String::from_utf8(encoded.0).unwrap()
+}
+
+#[tokio::test]
+async fn group_and_producer_identities_are_made_listed_and_rotated() {
+    let server = NatsServer::start(ServerOptions::default()).await.unwrap();
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client, &server.url());
+    provisioned_topic(
+        &fake,
+        &ctx,
+        json!({"broker": "main", "partitions": 2, "producers": ["order-api"]}),
+    )
+    .await;
+    let group_path = sluice_path("consumergroups", "billing");
+    fake.put(
+        &group_path,
+        object(
+            "ConsumerGroup",
+            "billing",
+            "uid-group",
+            json!({
+                "source": {"topic": "orders"},
+                "outputs": {"topics": ["orders"]},
+                "template": {"spec": {"containers": [{"name": "worker", "image": "example/worker:1"}]}},
+            }),
+        ),
+    );
+    runtime::reconcile(
+        Arc::new(read::<ConsumerGroup>(&fake, &group_path)),
+        ctx.clone(),
+    )
+    .await
+    .unwrap();
+    runtime::reconcile(
+        Arc::new(read::<ConsumerGroup>(&fake, &group_path)),
+        ctx.clone(),
+    )
+    .await
+    .unwrap();
+
+    // The group's Secret: owned by the group, its login injected into the workers.
+    let identity_path = core_path("secrets", "billing-broker-identity");
+    let identity = fake
+        .get(&identity_path)
+        .expect("the group's identity Secret");
+    assert_eq!(
+        identity["metadata"]["ownerReferences"][0]["uid"],
+        "uid-group"
+    );
+    assert_eq!(
+        secret_value(&identity, "SLUICE_BROKER_USER"),
+        "g__shop__billing"
+    );
+    let first_password = secret_value(&identity, "SLUICE_BROKER_PASSWORD");
+    let permissions = identity["metadata"]["annotations"]["sluice.dev/permissions"]
+        .as_str()
+        .unwrap();
+    assert!(
+        permissions.contains("sluice.t.shop.orders.*"),
+        "{permissions}"
+    );
+    let deployment_path = apps_path("deployments", "billing-workers");
+    let deployment = fake.get(&deployment_path).unwrap();
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let password_env = env
+        .iter()
+        .find(|e| e["name"] == "SLUICE_BROKER_PASSWORD")
+        .unwrap();
+    assert_eq!(
+        password_env["valueFrom"]["secretKeyRef"]["name"],
+        "billing-broker-identity"
+    );
+    let first_hash =
+        deployment["spec"]["template"]["metadata"]["annotations"]["sluice.dev/identity-hash"]
+            .clone();
+    assert!(first_hash.is_string());
+
+    // The Broker lists the group (read by name) and the producer its Topic names.
+    let broker_path = sluice_path("brokers", "main");
+    runtime::reconcile(Arc::new(read::<Broker>(&fake, &broker_path)), ctx.clone())
+        .await
+        .unwrap();
+    let producer = fake
+        .get(&core_path("secrets", "order-api-producer-identity"))
+        .expect("the producer's identity Secret");
+    assert_eq!(
+        producer["metadata"]["ownerReferences"][0]["uid"],
+        "uid-broker"
+    );
+    assert_eq!(
+        secret_value(&producer, "SLUICE_BROKER_USER"),
+        "p__shop__order-api"
+    );
+    assert_eq!(secret_value(&producer, "SLUICE_NAMESPACE"), NS);
+    assert!(secret_value(&producer, "SLUICE_BROKER_URL").starts_with("nats://main-client.shop"));
+    let users = secret_value(
+        &fake.get(&core_path("secrets", "main-users")).unwrap(),
+        "users.conf",
+    );
+    let group_hash = secret_value(&identity, "SLUICE_BROKER_PASSWORD_HASH");
+    assert!(
+        users.contains("g__shop__billing") && users.contains(&group_hash),
+        "{users}"
+    );
+    assert!(users.contains("p__shop__order-api"), "{users}");
+    assert!(
+        !users.contains(&first_password),
+        "no plain password in the users file"
+    );
+    assert!(
+        !fake
+            .requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.path.ends_with("/secrets")),
+        "Secrets are read by name, never listed"
+    );
+
+    // Rotation: the Secret is deleted; a new password, the workers roll, the users file follows.
+    fake.remove(&identity_path);
+    runtime::reconcile(
+        Arc::new(read::<ConsumerGroup>(&fake, &group_path)),
+        ctx.clone(),
+    )
+    .await
+    .unwrap();
+    let rotated = fake.get(&identity_path).expect("a new identity Secret");
+    assert_ne!(
+        secret_value(&rotated, "SLUICE_BROKER_PASSWORD"),
+        first_password
+    );
+    let rolled = fake.get(&deployment_path).unwrap();
+    assert_ne!(
+        rolled["spec"]["template"]["metadata"]["annotations"]["sluice.dev/identity-hash"],
+        first_hash,
+        "the workers roll onto the new password"
+    );
+    runtime::reconcile(Arc::new(read::<Broker>(&fake, &broker_path)), ctx.clone())
+        .await
+        .unwrap();
+    let users = secret_value(
+        &fake.get(&core_path("secrets", "main-users")).unwrap(),
+        "users.conf",
+    );
+    assert!(users.contains(&secret_value(&rotated, "SLUICE_BROKER_PASSWORD_HASH")));
+    assert!(!users.contains(&group_hash), "the old password is gone");
 }

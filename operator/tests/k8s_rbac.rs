@@ -300,6 +300,41 @@ async fn k8s_chart_rbac_suffices_for_the_operator() {
         })
         .await;
     }
+    // Identities under the chart's RBAC (Secrets read by name only): every group's Secret,
+    // the producer Secret of the example's Job, and all of them in the Broker's users file.
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns.name);
+    let users_listed =
+        "the users file of main lists the producer order-api and the group analytics";
+    let producer_user = format!("p__{}__order-api", ns.name);
+    let group_user = format!("g__{}__analytics", ns.name);
+    wait_until(Duration::from_secs(120), users_listed, || {
+        let (secrets, producer_user, group_user) =
+            (secrets.clone(), producer_user.clone(), group_user.clone());
+        async move {
+            for name in [
+                "order-api-producer-identity",
+                "analytics-broker-identity",
+                "notifications-broker-identity",
+                "audit-broker-identity",
+            ] {
+                if secrets.get_opt(name).await.ok().flatten().is_none() {
+                    return false;
+                }
+            }
+            let Ok(Some(users)) = secrets.get_opt("main-users").await else {
+                return false;
+            };
+            let text = users
+                .data
+                .and_then(|d| {
+                    d.get("users.conf")
+                        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+                })
+                .unwrap_or_default();
+            text.contains(&producer_user) && text.contains(&group_user)
+        }
+    })
+    .await;
     let _ = stop_tx.send(());
     let _ = controllers.await;
 }
