@@ -30,6 +30,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod backoff;
+pub mod catalog;
 pub mod client;
 pub mod config;
 pub mod dlq;
@@ -45,6 +46,7 @@ pub mod provision;
 pub mod schedule;
 
 pub use backoff::Backoff;
+pub use catalog::StreamCatalog;
 pub use client::{Broker, ConnectOptions};
 pub use config::GroupConfig;
 pub use error::{Error, ErrorKind, Result};
