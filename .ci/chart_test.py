@@ -233,6 +233,8 @@ def _() -> None:
     assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"], c["resources"]
     assert c["image"].endswith(":0.1.0"), f"image tag should default to appVersion: {c['image']}"
     assert dep["spec"]["template"]["spec"]["serviceAccountName"] == of_kind(render({}), "ServiceAccount")[0]["metadata"]["name"]
+    # The operator's shutdown waits up to 20 s (--shutdown-grace default) for reconciles.
+    assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 30, dep["spec"]["template"]["spec"]
 
 
 @check("deployment: watchNamespaces become repeated --namespace flags, OTLP endpoint is passed")

@@ -248,7 +248,8 @@ pub struct GroupConfig {
     /// Retry policy.
     pub retry: RetryPolicy,
     /// Dead-letter queue name (same namespace). Without one, a message that used up its
-    /// attempts is left on the consumer (JetStream stops delivering it) and counted as stuck.
+    /// attempts is terminated: gone from a queue; on a topic it stays in the partition
+    /// stream, but the group moves past it.
     pub dead_letter: Option<String>,
     /// Ack wait / visibility timeout, in milliseconds.
     pub ack_wait_ms: u64,

@@ -31,6 +31,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod backoff;
+pub mod catalog;
 pub mod client;
 pub mod config;
 pub mod dlq;
@@ -48,6 +49,7 @@ pub mod schedule;
 pub mod tls;
 
 pub use backoff::Backoff;
+pub use catalog::StreamCatalog;
 pub use client::{Broker, ConnectOptions};
 pub use config::GroupConfig;
 pub use error::{Error, ErrorKind, Result};

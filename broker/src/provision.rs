@@ -228,7 +228,7 @@ pub fn dlq_stream_config(dlq: &ResourceRef, settings: &DlqSettings) -> Result<st
 }
 
 /// The fields Sluice manages, for drift detection (server-filled defaults are ignored).
-fn drift(current: &stream::Config, desired: &stream::Config) -> Vec<&'static str> {
+pub(crate) fn drift(current: &stream::Config, desired: &stream::Config) -> Vec<&'static str> {
     let mut fields = Vec::new();
     if current.subjects != desired.subjects {
         fields.push("subjects");

@@ -593,3 +593,84 @@ async fn queues_with_delay_and_priorities_get_level_subjects_consumers_and_sched
     assert_eq!(levels.len(), 3);
     assert!(levels.iter().all(|l| l.due == 0 && l.scheduled == 0));
 }
+
+#[tokio::test]
+async fn stream_catalog_answers_for_topics_exactly_as_desired_only() {
+    let Harness {
+        server: _server,
+        broker,
+    } = Harness::start().await;
+    let orders = ResourceRef::new("shop", "orders").unwrap();
+    let payments = ResourceRef::new("shop", "payments").unwrap();
+    broker
+        .ensure_topic(&orders, &topic_settings(3))
+        .await
+        .unwrap();
+    broker
+        .ensure_topic(&payments, &topic_settings(2))
+        .await
+        .unwrap();
+    broker
+        .jetstream()
+        .publish(names::topic_subject(&orders, 1), "one".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // A stream of 300 more so the listing spans two pages (256 a page).
+    for i in 0..300 {
+        broker
+            .jetstream()
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: format!("filler-{i}"),
+                subjects: vec![format!("filler.{i}")],
+                storage: async_nats::jetstream::stream::StorageType::Memory,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+
+    let catalog = broker.stream_catalog().await.unwrap();
+    assert_eq!(catalog.len(), 305, "every stream of every page is listed");
+    let parts = catalog
+        .topic_in_place(&orders, &topic_settings(3))
+        .expect("the topic's streams are as desired");
+    assert_eq!(parts.len(), 3);
+    assert_eq!(
+        parts.iter().map(|p| p.messages).collect::<Vec<_>>(),
+        [0, 1, 0],
+        "state comes from the listing"
+    );
+    assert_eq!(parts[1].last_offset, 1);
+
+    let longer = TopicSettings {
+        retention: Retention {
+            max_age_ms: Some(3_600_000),
+            ..Default::default()
+        },
+        ..topic_settings(3)
+    };
+    assert!(
+        catalog.topic_in_place(&orders, &longer).is_none(),
+        "a changed retention needs provisioning"
+    );
+    assert!(
+        catalog
+            .topic_in_place(&orders, &topic_settings(4))
+            .is_none(),
+        "a missing partition needs provisioning"
+    );
+    assert!(
+        catalog
+            .topic_in_place(&orders, &topic_settings(2))
+            .is_none(),
+        "a shrink is for provisioning to refuse"
+    );
+    let unknown = ResourceRef::new("shop", "unknown").unwrap();
+    assert!(
+        catalog
+            .topic_in_place(&unknown, &topic_settings(1))
+            .is_none()
+    );
+}

@@ -221,6 +221,8 @@ async fn queue_group_and_dlq_pipeline() {
         "{:?}",
         out.status.conditions
     );
+    // The REPLICAS column shows the copies in effect, also when spec.replicas is unset.
+    assert_eq!(out.status.replicas, Some(1));
     let emails = ResourceRef::new(NS, "emails").unwrap();
     assert!(stream_exists(&f.nats, &names::queue_stream(&emails)).await);
 

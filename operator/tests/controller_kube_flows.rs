@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use sluice_broker::embedded::{Cluster, NatsServer, ServerOptions};
@@ -12,7 +13,7 @@ use sluice_broker::{Broker as Nats, ConnectOptions, ResourceRef, names};
 use sluice_operator::controller::metrics::Metrics;
 use sluice_operator::controller::runtime::{self, ControllerContext, Settings};
 use sluice_operator::crd::{Broker, ConsumerGroup, DeadLetterQueue, Topic};
-use sluice_testkit::FakeApi;
+use sluice_testkit::{FakeApi, wait_until};
 
 const NS: &str = "shop";
 const MANAGER: &str = "sluice-operator";
@@ -60,8 +61,17 @@ fn condition(obj: &Value, type_: &str) -> (String, String) {
 }
 
 fn context(client: kube::Client, broker_url: &str) -> Arc<ControllerContext> {
+    context_with(client, broker_url, Settings::default().resync)
+}
+
+fn context_with(
+    client: kube::Client,
+    broker_url: &str,
+    resync: Duration,
+) -> Arc<ControllerContext> {
     let settings = Settings {
         broker_urls: BTreeMap::from([("main".to_string(), broker_url.to_string())]),
+        resync,
         ..Settings::default()
     };
     Arc::new(ControllerContext::new(
@@ -702,7 +712,8 @@ async fn reconcile_all(fake: &FakeApi, ctx: &Arc<ControllerContext>) {
 async fn idle_objects_cause_no_writes() {
     let server = NatsServer::start(ServerOptions::default()).await.unwrap();
     let (client, fake) = FakeApi::start();
-    let ctx = context(client, &server.url());
+    // A short resync, so the Broker's stream listing is renewed within the test.
+    let ctx = context_with(client, &server.url(), Duration::from_secs(4));
     fake.put(
         &sluice_path("brokers", "main"),
         object("Broker", "main", "uid-broker", json!({"replicas": 1})),
@@ -800,6 +811,8 @@ async fn idle_objects_cause_no_writes() {
     assert_eq!(before, after);
 
     // A real change is still written: a message makes the lag (and the Topic's counts) move.
+    // The group reads its lag at once; the Topic's counts come from the Broker's stream
+    // listing, which is renewed every half resync period.
     let nats = nats(&server.url()).await;
     let orders = ResourceRef::new(NS, "orders").unwrap();
     nats.jetstream()
@@ -809,23 +822,31 @@ async fn idle_objects_cause_no_writes() {
         .await
         .unwrap();
     reconcile_all(&fake, &ctx).await;
-    let status_writes: Vec<String> = fake
-        .writes()
-        .into_iter()
-        .filter(|r| r.path.ends_with("/status"))
-        .map(|r| r.path)
-        .collect();
+    let status_writes = |fake: &FakeApi| -> Vec<String> {
+        fake.writes()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/status"))
+            .map(|r| r.path)
+            .collect()
+    };
     assert!(
-        status_writes.contains(&format!("{}/status", sluice_path("topics", "orders"))),
-        "{status_writes:?}"
-    );
-    assert!(
-        status_writes.contains(&format!(
+        status_writes(&fake).contains(&format!(
             "{}/status",
             sluice_path("consumergroups", "billing")
         )),
-        "{status_writes:?}"
+        "{:?}",
+        status_writes(&fake)
     );
+    let topic_status = format!("{}/status", sluice_path("topics", "orders"));
+    wait_until(
+        Duration::from_secs(60),
+        "the Topic's new count written once the listing is renewed",
+        async || {
+            reconcile_all(&fake, &ctx).await;
+            status_writes(&fake).contains(&topic_status)
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

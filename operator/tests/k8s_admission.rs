@@ -269,4 +269,25 @@ async fn k8s_admission_rejects_what_the_operator_would_reject() {
         err.contains("spec.replicas") && err.contains("standalone"),
         "{err}"
     );
+    // A cluster may grow, never shrink.
+    create(
+        c,
+        ns,
+        "Broker",
+        "brokers",
+        "cluster",
+        json!({"replicas": 3}),
+    )
+    .await
+    .unwrap();
+    patch("Broker", "brokers", "cluster", json!({"replicas": 5}))
+        .await
+        .unwrap();
+    let err = patch("Broker", "brokers", "cluster", json!({"replicas": 3}))
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("spec.replicas") && err.contains("cannot decrease"),
+        "{err}"
+    );
 }

@@ -143,6 +143,37 @@ impl std::fmt::Debug for ClusterBroker {
     }
 }
 
+/// Annotation the CLI sets on a DeadLetterQueue after replaying from it, so the operator
+/// reconciles it at once and its depth in status is current (not up to a resync period old).
+pub const REPLAYED_AT_ANNOTATION: &str = "sluice.dev/replayed-at";
+
+/// Marks `namespace/dlq` as replayed just now ([`REPLAYED_AT_ANNOTATION`]). Best effort: a
+/// user allowed to read the Broker's Secret but not to patch the DeadLetterQueue is told the
+/// status catches up at the next resync.
+#[instrument(skip_all, fields(namespace, dlq))]
+pub async fn refresh_dlq_status(namespace: &str, dlq: &str) {
+    let patched = async {
+        let client = Client::try_default().await?;
+        let api: Api<crate::crd::DeadLetterQueue> = Api::namespaced(client, namespace);
+        let now = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let patch = serde_json::json!({"metadata": {"annotations": {REPLAYED_AT_ANNOTATION: now}}});
+        api.patch(
+            dlq,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .map(drop)
+    };
+    if let Err(e) = patched.await {
+        eprintln!(
+            "note: could not mark DeadLetterQueue {namespace}/{dlq} as replayed ({e}); its depth in status updates at the operator's next resync"
+        );
+    }
+}
+
 /// Finds the Broker (`requested`, or the only one in `namespace`), forwards a local port to a
 /// Ready pod of it and reads its credentials.
 #[instrument(skip_all, fields(namespace, broker = requested))]

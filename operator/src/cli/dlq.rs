@@ -130,17 +130,22 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
             rate,
             keep,
             ..
-        } => replay(
-            &connected.broker,
-            &ns,
-            &dlq,
-            &filter,
-            to.as_deref(),
-            rate,
-            keep,
-        )
-        .await
-        .map(|n| println!("replayed {n} message(s)")),
+        } => {
+            let replayed = replay(
+                &connected.broker,
+                &ns,
+                &dlq,
+                &filter,
+                to.as_deref(),
+                rate,
+                keep,
+            )
+            .await;
+            if connected.forward.is_some() && !keep && replayed.as_ref().is_ok_and(|n| *n > 0) {
+                super::cluster::refresh_dlq_status(&ns, &dlq).await;
+            }
+            replayed.map(|n| println!("replayed {n} message(s)"))
+        }
     };
     connected.close().await;
     result

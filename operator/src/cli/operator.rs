@@ -65,6 +65,10 @@ pub struct OperatorArgs {
     /// watched); this is the safety net.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     pub missing_retry: std::time::Duration,
+    /// How long a shutdown (SIGTERM) waits for in-flight reconciles; keep it below the pod's
+    /// terminationGracePeriodSeconds (30 s in the chart).
+    #[arg(long, env = "SLUICE_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: std::time::Duration,
     /// DNS domain of the cluster: broker servers find each other at
     /// `<pod>.<broker>-headless.<namespace>.svc.<domain>`.
     #[arg(long, env = "SLUICE_CLUSTER_DOMAIN", default_value = "cluster.local")]
@@ -154,6 +158,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         missing_retry: args.missing_retry,
         cluster_domain: args.cluster_domain.clone(),
         broker_network_policy: operator_peer(&args)?,
+        shutdown_grace: args.shutdown_grace,
     };
     let metrics = Arc::new(Metrics::with_stale_after(stale_after(args.resync)));
     let health = Arc::new(Health::default());

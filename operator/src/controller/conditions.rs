@@ -210,6 +210,7 @@ fn failure_reason(reason: &str) -> Option<&'static str> {
         "BrokerUnavailable",
         "BrokerError",
         "NotSupported",
+        "NameConflict",
         "ScaleDownRefused",
         "KubernetesError",
         "KubernetesTimeout",
@@ -311,6 +312,33 @@ mod event_tests {
         };
         failed(&mut c, &failure, Some(1));
         c
+    }
+
+    #[test]
+    fn every_kind_of_failure_raises_an_event() {
+        let failures = [
+            Failure::InvalidSpec(crate::crd::common::InvalidField::new("x", "bad")),
+            Failure::NotSupported {
+                message: "no".into(),
+                source: None,
+            },
+            Failure::unavailable("down", None),
+            Failure::Broker {
+                message: "refused".into(),
+                source: None,
+            },
+            Failure::NameConflict("taken".into()),
+            Failure::Timeout("slow".into()),
+        ];
+        for failure in failures {
+            let mut c = Vec::new();
+            failed(&mut c, &failure, Some(1));
+            assert_eq!(
+                failure_event(&[], &c).map(|e| e.reason),
+                Some(failure.reason()),
+                "{failure:?}"
+            );
+        }
     }
 
     #[test]

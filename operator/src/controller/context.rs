@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use serde::de::DeserializeOwned;
-use sluice_broker::ConnectOptions;
-use tracing::info;
+use sluice_broker::{ConnectOptions, StreamCatalog};
+use tracing::{debug, info, instrument, warn};
 
 use super::Failure;
 use super::watch::{Watched, WatchedObjects};
@@ -244,6 +244,9 @@ struct Slot {
     connection: tokio::sync::Mutex<SlotState>,
     /// When the Broker was first seen missing by [`BrokerPool::prune`].
     absent_since: Mutex<Option<Instant>>,
+    /// The last listing of the Broker's streams; the async lock is held while listing, so
+    /// concurrent resyncs share one listing.
+    catalog: tokio::sync::Mutex<Option<Arc<StreamCatalog>>>,
 }
 
 /// A Broker's connection, or why the last attempt failed.
@@ -396,6 +399,38 @@ impl BrokerPool {
         match self.overrides.get(&name) {
             Some(url) => url.trim_start().starts_with("tls://"),
             None => broker.tls_enabled(),
+        }
+    }
+
+    /// A listing of every stream of Broker `namespace/name` (through `connection`) no older
+    /// than `max_age`: the last one when it is young enough, else a new one that concurrent
+    /// callers share. `None` when listing fails (the caller then asks per stream).
+    #[instrument(skip(self, connection))]
+    pub async fn stream_catalog(
+        &self,
+        namespace: &str,
+        name: &str,
+        connection: &sluice_broker::Broker,
+        max_age: Duration,
+    ) -> Option<Arc<StreamCatalog>> {
+        let slot = self.slot(namespace, name)?;
+        let mut catalog = slot.catalog.lock().await;
+        if let Some(c) = catalog.as_ref()
+            && c.read_at().elapsed() < max_age
+        {
+            return Some(c.clone());
+        }
+        match connection.stream_catalog().await {
+            Ok(listed) => {
+                debug!(streams = listed.len(), "listed the broker's streams");
+                let listed = Arc::new(listed);
+                *catalog = Some(listed.clone());
+                Some(listed)
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot list the broker's streams; checking each stream instead");
+                None
+            }
         }
     }
 

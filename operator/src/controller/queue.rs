@@ -25,6 +25,8 @@ const SOURCING_RESYNC: Duration = Duration::from_secs(5);
 /// What the broker says about a provisioned queue.
 struct QueueState {
     messages: u64,
+    /// Copies of the queue stream in effect.
+    replicas: u32,
     sources: Vec<SourcePartitionStatus>,
     stalls: Vec<Stall>,
 }
@@ -43,6 +45,7 @@ pub async fn reconcile(
     match apply(ctx, queue).await {
         Ok(state) => {
             status.messages = Some(state.messages);
+            status.replicas = Some(state.replicas);
             status.sources = state.sources.iter().map(source_status).collect();
             conditions::ready(
                 &mut status.conditions,
@@ -239,6 +242,7 @@ async fn observe(
     let stalls = ctx.relays.stalls(broker, rr, &sources, DEFAULT_STALL_AFTER);
     Ok(QueueState {
         messages,
+        replicas: desired.settings.replicas,
         sources,
         stalls,
     })

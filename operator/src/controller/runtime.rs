@@ -75,6 +75,9 @@ pub struct Settings {
     /// Where the operator runs, for the NetworkPolicy of each Broker; `None`: no
     /// NetworkPolicy is built (see [`crate::broker_cluster::network_policy`]).
     pub broker_network_policy: Option<crate::broker_cluster::OperatorPeer>,
+    /// How long a shutdown waits for in-flight reconciles before it abandons them (they run
+    /// again after the restart); keep it below the pod's termination grace period.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Settings {
@@ -86,6 +89,7 @@ impl Default for Settings {
             missing_retry: MISSING_RETRY,
             cluster_domain: crate::broker_cluster::DEFAULT_CLUSTER_DOMAIN.to_string(),
             broker_network_policy: None,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }
@@ -841,18 +845,67 @@ pub async fn run(
     )));
     info!(namespaces = ?settings.namespaces, "controllers running");
     shutdown.await;
-    info!("stopping controllers: finishing in-flight reconciles");
+    info!(grace = ?settings.shutdown_grace, "stopping controllers: finishing in-flight reconciles");
     let _ = tx.send(true);
-    for t in tasks {
-        if let Err(e) = t.await {
-            warn!(error = %e, "controller task failed");
+    if !join_within(tasks, settings.shutdown_grace).await {
+        warn!(
+            grace = ?settings.shutdown_grace,
+            "in-flight reconciles did not finish within the shutdown grace; abandoned (they run again after the restart)"
+        );
+    }
+}
+
+/// The default of [`Settings::shutdown_grace`]: 20 s, inside Kubernetes' default 30 s
+/// termination grace period (the chart sets it) with room for the process to exit.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Waits for `tasks` for at most `grace`, then aborts what still runs. `true` when all
+/// finished in time.
+async fn join_within(tasks: Vec<tokio::task::JoinHandle<()>>, grace: Duration) -> bool {
+    let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+    let joined = tokio::time::timeout(grace, async {
+        for t in tasks {
+            if let Err(e) = t.await {
+                warn!(error = %e, "controller task failed");
+            }
+        }
+    })
+    .await;
+    if joined.is_err() {
+        for a in aborts {
+            a.abort();
         }
     }
+    joined.is_ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_abandons_reconciles_that_outlast_the_grace() {
+        let (finished_tx, finished_rx) = tokio::sync::oneshot::channel::<()>();
+        let quick = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let _ = finished_tx.send(());
+        });
+        let stuck = tokio::spawn(std::future::pending::<()>());
+        let stuck_abort = stuck.abort_handle();
+        let started = tokio::time::Instant::now();
+        assert!(!join_within(vec![quick, stuck], Duration::from_secs(20)).await);
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(20),
+            "waits the grace, no longer"
+        );
+        assert!(finished_rx.await.is_ok(), "what finished in time finished");
+        tokio::task::yield_now().await;
+        assert!(stuck_abort.is_finished(), "what did not is aborted");
+
+        let done = tokio::spawn(async {});
+        assert!(join_within(vec![done], Duration::from_secs(20)).await);
+    }
 
     #[test]
     fn failing_reconciles_back_off_from_5s_doubling_to_160s() {

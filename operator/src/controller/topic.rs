@@ -26,7 +26,7 @@ pub async fn reconcile(
     let mut status = topic.status.clone().unwrap_or_default();
     let was_ready = conditions::is_true(&status.conditions, conditions::READY);
     let mut events = Vec::new();
-    match apply(ctx, topic).await {
+    match apply(ctx, topic, resync).await {
         Ok((parts, recreated, replicas)) => {
             if recreated && was_ready {
                 warn!("partition streams were missing on the broker and have been re-created");
@@ -96,12 +96,10 @@ fn desired(ns: &str, name: &str, topic: &Topic, broker: &Broker) -> Result<Desir
 
 /// Creates or updates the partition streams.
 async fn provision(
-    ctx: &ReconcileContext,
-    broker: &Broker,
+    connection: sluice_broker::Broker,
     desired: &DesiredTopic,
 ) -> Result<Provisioned, Failure> {
     let rr = &desired.rr;
-    let connection = connect(ctx, &rr.namespace, broker).await?;
     let changes = connection
         .ensure_topic(rr, &desired.settings)
         .await
@@ -126,7 +124,11 @@ async fn observe(
         .topic_status(rr, desired.settings.partitions)
         .await
         .map_err(|e| Failure::broker(&format!("failed to read status of topic {rr}"), e))?;
-    Ok(parts
+    Ok(partition_statuses(parts))
+}
+
+fn partition_statuses(parts: Vec<sluice_broker::PartitionStatus>) -> Vec<PartitionStatus> {
+    parts
         .into_iter()
         .map(|p| PartitionStatus {
             partition: p.partition,
@@ -136,19 +138,36 @@ async fn observe(
             bytes: p.bytes,
             leader: p.leader,
         })
-        .collect())
+        .collect()
 }
 
-/// The pipeline: dereference the Broker, then [`desired`], [`provision`], [`observe`]; returns
-/// the partitions, whether streams were re-created, and the replicas in effect.
+/// The pipeline: dereference the Broker, then [`desired`]; when the spec was seen before and
+/// the Broker's stream listing (at most half a resync period old) shows the streams as
+/// desired, their status comes from it with no request of its own (a resync); otherwise
+/// [`provision`] and [`observe`]. Returns the
+/// partitions, whether streams were re-created, and the replicas in effect.
 async fn apply(
     ctx: &ReconcileContext,
     topic: &Topic,
+    resync: Duration,
 ) -> Result<(Vec<PartitionStatus>, bool, u32), Failure> {
     let (ns, name) = ns_name(topic);
     let broker = broker_of(ctx, &ns, &topic.spec.broker).await?;
     let desired = desired(&ns, &name, topic, &broker)?;
-    let provisioned = provision(ctx, &broker, &desired).await?;
+    let connection = connect(ctx, &ns, &broker).await?;
+    let broker_name = kube::ResourceExt::name_any(&broker);
+    let spec_observed = topic.metadata.generation.is_some()
+        && topic.status.as_ref().and_then(|s| s.observed_generation) == topic.metadata.generation;
+    if spec_observed
+        && let Some(catalog) = ctx
+            .pool
+            .stream_catalog(&ns, &broker_name, &connection, resync / 2)
+            .await
+        && let Some(parts) = catalog.topic_in_place(&desired.rr, &desired.settings)
+    {
+        return Ok((partition_statuses(parts), false, desired.settings.replicas));
+    }
+    let provisioned = provision(connection, &desired).await?;
     let parts = observe(&provisioned, &desired).await?;
     Ok((parts, provisioned.recreated, desired.settings.replicas))
 }

@@ -42,9 +42,11 @@ use super::common::Condition;
 pub struct BrokerSpec {
     /// Number of broker servers: 1 (no redundancy), 3 (survives one failure) or 5 (survives two).
     /// A Broker cannot change between 1 server (a standalone JetStream server) and a cluster:
-    /// nats-server does not migrate a standalone server's streams into a cluster.
+    /// nats-server does not migrate a standalone server's streams into a cluster. A cluster
+    /// may grow (3 to 5: the servers roll onto the longer route list) but not shrink.
     #[x_kube(validation = Rule::new("self in [1, 3, 5]").message("replicas must be 1, 3 or 5"))]
     #[x_kube(validation = Rule::new("(self == 1) == (oldSelf == 1)").message("replicas cannot change between 1 (a standalone server) and a cluster: nats-server does not migrate the streams; create a new Broker and move the data"))]
+    #[x_kube(validation = Rule::new("self >= oldSelf").message("replicas cannot decrease: taking servers out of a JetStream cluster needs each one's streams moved and the server peer-removed, which the operator does not do; create a smaller Broker and move the data"))]
     pub replicas: u32,
     /// nats-server version (the image tag), e.g. `2.15.1`. Default: the version the operator
     /// was built and tested with.

@@ -67,8 +67,10 @@ pub struct ConsumerGroupSpec {
     /// How failed messages are retried before they are dead-lettered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetrySpec>,
-    /// Where messages go after their last failed attempt. Unset: they stay unacknowledged on
-    /// the broker and are reported as stuck.
+    /// Where messages go after their last failed attempt. Unset: such a message is given up
+    /// (terminated, with a warning in the worker's log): removed from a Queue; on a Topic it
+    /// stays in the partition's log (readable by offset) but the group moves past it. Set a
+    /// dead-letter queue to keep every failed message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter: Option<DeadLetterSpec>,
     /// How long a worker may take to acknowledge a message before it is delivered again

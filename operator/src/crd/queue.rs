@@ -18,7 +18,7 @@ use super::common::{Condition, DeletionPolicy, DurationString, StorageType};
     shortname = "q",
     derive = "PartialEq",
     doc = "A work queue on a Sluice Broker: messages are removed once acknowledged.",
-    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -137,6 +137,9 @@ pub struct QueueStatus {
     /// Messages waiting in the queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages: Option<u64>,
+    /// Copies of the queue stream in effect (`spec.replicas`, or the default for the Broker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
     /// How far the queue has received each partition of its source topics.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<QueueSourceStatus>,
