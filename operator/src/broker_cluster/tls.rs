@@ -358,13 +358,23 @@ pub fn due(not_after: OffsetDateTime, lifetime: Duration, now: OffsetDateTime) -
 }
 
 /// The Secrets a reconcile must write for a `Generated` broker (each `None` when the stored
-/// one is still good).
-#[derive(Debug, Default)]
+/// one is still good). Its `Debug` output names the Secrets and never shows their keys.
+#[derive(Default)]
 pub struct TlsWrites {
     /// A new `<name>-ca`.
     pub ca_secret: Option<Secret>,
     /// A new `<name>-tls`.
     pub tls_secret: Option<Secret>,
+}
+
+impl std::fmt::Debug for TlsWrites {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = |s: &Option<Secret>| s.as_ref().map(|s| s.metadata.name.clone());
+        f.debug_struct("TlsWrites")
+            .field("ca_secret", &name(&self.ca_secret))
+            .field("tls_secret", &name(&self.tls_secret))
+            .finish()
+    }
 }
 
 /// Decides what to (re-)issue at `now` from the stored `<name>-ca` and `<name>-tls` and
@@ -521,6 +531,11 @@ mod tests {
     fn a_fresh_broker_gets_a_ca_and_a_server_certificate_then_nothing_more() {
         let c = cluster(3);
         let first = plan(&c, now(), None, None).unwrap();
+        let shown = format!("{first:?}");
+        assert!(
+            shown.contains("main-ca") && !shown.contains("PRIVATE KEY") && !shown.contains("key"),
+            "{shown}"
+        );
         let (ca, tls) = stored(&first);
         assert_eq!(ca.metadata.name.as_deref(), Some("main-ca"));
         assert_eq!(tls.metadata.name.as_deref(), Some("main-tls"));
