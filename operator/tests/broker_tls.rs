@@ -17,6 +17,7 @@ use sluice_broker::config::TopicSettings;
 use sluice_broker::embedded::{Cluster, ServerTls};
 use sluice_broker::tls::TrustedCa;
 use sluice_broker::{Broker, ConnectOptions, ResourceRef};
+use sluice_operator::broker_cluster::users::{base_users_from_env, users_conf};
 use sluice_operator::broker_cluster::{
     BrokerCluster, BrokerClusterParams, CA_CERT_KEY, TLS_CERT_KEY, TLS_KEY_KEY, TlsMode, nats_conf,
     plan_tls,
@@ -90,7 +91,15 @@ async fn generated_config_serves_only_tls_verified_with_the_generated_ca() {
             "\"/var/run/nats/nats.pid\"",
             &format!("{:?}", dir.path().join("nats.pid")),
         )
-        .replace("/etc/nats-tls", &dir.path().display().to_string());
+        .replace("/etc/nats-tls", &dir.path().display().to_string())
+        // The users Secret's in-pod include, moved next to the local config.
+        .replace("../../etc/nats-users/users.conf", "users.conf");
+    assert!(conf.contains("include \"users.conf\""), "{conf}");
+    std::fs::write(
+        dir.path().join("users.conf"),
+        users_conf(&base_users_from_env(), &[]).unwrap(),
+    )
+    .unwrap();
     assert!(conf.contains("tls {"), "{conf}");
     let path = dir.path().join("nats.conf");
     std::fs::write(&path, &conf).unwrap();
