@@ -488,6 +488,12 @@ mod kinds {
             }
         }
     }
+
+    impl NatsErrorKind for kv::WatcherErrorKind {
+        fn broker_kind(&self) -> Option<ErrorKind> {
+            None
+        }
+    }
 }
 
 #[cfg(test)]

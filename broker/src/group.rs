@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, PriorityPolicy};
 use async_nats::jetstream::kv;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tracing::{debug, info, instrument, warn};
@@ -487,6 +487,40 @@ impl GroupConfigStore {
         entry
             .map(|bytes| GroupConfig::from_json(&bytes))
             .transpose()
+    }
+
+    /// Every published config of `namespace` (of every namespace when `None`); undecodable
+    /// entries are skipped with a warning.
+    pub async fn list(&self, namespace: Option<&str>) -> Result<Vec<GroupConfig>> {
+        let keys: Vec<String> = self
+            .kv
+            .keys()
+            .await
+            .map_err(|e| broker_err("failed to list group configs", e))?
+            .try_collect()
+            .await
+            .map_err(|e| broker_err("failed to list group configs", e))?;
+        let prefix = namespace.map(|ns| format!("{ns}."));
+        let mut out = Vec::new();
+        for key in keys {
+            if prefix
+                .as_ref()
+                .is_some_and(|p| !key.starts_with(p.as_str()))
+            {
+                continue;
+            }
+            let entry = self
+                .kv
+                .get(&key)
+                .await
+                .map_err(|e| broker_err(format!("failed to read group config {key}"), e))?;
+            match entry.map(|bytes| GroupConfig::from_json(&bytes)) {
+                Some(Ok(cfg)) => out.push(cfg),
+                Some(Err(e)) => warn!(error = %e, %key, "skipping undecodable group config"),
+                None => {}
+            }
+        }
+        Ok(out)
     }
 
     /// Writes a config.

@@ -150,6 +150,43 @@ async fn video_pipeline_dead_letters_the_poison_upload_and_replays_it_once_after
         assert!(shown.contains(header), "missing {header:?} in\n{shown}");
     }
 
+    // The same as data, and the one-screen status.
+    let letters: serde_json::Value = serde_json::from_str(&run_ok(&[
+        "dlq",
+        "list",
+        "video-dlq",
+        "-o",
+        "json",
+        "--dev",
+        data_s,
+    ]))
+    .unwrap();
+    assert_eq!(letters.as_array().map(Vec::len), Some(1), "{letters}");
+    assert_eq!(letters[0]["group"], "encoders", "{letters}");
+    assert_eq!(letters[0]["originalId"], "upload-13", "{letters}");
+    let status: serde_json::Value =
+        serde_yaml::from_str(&run_ok(&["status", "-o", "yaml", "--dev", data_s])).unwrap();
+    let dlqs = status["deadLetterQueues"].as_array().unwrap();
+    assert!(
+        dlqs.iter().any(|d| d["name"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("/video-dlq"))
+            && d["depth"] == 1),
+        "{status}"
+    );
+    let groups = status["groups"].as_array().unwrap();
+    let encoders = groups
+        .iter()
+        .find(|g| g["name"].as_str().is_some_and(|n| n.ends_with("/encoders")))
+        .unwrap_or_else(|| panic!("no encoders group in {status}"));
+    assert_eq!(encoders["lag"], 0, "{status}");
+    assert!(!status["queues"].as_array().unwrap().is_empty(), "{status}");
+    let table = run_ok(&["status", "--dev", data_s]);
+    assert!(
+        table.contains("GROUP") && table.contains("encoders") && table.contains("video-dlq"),
+        "{table}"
+    );
+
     // Ship the fixed encoder (a manifest edit), replay the DLQ, run again.
     let fixed = tmp.path().join("fixed");
     copy_dir(&example("video-pipeline"), &fixed);

@@ -7,16 +7,19 @@
 //! interrupted halfway can simply be run again: what was replayed is gone from the DLQ, and a
 //! message replayed but not yet removed is de-duplicated by its replay id.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
+use serde::Serialize;
 use sluice_broker::dlq::{DeadLetter, StoredDeadLetter};
 use sluice_broker::partitioner::{KeylessSpreader, choose_partition};
 use sluice_broker::{Broker, ResourceRef, names};
 use time::OffsetDateTime;
 
+use super::output::{OutputArgs, Table};
 use super::target::BrokerArgs;
 
 /// Arguments of `sluice dlq`.
@@ -40,6 +43,9 @@ pub enum DlqCommand {
         /// Which broker.
         #[command(flatten)]
         broker: BrokerArgs,
+        /// Output format.
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Everything about one message: envelope, headers, payload.
     Show {
@@ -50,6 +56,9 @@ pub enum DlqCommand {
         /// Which broker.
         #[command(flatten)]
         broker: BrokerArgs,
+        /// Output format.
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Publish messages back to their source (or elsewhere) and remove them from the DLQ.
     Replay {
@@ -121,8 +130,15 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
     let connected = broker_args.connect().await?;
     let ns = broker_args.namespace.clone();
     let result = match args.command {
-        DlqCommand::List { dlq, filter, .. } => list(&connected.broker, &ns, &dlq, &filter).await,
-        DlqCommand::Show { dlq, seq, .. } => show(&connected.broker, &ns, &dlq, seq).await,
+        DlqCommand::List {
+            dlq,
+            filter,
+            output,
+            ..
+        } => list(&connected.broker, &ns, &dlq, &filter, output).await,
+        DlqCommand::Show {
+            dlq, seq, output, ..
+        } => show(&connected.broker, &ns, &dlq, seq, output).await,
         DlqCommand::Replay {
             dlq,
             filter,
@@ -164,47 +180,132 @@ async fn entries(broker: &Broker, ns: &str, dlq: &str) -> anyhow::Result<Vec<Sto
     Ok(read.letters)
 }
 
-async fn list(broker: &Broker, ns: &str, dlq: &str, filter: &Filter) -> anyhow::Result<()> {
-    let now = OffsetDateTime::now_utc();
-    println!(
-        "SEQ    GROUP                SOURCE                    PARTITION/OFFSET  ATTEMPTS  AGE     LAST ERROR"
-    );
-    for e in entries(broker, ns, dlq).await? {
-        if !filter.matches(e.sequence, &e.envelope) {
-            continue;
-        }
-        let dl = &e.envelope;
-        let age = Duration::try_from(now - dl.last_failure).unwrap_or_default();
-        println!(
-            "{:<7}{:<21}{:<26}{:<18}{:<10}{:<8}{}",
-            e.sequence,
-            dl.group,
-            format!("{:?}/{}", dl.source_kind, dl.source_name).to_lowercase(),
-            format!("{}/{}", dl.partition, dl.offset),
-            dl.attempts,
-            humantime::format_duration(Duration::from_secs(age.as_secs())).to_string(),
-            dl.last_error
-        );
-    }
-    Ok(())
+/// One dead letter as `list` and `show` report it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LetterReport {
+    sequence: u64,
+    group: String,
+    /// `topic/NAME` or `queue/NAME`.
+    source: String,
+    partition: u32,
+    offset: u64,
+    attempts: u64,
+    last_error: String,
+    #[serde(with = "time::serde::rfc3339")]
+    first_failure: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    last_failure: OffsetDateTime,
+    original_id: String,
+    /// Every header as stored (`show` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    headers: Option<BTreeMap<String, Vec<String>>>,
+    /// The payload as text, when it is UTF-8 (`show` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<String>,
+    /// The payload's size (`show` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_bytes: Option<usize>,
 }
 
-async fn show(broker: &Broker, ns: &str, dlq: &str, seq: u64) -> anyhow::Result<()> {
+impl LetterReport {
+    fn of(sequence: u64, dl: &DeadLetter) -> Self {
+        Self {
+            sequence,
+            group: dl.group.clone(),
+            source: format!("{:?}/{}", dl.source_kind, dl.source_name).to_lowercase(),
+            partition: dl.partition,
+            offset: dl.offset,
+            attempts: dl.attempts,
+            last_error: dl.last_error.clone(),
+            first_failure: dl.first_failure,
+            last_failure: dl.last_failure,
+            original_id: dl.original_id.clone(),
+            headers: None,
+            payload: None,
+            payload_bytes: None,
+        }
+    }
+}
+
+async fn list(
+    broker: &Broker,
+    ns: &str,
+    dlq: &str,
+    filter: &Filter,
+    output: OutputArgs,
+) -> anyhow::Result<()> {
+    let letters: Vec<LetterReport> = entries(broker, ns, dlq)
+        .await?
+        .iter()
+        .filter(|e| filter.matches(e.sequence, &e.envelope))
+        .map(|e| LetterReport::of(e.sequence, &e.envelope))
+        .collect();
+    output.print(&letters, |letters| {
+        let now = OffsetDateTime::now_utc();
+        let mut t = Table::new(&[
+            "SEQ",
+            "GROUP",
+            "SOURCE",
+            "PARTITION/OFFSET",
+            "ATTEMPTS",
+            "AGE",
+            "LAST ERROR",
+        ]);
+        for l in letters {
+            let age = Duration::try_from(now - l.last_failure).unwrap_or_default();
+            t.row(vec![
+                l.sequence.to_string(),
+                l.group.clone(),
+                l.source.clone(),
+                format!("{}/{}", l.partition, l.offset),
+                l.attempts.to_string(),
+                humantime::format_duration(Duration::from_secs(age.as_secs())).to_string(),
+                l.last_error.clone(),
+            ]);
+        }
+        t.render()
+    })
+}
+
+async fn show(
+    broker: &Broker,
+    ns: &str,
+    dlq: &str,
+    seq: u64,
+    output: OutputArgs,
+) -> anyhow::Result<()> {
     let entry = broker
         .dead_letter(&ResourceRef::new(ns, dlq)?, seq)
         .await
         .with_context(|| format!("DLQ {ns}/{dlq} has no message with sequence {seq}"))?;
-    println!("sequence: {seq}");
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, values) in entry.headers.iter() {
-        for value in values {
-            println!("{name}: {value}");
+        headers
+            .entry(name.to_string())
+            .or_default()
+            .extend(values.iter().map(|v| v.to_string()));
+    }
+    let mut report = LetterReport::of(seq, &entry.envelope);
+    report.payload = std::str::from_utf8(&entry.payload).ok().map(str::to_string);
+    report.payload_bytes = Some(entry.payload.len());
+    report.headers = Some(headers);
+    output.print(&report, |r| {
+        let mut out = format!("sequence: {}\n", r.sequence);
+        for (name, values) in r.headers.iter().flatten() {
+            for value in values {
+                out.push_str(&format!("{name}: {value}\n"));
+            }
         }
-    }
-    match std::str::from_utf8(&entry.payload) {
-        Ok(text) => println!("\n{text}"),
-        Err(_) => println!("\n<{} bytes of binary payload>", entry.payload.len()),
-    }
-    Ok(())
+        match &r.payload {
+            Some(text) => out.push_str(&format!("\n{text}\n")),
+            None => out.push_str(&format!(
+                "\n<{} bytes of binary payload>\n",
+                r.payload_bytes.unwrap_or(0)
+            )),
+        }
+        out
+    })
 }
 
 /// Where a replayed message goes.

@@ -4,14 +4,18 @@
 use clap::{Parser, Subcommand};
 
 pub mod cluster;
+pub mod completions;
 pub mod crds;
 pub mod dev;
 pub mod dlq;
 pub mod lag;
 pub mod offsets;
 pub mod operator;
+pub mod output;
 pub mod port_forward;
 pub mod queues;
+pub mod report;
+pub mod status;
 pub mod target;
 pub mod topics;
 
@@ -43,6 +47,10 @@ pub enum Command {
     Dlq(dlq::DlqArgs),
     /// Reset a topic group's position (replay a topic for one group).
     Offsets(offsets::OffsetsArgs),
+    /// One-screen overview: broker, topics, queues, groups (lag, members, owners), DLQs.
+    Status(status::StatusArgs),
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
 }
 
 /// The streams Sluice made for resources of `kind` (`topic`, `queue`, ...), with the resource
@@ -83,5 +91,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lag(args) => lag::run(args).await,
         Command::Dlq(args) => dlq::run(args).await,
         Command::Offsets(args) => offsets::run(args).await,
+        Command::Status(args) => status::run(args).await,
+        Command::Completions(args) => completions::run(&args),
     }
 }
