@@ -83,14 +83,7 @@ impl StreamCatalog {
                 let same = current.retention == desired.retention
                     && current.storage == desired.storage
                     && drift(current, &desired).is_empty();
-                same.then(|| PartitionStatus {
-                    partition: p,
-                    first_offset: info.state.first_sequence,
-                    last_offset: info.state.last_sequence,
-                    messages: info.state.messages,
-                    bytes: info.state.bytes,
-                    leader: info.cluster.as_ref().and_then(|c| c.leader.clone()),
-                })
+                same.then(|| PartitionStatus::of_stream(p, info))
             })
             .collect()
     }

@@ -17,7 +17,8 @@ use crate::error::{Error, ErrorKind, Result, broker_err};
 use crate::names::{self, ResourceRef};
 
 /// One partition of a topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PartitionStatus {
     /// Partition number.
     pub partition: u32,
@@ -30,7 +31,22 @@ pub struct PartitionStatus {
     /// Bytes stored.
     pub bytes: u64,
     /// Server leading the partition's Raft group (`None` on a single server).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,
+}
+
+impl PartitionStatus {
+    /// Partition `partition` as its stream's `info` shows it.
+    pub fn of_stream(partition: u32, info: &async_nats::jetstream::stream::Info) -> Self {
+        Self {
+            partition,
+            first_offset: info.state.first_sequence,
+            last_offset: info.state.last_sequence,
+            messages: info.state.messages,
+            bytes: info.state.bytes,
+            leader: info.cluster.as_ref().and_then(|c| c.leader.clone()),
+        }
+    }
 }
 
 /// Lag of a group on one partition (or on its queue).
@@ -155,14 +171,7 @@ impl Broker {
             let info = stream.info().await.map_err(|e| {
                 broker_err(format!("failed to read stream {name} of topic {topic}"), e)
             })?;
-            out.push(PartitionStatus {
-                partition: p,
-                first_offset: info.state.first_sequence,
-                last_offset: info.state.last_sequence,
-                messages: info.state.messages,
-                bytes: info.state.bytes,
-                leader: info.cluster.as_ref().and_then(|c| c.leader.clone()),
-            });
+            out.push(PartitionStatus::of_stream(p, info));
         }
         Ok(out)
     }

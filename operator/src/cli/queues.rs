@@ -4,29 +4,20 @@
 
 use clap::Args;
 
-use super::output::OutputArgs;
-use super::report;
-use super::target::BrokerArgs;
+use super::report::{self, ListArgs};
 
 /// Arguments of `sluice queues`.
 #[derive(Debug, Args)]
 pub struct QueuesArgs {
-    /// Which broker.
+    /// Broker, namespaces, format.
     #[command(flatten)]
-    pub broker: BrokerArgs,
-    /// Every namespace, not only `--namespace`.
-    #[arg(long, short = 'A')]
-    pub all_namespaces: bool,
-    /// Output format.
-    #[command(flatten)]
-    pub output: OutputArgs,
+    pub list: ListArgs,
 }
 
 /// Prints one line per queue, then one line per level and source partition.
 pub async fn run(args: QueuesArgs) -> anyhow::Result<()> {
-    let connected = args.broker.connect().await?;
-    let namespace = (!args.all_namespaces).then_some(args.broker.namespace.as_str());
-    let result = report::queues(&connected.broker, namespace).await;
+    let connected = args.list.broker.connect().await?;
+    let result = report::queues(&connected.broker, args.list.namespace()).await;
     connected.close().await;
-    args.output.print(&result?, report::queues_table)
+    args.list.output.print(&result?, report::queues_table)
 }

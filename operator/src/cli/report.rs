@@ -9,9 +9,31 @@ use serde::Serialize;
 use sluice_broker::config::SourceKind;
 use sluice_broker::provision::{META_SOURCES, decode_sources};
 use sluice_broker::schedule::QueueFeatures;
-use sluice_broker::{Broker, GroupConfig, ResourceRef, names};
+use sluice_broker::{Broker, GroupConfig, PartitionStatus, ResourceRef, names};
 
-use super::output::Table;
+use super::output::{OutputArgs, Table};
+use super::target::BrokerArgs;
+
+/// The flags of the commands that list resources: which broker, which namespaces, which format.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Which broker.
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Every namespace, not only `--namespace`.
+    #[arg(long, short = 'A')]
+    pub all_namespaces: bool,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+impl ListArgs {
+    /// The namespace to list, `None` for all.
+    pub fn namespace(&self) -> Option<&str> {
+        (!self.all_namespaces).then_some(self.broker.namespace.as_str())
+    }
+}
 
 /// One topic and its partitions.
 #[derive(Debug, Clone, Serialize)]
@@ -24,26 +46,7 @@ pub struct TopicReport {
     /// Bytes stored over all partitions.
     pub bytes: u64,
     /// Each partition, in order.
-    pub partitions: Vec<PartitionReport>,
-}
-
-/// One partition of a topic.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PartitionReport {
-    /// Partition number.
-    pub partition: u32,
-    /// First offset still stored.
-    pub first_offset: u64,
-    /// Last offset written.
-    pub last_offset: u64,
-    /// Messages stored.
-    pub messages: u64,
-    /// Bytes stored.
-    pub bytes: u64,
-    /// Server leading the partition (clustered brokers).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub leader: Option<String>,
+    pub partitions: Vec<PartitionStatus>,
 }
 
 /// One queue.
@@ -163,18 +166,11 @@ pub async fn topics(broker: &Broker, namespace: Option<&str>) -> anyhow::Result<
     let mut out = Vec::new();
     for (name, streams) in by_topic {
         let topic = resource_ref(&name)?;
-        let partitions: Vec<PartitionReport> = (0..)
+        let partitions: Vec<PartitionStatus> = (0..)
             .map_while(|p| {
                 streams
                     .get(&names::topic_stream(&topic, p))
-                    .map(|info| PartitionReport {
-                        partition: p,
-                        first_offset: info.state.first_sequence,
-                        last_offset: info.state.last_sequence,
-                        messages: info.state.messages,
-                        bytes: info.state.bytes,
-                        leader: info.cluster.as_ref().and_then(|c| c.leader.clone()),
-                    })
+                    .map(|info| PartitionStatus::of_stream(p, info))
             })
             .collect();
         out.push(TopicReport {

@@ -5,22 +5,15 @@
 use clap::Args;
 use serde::Serialize;
 
-use super::output::{OutputArgs, Table};
-use super::report::{self, DlqReport, GroupReport, QueueReport, TopicReport};
-use super::target::BrokerArgs;
+use super::output::Table;
+use super::report::{self, DlqReport, GroupReport, ListArgs, QueueReport, TopicReport};
 
 /// Arguments of `sluice status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Which broker.
+    /// Broker, namespaces, format.
     #[command(flatten)]
-    pub broker: BrokerArgs,
-    /// Every namespace, not only `--namespace`.
-    #[arg(long, short = 'A')]
-    pub all_namespaces: bool,
-    /// Output format.
-    #[command(flatten)]
-    pub output: OutputArgs,
+    pub list: ListArgs,
 }
 
 /// The overview.
@@ -54,11 +47,10 @@ pub struct BrokerReport {
 
 /// Reads the overview and prints it.
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
-    let connected = args.broker.connect().await?;
-    let namespace = (!args.all_namespaces).then_some(args.broker.namespace.as_str());
-    let result = read(&connected.broker, namespace).await;
+    let connected = args.list.broker.connect().await?;
+    let result = read(&connected.broker, args.list.namespace()).await;
     connected.close().await;
-    args.output.print(&result?, table)
+    args.list.output.print(&result?, table)
 }
 
 async fn read(
